@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds the lab's Go binaries from the Go module proxy into a cache keyed by version:
+#   $NETVIZ_LAB_CACHE/bin/<tool>-<version>  (default cache: /var/cache/netviz-lab)
+# Idempotent: a binary already in the cache is not rebuilt.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck disable=SC1091
+. "$here/versions.env"
+cache=${NETVIZ_LAB_CACHE:-/var/cache/netviz-lab}
+bin=$cache/bin
+mkdir -p "$bin" "$cache/src"
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local
+
+have() { [ -x "$bin/$1" ]; }
+
+# k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces the staging modules with local
+# paths. A small module of our own requires it and replaces each staging module with its published
+# v0.<minor>.<patch> version instead; etcd's server is built from the same graph so versions agree.
+build_k8s() {
+  local v=$KUBERNETES_VERSION tools="kube-apiserver kube-controller-manager kube-scheduler kubectl"
+  local missing=0 t
+  for t in $tools etcd; do have "$t-$v" || have "etcd-$ETCD_VERSION" || missing=1; done
+  for t in $tools; do have "$t-$v" || missing=1; done
+  have "etcd-$ETCD_VERSION" || missing=1
+  [ $missing = 1 ] || return 0
+  local mod=$cache/src/k8s-$v staging=v0.${v#v1.}
+  mkdir -p "$mod"
+  local kmod
+  kmod=$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+  {
+    echo "module netviz.local/k8sbuild"
+    echo
+    echo "go 1.24.0"
+    echo
+    echo "require k8s.io/kubernetes $v"
+    echo
+    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#replace \1 => \1 '"$staging"'#p' "$kmod"
+  } >"$mod/go.mod"
+  (cd "$mod" && go mod download k8s.io/kubernetes >/dev/null 2>&1 || true)
+  for t in $tools; do
+    have "$t-$v" && continue
+    echo "building $t $v (cold builds take minutes)" >&2
+    (cd "$mod" && go get "k8s.io/kubernetes/cmd/$t@$v" >/dev/null && \
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitVersion=$v" \
+        -o "$bin/$t-$v.tmp" "k8s.io/kubernetes/cmd/$t")
+    mv "$bin/$t-$v.tmp" "$bin/$t-$v"
+  done
+  if ! have "etcd-$ETCD_VERSION"; then
+    echo "building etcd $ETCD_VERSION" >&2
+    (cd "$mod" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null && \
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/etcd-$ETCD_VERSION.tmp" go.etcd.io/etcd/server/v3)
+    mv "$bin/etcd-$ETCD_VERSION.tmp" "$bin/etcd-$ETCD_VERSION"
+  fi
+}
+
+# Modules without replace directives install directly.
+go_install() { # tool version package
+  have "$1-$2" && return 0
+  echo "building $1 $2" >&2
+  local tmp
+  tmp=$(mktemp -d)
+  GOBIN=$tmp CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "$3@$2"
+  mv "$tmp/$1" "$bin/$1-$2"
+  rm -rf "$tmp"
+}
+
+go_install goflow2 "$GOFLOW2_VERSION" github.com/netsampler/goflow2/v2/cmd/goflow2
+go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+build_k8s
+ls -l "$bin"

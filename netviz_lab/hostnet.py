@@ -1,0 +1,62 @@
+"""Host-side network guard rails for the lab (component: setup/services/teardown).
+
+- `unreachable 198.18.0.0/15` so lab traffic never leaves through the host's default route
+  (the more specific routes of the lab's own veths still win);
+- IPv4 forwarding on, only between lab addresses (nft table `netviz_lab`, chain `forward`), so
+  routers reach pods through NodePorts; the previous sysctl value is restored by teardown;
+- nft chain `nodeports` (NAT, hooked on prerouting and output) that the pod runner fills with the
+  NodePort DNAT rules kube-proxy would install.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .lab import Lab
+from .proc import run
+from .topology import LAB_RANGE, NFT_TABLE
+
+_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+RULESET = f"""
+table ip {NFT_TABLE} {{
+    chain nodeports {{
+    }}
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        jump nodeports
+    }}
+    chain output {{
+        type nat hook output priority -100; policy accept;
+        jump nodeports
+    }}
+    chain forward {{
+        type filter hook forward priority 0; policy drop;
+        ip saddr {LAB_RANGE} ip daddr {LAB_RANGE} accept
+    }}
+}}
+"""
+
+
+def setup(lab: Lab) -> None:
+    lab.root.mkdir(parents=True, exist_ok=True)
+    lab.root.chmod(0o755)
+    saved = lab.root / "ip_forward.saved"
+    if not saved.exists():
+        saved.write_text(_FORWARD.read_text())
+    run(["ip", "route", "replace", "unreachable", LAB_RANGE])
+    run(["nft", "delete", "table", "ip", NFT_TABLE], check=False)
+    run(["nft", "-f", "-"], input=RULESET)
+    _FORWARD.write_text("1\n")
+
+
+def services(lab: Lab) -> list:
+    return []
+
+
+def teardown(lab: Lab) -> None:
+    run(["nft", "delete", "table", "ip", NFT_TABLE], check=False)
+    run(["ip", "route", "del", "unreachable", LAB_RANGE], check=False)
+    saved = lab.root / "ip_forward.saved"
+    if saved.exists():
+        _FORWARD.write_text(saved.read_text())
+        saved.unlink()

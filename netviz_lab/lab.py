@@ -1,0 +1,74 @@
+"""Where the lab keeps its files and binaries. One `Lab` value is passed to every component."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import versions
+
+_TOOL_VERSIONS = {
+    "kube-apiserver": versions.KUBERNETES,
+    "kube-controller-manager": versions.KUBERNETES,
+    "kube-scheduler": versions.KUBERNETES,
+    "kubectl": versions.KUBERNETES,
+    "etcd": versions.ETCD,
+    "kwok": versions.KWOK,
+    "goflow2": versions.GOFLOW2,
+}
+
+
+@dataclass(frozen=True)
+class Lab:
+    # State lives under a root-owned 0755 directory: sshd's StrictModes refuses keys elsewhere.
+    root: Path = field(default_factory=lambda: Path(os.environ.get("NETVIZ_LAB_DIR", "/var/lib/netviz-lab")))
+    cache: Path = field(default_factory=lambda: Path(os.environ.get("NETVIZ_LAB_CACHE", "/var/cache/netviz-lab")))
+    nodes: int = 3
+
+    # -- files -------------------------------------------------------------------------------------
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.root / "kubeconfig-admin.yaml"
+
+    @property
+    def pipeline_kubeconfig(self) -> Path:
+        """Kubeconfig of the RBAC-restricted `netviz-pipeline` user (what the pipeline's tests use)."""
+        return self.root / "kubeconfig-pipeline.yaml"
+
+    @property
+    def ssh_dir(self) -> Path:
+        """Client key (`id_ed25519`) and `known_hosts` for the routers."""
+        return self.root / "ssh"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.root / "prometheus"
+
+    @property
+    def prometheus_config(self) -> Path:
+        """The Prometheus config file the pipeline manages in "file" mode."""
+        return self.prometheus_dir / "prometheus.yml"
+
+    @property
+    def pods_dir(self) -> Path:
+        """Per-pod volumes materialised by the pod runner."""
+        return self.root / "pods"
+
+    def bin(self, tool: str) -> Path:
+        """Path of a Go-built binary in the version-keyed cache (see build-lab-bins.sh)."""
+        return self.cache / "bin" / f"{tool}-{_TOOL_VERSIONS[tool]}"
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"

@@ -1,0 +1,169 @@
+"""The lab supervisor: one long-lived process that owns every lab daemon as a direct child.
+
+PID 1 on these machines reaps orphans late, so daemons are never left to it: the supervisor starts
+each service itself, `wait()`s on it, and stops them in reverse order on SIGTERM. Components are
+modules exposing three functions:
+
+    setup(lab)     -> None            idempotent preparation (files, namespaces, links); no daemons
+    services(lab)  -> list[Service]   daemons to start, in order, each with an optional ready check
+    teardown(lab)  -> None            remove what setup made; must work with no state (after a crash)
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Callable, Sequence
+
+from .lab import Lab
+from .proc import in_netns, pid_alive
+
+
+@dataclass
+class Service:
+    name: str
+    argv: Sequence[str]
+    netns: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    ready: Callable[[], bool] | None = None
+    ready_timeout: float = 60.0
+    # Called after the process is up and ready (e.g. create API objects once the API server answers).
+    after_ready: Callable[[], None] | None = None
+
+
+def components() -> list[ModuleType]:
+    from . import cluster, hostnet, podrunner, prometheus, router
+
+    return [hostnet, router, cluster, prometheus, podrunner]
+
+
+def read_state(lab: Lab) -> dict:
+    try:
+        return json.loads(lab.state_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def write_state(lab: Lab, **changes) -> None:
+    state = read_state(lab) | changes
+    tmp = lab.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, lab.state_file)
+
+
+class Supervisor:
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self.procs: list[tuple[Service, subprocess.Popen]] = []
+        self.stopping = False
+
+    def log(self, msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    def start(self, svc: Service) -> subprocess.Popen:
+        log = open(self.lab.log(svc.name), "ab")
+        env = {**os.environ, **svc.env}
+        proc = subprocess.Popen(in_netns(svc.netns, svc.argv), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=svc.cwd, env=env)
+        log.close()
+        self.procs.append((svc, proc))
+        self.record()
+        if svc.ready is not None:
+            deadline = time.monotonic() + svc.ready_timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{svc.name} exited with {proc.returncode} while starting; "
+                                       f"see {self.lab.log(svc.name)}")
+                try:
+                    if svc.ready():
+                        break
+                except Exception:  # noqa: BLE001 - not ready yet
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{svc.name} not ready after {svc.ready_timeout:.0f}s; "
+                                       f"see {self.lab.log(svc.name)}")
+                time.sleep(0.1)
+        if svc.after_ready is not None:
+            svc.after_ready()
+        self.log(f"started {svc.name} pid {proc.pid}")
+        return proc
+
+    def record(self) -> None:
+        write_state(self.lab, services={s.name: p.pid for s, p in self.procs})
+
+    def stop_all(self) -> None:
+        for svc, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            self.log(f"stopped {svc.name}")
+        self.procs.clear()
+
+    def run(self) -> int:
+        lab = self.lab
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        write_state(lab, supervisor_pid=os.getpid(), phase="starting", nodes=lab.nodes, error=None,
+                    started=time.time())
+        t0 = time.monotonic()
+        try:
+            for comp in components():
+                if self.stopping:
+                    raise RuntimeError("stopped while starting")
+                comp.setup(lab)
+                for svc in comp.services(lab):
+                    self.start(svc)
+            write_state(lab, phase="ready", up_seconds=round(time.monotonic() - t0, 2))
+            self.log(f"lab ready in {time.monotonic() - t0:.1f}s")
+        except Exception as exc:  # noqa: BLE001 - reported to `up` through the state file
+            self.log(traceback.format_exc())
+            write_state(lab, phase="failed", error=str(exc))
+            self.shutdown()
+            return 1
+        while not self.stopping:
+            for svc, proc in self.procs:
+                if proc.poll() is not None and not getattr(proc, "_reported", False):
+                    proc._reported = True  # type: ignore[attr-defined]
+                    self.log(f"{svc.name} exited with {proc.returncode}")
+            time.sleep(0.5)
+        self.shutdown()
+        return 0
+
+    def _on_term(self, *_: object) -> None:
+        self.stopping = True
+
+    def shutdown(self) -> None:
+        self.stop_all()
+        for comp in reversed(components()):
+            try:
+                comp.teardown(self.lab)
+            except Exception:  # noqa: BLE001 - teardown is best effort; `down` re-runs it
+                self.log(traceback.format_exc())
+        write_state(self.lab, phase="down", services={})
+
+
+def main(lab: Lab) -> int:
+    lab.logs.mkdir(parents=True, exist_ok=True)
+    return Supervisor(lab).run()
+
+
+def supervisor_alive(lab: Lab) -> int | None:
+    pid = read_state(lab).get("supervisor_pid")
+    if pid and pid_alive(pid) and "netviz_lab" in open(f"/proc/{pid}/cmdline").read():
+        return pid
+    return None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(Lab()))
