@@ -1,0 +1,195 @@
+"""`python -m netviz_lab up|down|status|config|kubeconfig` — drive the local lab."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from . import settings as lab_settings
+from .lab import Lab
+from .proc import list_netns, pid_alive, pid_cmdline, run
+from .supervisor import components, read_state, supervisor_alive, write_state
+from .topology import NETNS_PREFIX, NFT_TABLE, POD_VETH_PREFIX, ROUTERS
+
+UP_TIMEOUT = float(os.environ.get("NETVIZ_LAB_UP_TIMEOUT", "300"))
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        sys.exit("netviz_lab needs root: it creates network namespaces, veths, nft rules and runs sshd. "
+                 "Run it as root (for example `sudo make demo`).")
+
+
+def require_binaries(lab: Lab) -> None:
+    missing = [str(lab.bin(t)) for t in ("etcd", "kube-apiserver", "kube-controller-manager",
+                                          "kube-scheduler", "kwok", "goflow2") if not lab.bin(t).exists()]
+    if missing or not shutil.which("prometheus") or not shutil.which("softflowd"):
+        sys.exit("lab dependencies missing (" + (", ".join(missing) or "Debian packages") +
+                 "): run `make lab-deps` first")
+
+
+def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
+    require_root()
+    require_binaries(lab)
+    t0 = time.monotonic()
+    pid = supervisor_alive(lab)
+    if pid and read_state(lab).get("phase") == "ready":
+        from . import cluster
+
+        changed = cluster.ensure_nodes(lab, args.nodes)
+        print(f"lab already up (supervisor pid {pid}); "
+              + (f"nodes scaled to {args.nodes}" if changed else "nothing changed"))
+        return 0
+    if pid is None:
+        teardown_everything(lab, quiet=True)  # leftovers of a crashed `up`
+        lab.logs.mkdir(parents=True, exist_ok=True)
+        lab.root.chmod(0o755)
+        write_state(lab, phase="starting", supervisor_pid=None, error=None)
+        with open(lab.log("supervisor"), "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "netviz_lab", "_supervise", "--nodes", str(args.nodes)],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=os.getcwd())
+        pid = proc.pid
+    deadline = t0 + UP_TIMEOUT
+    while time.monotonic() < deadline:
+        state = read_state(lab)
+        if state.get("phase") == "ready":
+            print(f"lab up in {time.monotonic() - t0:.1f}s (supervisor pid {pid}, {args.nodes} nodes)")
+            print(f"  admin kubeconfig:    {lab.admin_kubeconfig}")
+            print(f"  pipeline kubeconfig: {lab.pipeline_kubeconfig}")
+            print("  settings:            python -m netviz_lab config > netviz.yaml")
+            return 0
+        if state.get("phase") in ("failed", "down") or not pid_alive(pid):
+            break
+        time.sleep(0.2)
+    state = read_state(lab)
+    print(f"lab failed to come up: {state.get('error') or 'timed out after %.0fs' % UP_TIMEOUT}", file=sys.stderr)
+    print(f"supervisor log: {lab.log('supervisor')}", file=sys.stderr)
+    try:
+        print("".join(open(lab.log("supervisor")).readlines()[-15:]), file=sys.stderr)
+    except OSError:
+        pass
+    stop_supervisor(lab)
+    teardown_everything(lab, quiet=True, keep_logs=True)
+    return 1
+
+
+def stop_supervisor(lab: Lab) -> None:
+    pid = supervisor_alive(lab)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def teardown_everything(lab: Lab, quiet: bool = False, keep_logs: bool = True) -> list[str]:
+    """Remove every trace of the lab, with or without a live supervisor. Returns what was left."""
+    # Services recorded by a supervisor that died: kill them if they are still our processes.
+    for name, pid in (read_state(lab).get("services") or {}).items():
+        cmd = pid_cmdline(pid)
+        if pid_alive(pid) and (str(lab.root) in cmd or str(lab.cache) in cmd or "netviz_lab" in cmd):
+            os.kill(pid, signal.SIGKILL)
+    for comp in reversed(components()):
+        try:
+            comp.teardown(lab)
+        except Exception as exc:  # noqa: BLE001 - keep going; leftovers are reported below
+            if not quiet:
+                print(f"teardown {comp.__name__}: {exc}", file=sys.stderr)
+    if lab.root.exists():
+        for entry in lab.root.iterdir():
+            if keep_logs and entry == lab.logs:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    return leftovers(lab)
+
+
+def leftovers(lab: Lab) -> list[str]:
+    found = [f"netns {n}" for n in list_netns(NETNS_PREFIX)]
+    links = run(["ip", "-o", "link", "show"], check=False).stdout
+    hostifs = {r.host_if for r in ROUTERS}
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name in hostifs or name.startswith(POD_VETH_PREFIX):
+            found.append(f"link {name}")
+    if "198.18.0.0/15" in run(["ip", "route", "show"], check=False).stdout:
+        found.append("route 198.18.0.0/15")
+    if NFT_TABLE in run(["nft", "list", "tables"], check=False).stdout:
+        found.append(f"nft table {NFT_TABLE}")
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+            cmd = pid_cmdline(int(pid))
+            if str(lab.root) + "/" in cmd or str(lab.cache) + "/" in cmd or "netviz_lab _supervise" in cmd:
+                found.append(f"process {pid} {cmd[:80]}")
+    mounts = open("/proc/self/mounts").read()
+    found += [f"mount {line.split()[1]}" for line in mounts.splitlines() if str(lab.root) in line]
+    return found
+
+
+def cmd_down(lab: Lab, args: argparse.Namespace) -> int:
+    require_root()
+    t0 = time.monotonic()
+    stop_supervisor(lab)
+    left = teardown_everything(lab)
+    if left:
+        print("lab down, but left behind:\n  " + "\n  ".join(left), file=sys.stderr)
+        return 1
+    print(f"lab down in {time.monotonic() - t0:.1f}s; nothing left behind")
+    return 0
+
+
+def cmd_status(lab: Lab, args: argparse.Namespace) -> int:
+    state = read_state(lab)
+    pid = supervisor_alive(lab)
+    phase = state.get("phase", "down") if pid else "down"
+    print(f"phase: {phase}" + (f" (supervisor pid {pid}, {state.get('nodes')} nodes)" if pid else ""))
+    if pid:
+        for name, spid in (state.get("services") or {}).items():
+            print(f"  {name:28} pid {spid:<8} {'running' if pid_alive(spid) else 'EXITED'}")
+        print("  namespaces: " + " ".join(list_netns(NETNS_PREFIX)))
+    return 0 if phase == "ready" else 3
+
+
+def cmd_config(lab: Lab, args: argparse.Namespace) -> int:
+    sys.stdout.write(lab_settings.render(lab))
+    return 0
+
+
+def cmd_kubeconfig(lab: Lab, args: argparse.Namespace) -> int:
+    print(lab.pipeline_kubeconfig if args.restricted else lab.admin_kubeconfig)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m netviz_lab", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start the lab (idempotent)")
+    up.add_argument("--nodes", type=int, default=3, help="number of simulated (kwok) nodes")
+    sub.add_parser("down", help="stop the lab and remove every trace of it")
+    sub.add_parser("status", help="show what runs")
+    sub.add_parser("config", help="print netviz settings YAML pointing at this lab")
+    kc = sub.add_parser("kubeconfig", help="print the admin kubeconfig path")
+    kc.add_argument("--restricted", action="store_true", help="the RBAC-limited pipeline user's instead")
+    sv = sub.add_parser("_supervise")
+    sv.add_argument("--nodes", type=int, default=3)
+    args = parser.parse_args(argv)
+    if getattr(args, "nodes", 1) < 1:
+        parser.error("--nodes must be at least 1")
+    lab = Lab(nodes=getattr(args, "nodes", 3))
+    if args.cmd == "_supervise":
+        from . import supervisor
+
+        return supervisor.main(lab)
+    return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "config": cmd_config,
+            "kubeconfig": cmd_kubeconfig}[args.cmd](lab, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""Lab component: the two routers the pipeline configures over SSH (topology.ROUTERS).
+
+Network (per router, addresses from topology.py; IPv6 off everywhere, its link-local chatter would
+show up as flows):
+
+    host <host_if> ---- mgmt0 [router ns, ip_forward=1] <lan_if> ---- eth0 [lan ns]
+                                                        <wan_if> ---- eth0 [wan ns]
+
+lan/wan hosts route only 198.18.0.0/15 via their router (no default route). Each router routes
+198.18.0.0/15 via the host end of its management link (so the pfSense router, whose management link
+is 198.18.5.0/24, reaches NODE_IP 198.18.0.1 to export NetFlow); the host routes each router's
+lan/wan subnets via its mgmt_ip.
+
+Each router is a small "machine" booted by netviz_lab/routerinit.py (own mount, PID and UTS
+namespaces, a chroot whose writable parts all live under lab.root/routers/<name>, see that module).
+Its lab Service is that init; sshd (OpenSSH, key-only, root by key, no PAM, on mgmt_ip:22) is the
+router's daemon; the boot also starts softflowd from persisted configuration. `reboot_router()` is a
+hard power cycle (everything in the router killed, then booted again from its files).
+
+What is on each router
+----------------------
+Linux router `nvz-router` ("Debian 12 without systemd", the lab's sysvinit-style machine):
+- Debian's softflowd 1.1.0 installed, not configured, not running. `/etc/softflowd/` is
+  `/etc/netns/nvz-router/softflowd/` on the host (bound by `ip netns exec`) and starts with the
+  package's `default.conf` (empty interface = ignored instance).
+- `/run/systemd/system` does not exist (no systemd); `/usr/bin/systemctl` exists but cannot work, as
+  on any Debian booted without systemd. Boot runs `/etc/init.d/softflowd start` (Debian's sysvinit
+  script: one daemon per `/etc/softflowd/<instance>.conf` with a non-empty `interface`).
+- What the pipeline runs over SSH to (re)start an instance without systemd:
+      /etc/init.d/softflowd restart <instance>     (or: service softflowd restart <instance>)
+  which runs `softflowd -p /run/softflowd/<inst>.pid -c /run/softflowd/<inst>.ctl -i $interface
+  $options` via start-stop-daemon (the init script sources the conf file as shell, so a line
+  `export LD_PRELOAD=/usr/local/lib/libpcap-immediate.so` in it preloads the immediate-mode shim;
+  under systemd the same file is an EnvironmentFile). It persists across `reboot_router` because the
+  conf file does. Check: `softflowctl -c /run/softflowd/<inst>.ctl statistics`.
+- Writable: /etc (overlay), /usr/local (overlay; e.g. the shim), /root, /tmp, /var, /run. gcc (`cc`)
+  and libpcap headers are available to build the shim on the router. `/usr` is read-only.
+
+pfSense router `nvz-pfsense`: see netviz_lab/pfsense/__init__.py (command surface reproduced).
+
+Management access: client key `lab.ssh_dir/id_ed25519` (one key for both routers) and
+`lab.ssh_dir/known_hosts` with both routers' ed25519 host keys (`198.18.0.2 ssh-ed25519 ...`).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .lab import Lab
+from .proc import LabError, kill_netns_processes, netns_exists, run
+from .supervisor import Service
+from .topology import LAB_RANGE, ROUTERS, Router
+
+HERE = Path(__file__).resolve().parent
+ROUTERINIT = HERE / "routerinit.py"
+PFSENSE_EMU = HERE / "pfsense" / "pfsense_emu.py"
+SYSTEM_PYTHON = "/usr/bin/python3"  # stdlib only; the router's chroot has no venv
+NETNS_ETC = Path("/etc/netns")
+TRAFFIC_TCP_PORT = 8080
+TRAFFIC_UDP_PORT = 9999
+PF_EMU_DIR = "/usr/local/libexec/netviz-pfsense"  # inside the pfSense router
+
+
+# -- paths ------------------------------------------------------------------------------------------
+def router_dir(lab: Lab, r: Router) -> Path:
+    return lab.root / "routers" / r.name
+
+
+def rootfs(lab: Lab, r: Router) -> Path:
+    """The router's `/` as seen from the host (persistent parts only; system dirs are mounts)."""
+    return router_dir(lab, r) / "rootfs"
+
+
+def etc_upper(lab: Lab, r: Router) -> Path:
+    """Files written to the router's /etc (overlay upper dir)."""
+    return router_dir(lab, r) / "upper" / "etc"
+
+
+def shim_path(lab: Lab) -> Path:
+    return lab.cache / "lib" / "libpcap-immediate.so"
+
+
+def _subnet(ip: str, prefix: int) -> str:
+    return str(ipaddress.ip_interface(f"{ip}/{prefix}").network)
+
+
+# -- setup ------------------------------------------------------------------------------------------
+def setup(lab: Lab) -> None:
+    lab.root.mkdir(parents=True, exist_ok=True)
+    lab.root.chmod(0o755)  # sshd StrictModes: keys must sit below root-owned 0755 directories
+    lab.logs.mkdir(parents=True, exist_ok=True)
+    build_shim(lab)
+    _client_key(lab)
+    for r in ROUTERS:
+        _teardown_net(r)
+        _setup_net(r)
+        _setup_files(lab, r)
+    _known_hosts(lab)
+
+
+def build_shim(lab: Lab) -> Path:
+    env = {**os.environ, "NETVIZ_LAB_CACHE": str(lab.cache)}
+    subprocess.run(["sh", str(HERE / "build-shim.sh")], env=env, check=True, capture_output=True)
+    return shim_path(lab)
+
+
+def _sysctls(netns: str, forward: bool) -> None:
+    cmds = ["echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6",
+            "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+            f"echo {int(forward)} > /proc/sys/net/ipv4/ip_forward"]
+    run(["sh", "-c", " && ".join(cmds)], netns=netns)
+
+
+def _setup_net(r: Router) -> None:
+    for ns in (r.name, r.lan_ns, r.wan_ns):
+        run(["ip", "netns", "add", ns])
+        _sysctls(ns, forward=(ns == r.name))
+    p = r.prefix
+    run(["ip", "link", "add", r.host_if, "type", "veth", "peer", "name", "mgmt0", "netns", r.name])
+    Path(f"/proc/sys/net/ipv6/conf/{r.host_if}/disable_ipv6").write_text("1\n")
+    run(["ip", "-n", r.name, "link", "add", r.lan_if, "type", "veth", "peer", "name", "eth0", "netns", r.lan_ns])
+    run(["ip", "-n", r.name, "link", "add", r.wan_if, "type", "veth", "peer", "name", "eth0", "netns", r.wan_ns])
+    run(["ip", "addr", "add", f"{r.host_ip}/{p}", "dev", r.host_if])
+    run(["ip", "link", "set", r.host_if, "up"])
+    for ns, dev, ip in ((r.name, "mgmt0", r.mgmt_ip), (r.name, r.lan_if, r.lan_gw), (r.name, r.wan_if, r.wan_gw),
+                        (r.lan_ns, "eth0", r.lan_host), (r.wan_ns, "eth0", r.wan_host)):
+        run(["ip", "-n", ns, "addr", "add", f"{ip}/{p}", "dev", dev])
+        run(["ip", "-n", ns, "link", "set", dev, "up"])
+    for ns in (r.name, r.lan_ns, r.wan_ns):
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        # `all` again: applies to the devices that now exist, whatever they inherited when created.
+        run(["sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6"], netns=ns)
+    run(["ip", "-n", r.name, "route", "add", LAB_RANGE, "via", r.host_ip])
+    run(["ip", "-n", r.lan_ns, "route", "add", LAB_RANGE, "via", r.lan_gw])
+    run(["ip", "-n", r.wan_ns, "route", "add", LAB_RANGE, "via", r.wan_gw])
+    for net in (_subnet(r.lan_gw, p), _subnet(r.wan_gw, p)):
+        run(["ip", "route", "replace", net, "via", r.mgmt_ip, "dev", r.host_if])
+
+
+def _mkdir(path: Path, mode: int = 0o755) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(mode)
+    return path
+
+
+def _symlink(path: Path, target: str) -> None:
+    if not path.is_symlink():
+        path.symlink_to(target)
+
+
+def _setup_files(lab: Lab, r: Router) -> None:
+    d = router_dir(lab, r)
+    for p in (lab.root / "routers", d, d / "upper", d / "work"):
+        _mkdir(p)
+    root = _mkdir(rootfs(lab, r))
+    for sub in ("usr", "etc", "dev", "sys", "proc", "run", "var", "var/log", "var/lib", "var/db", "var/empty"):
+        _mkdir(root / sub)
+    _mkdir(root / "tmp", 0o1777)
+    _mkdir(root / "var/tmp", 0o1777)
+    _mkdir(root / "root", 0o700)
+    for name in ("bin", "sbin", "lib", "lib64"):
+        _symlink(root / name, f"usr/{name}")
+    _symlink(root / "var/run", "../run")
+    upper = _mkdir(etc_upper(lab, r))
+    _mkdir(d / "work" / "etc")
+    _sshd_files(lab, r, upper)
+    mounts: list[dict] = [{"type": "bind", "src": "/usr", "dst": "/usr", "ro": True}]
+    if r.platform == "linux":
+        _mkdir(d / "upper" / "usr_local")
+        _mkdir(d / "work" / "usr_local")
+        mounts.append({"type": "overlay", "dst": "/usr/local", "lower": "/usr/local",
+                       "upper": str(d / "upper" / "usr_local"), "work": str(d / "work" / "usr_local")})
+    else:
+        mounts.append({"type": "bind", "src": str(_pfsense_files(lab, r)), "dst": "/usr/local"})
+    mounts.append({"type": "overlay", "dst": "/etc", "lower": "/etc", "upper": str(upper),
+                   "work": str(d / "work" / "etc")})
+    if r.platform == "linux":
+        netns_etc = _linux_netns_etc(r)
+        for entry in sorted(os.listdir(netns_etc)):  # what `ip netns exec` binds, re-bound in the chroot
+            mounts.append({"type": "bind", "src": str(netns_etc / entry), "dst": f"/etc/{entry}"})
+        _mkdir(root / "var/lib/dpkg")
+        mounts.append({"type": "bind", "src": "/var/lib/dpkg", "dst": "/var/lib/dpkg", "ro": True})
+        boot = [["/etc/init.d/softflowd", "start"]]
+    else:
+        boot = [[f"{PF_EMU_DIR}/pfsense_emu.py", "boot"]]
+    mounts += [{"type": "rbind", "src": "/dev", "dst": "/dev"},
+               {"type": "bind", "src": "/sys", "dst": "/sys"},
+               {"type": "proc", "dst": "/proc"}]
+    spec = {
+        "name": r.name, "hostname": r.name, "rootfs": str(root), "mounts": mounts,
+        "clear": ["/run", "/tmp"], "mkdirs": ["/run/sshd"],
+        "daemons": [["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/sshd_config"]],
+        "boot": boot, "state_file": str(d / "init.json"),
+    }
+    (d / "spec.json").write_text(json.dumps(spec, indent=2))
+
+
+def _linux_netns_etc(r: Router) -> Path:
+    """/etc/netns/<router>/softflowd: the router's /etc/softflowd, seeded with Debian's default.conf."""
+    etc = _mkdir(NETNS_ETC / r.name)
+    sfd = _mkdir(etc / "softflowd")
+    default = Path("/etc/softflowd/default.conf")
+    if default.exists() and not (sfd / "default.conf").exists():
+        shutil.copy2(default, sfd / "default.conf")
+    return etc
+
+
+def _sshd_files(lab: Lab, r: Router, upper: Path) -> None:
+    ssh = _mkdir(upper / "ssh")
+    key = ssh / "ssh_host_ed25519_key"
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{r.name}", "-f", str(key)])
+    key.chmod(0o600)
+    (ssh / "sshd_config").write_text(f"""\
+# netviz-lab router sshd (generated by netviz_lab/router.py); key-only, root by key, no PAM.
+ListenAddress {r.mgmt_ip}:22
+HostKey /etc/ssh/ssh_host_ed25519_key
+PidFile /run/sshd.pid
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+AuthorizedKeysFile .ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes yes
+UseDNS no
+PrintMotd no
+X11Forwarding no
+MaxStartups 50:30:100
+Subsystem sftp internal-sftp
+""")
+    dot_ssh = _mkdir(rootfs(lab, r) / "root" / ".ssh", 0o700)
+    auth = dot_ssh / "authorized_keys"
+    auth.write_text((lab.ssh_dir / "id_ed25519.pub").read_text())
+    auth.chmod(0o600)
+
+
+def _client_key(lab: Lab) -> None:
+    _mkdir(lab.ssh_dir, 0o700)
+    key = lab.ssh_dir / "id_ed25519"
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "netviz-lab", "-f", str(key)])
+
+
+def _known_hosts(lab: Lab) -> None:
+    lines = []
+    for r in ROUTERS:
+        pub = (etc_upper(lab, r) / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
+        lines.append(f"{r.mgmt_ip} {pub[0]} {pub[1]}\n")
+    (lab.ssh_dir / "known_hosts").write_text("".join(lines))
+
+
+def _pfsense_files(lab: Lab, r: Router) -> Path:
+    """The pfSense router's /usr/local (emulation scripts) plus /cf/conf/config.xml and /etc bits."""
+    d = router_dir(lab, r)
+    usr_local = _mkdir(d / "usr_local")
+    for sub in ("bin", "sbin", "lib", "etc", "etc/rc.d", "pkg", "share", "libexec"):
+        _mkdir(usr_local / sub)
+    emu = _mkdir(usr_local / "libexec" / "netviz-pfsense")
+    shutil.copy2(PFSENSE_EMU, emu / "pfsense_emu.py")
+    (emu / "pfsense_emu.py").chmod(0o755)
+    shutil.copy2(shim_path(lab), emu / "libpcap-immediate.so")
+    for link in ("sbin/pfSsh.php", "sbin/pkg", "sbin/pfSense-upgrade", "bin/php"):
+        _symlink(usr_local / link, "/usr/local/libexec/netviz-pfsense/pfsense_emu.py")
+    env = {**os.environ, "NETVIZ_PFSENSE_ROOT": str(rootfs(lab, r)), "NETVIZ_PFSENSE_ETC": str(etc_upper(lab, r)),
+           "NETVIZ_PFSENSE_USR_LOCAL": str(usr_local)}
+    subprocess.run([SYSTEM_PYTHON, str(PFSENSE_EMU), "factory-setup", "--hostname", r.name,
+                    "--wan-if", r.wan_if, "--wan-ip", r.wan_gw, "--lan-if", r.lan_if, "--lan-ip", r.lan_gw,
+                    "--prefix", str(r.prefix)], env=env, check=True)
+    _symlink(rootfs(lab, r) / "conf", "cf/conf")
+    return usr_local
+
+
+# -- services ---------------------------------------------------------------------------------------
+def _tcp_open(ip: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def init_state(lab: Lab, r: Router) -> dict:
+    try:
+        return json.loads((router_dir(lab, r) / "init.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def booted(lab: Lab, r: Router) -> bool:
+    """The router's current boot finished (boot commands ran) and sshd accepts connections."""
+    gen = init_state(lab, r).get("generation")
+    try:
+        marker = int((rootfs(lab, r) / "run" / "netviz-booted").read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return gen == marker and _tcp_open(r.mgmt_ip, 22)
+
+
+def router_service(lab: Lab, r: Router) -> Service:
+    return Service(name=f"router-{r.name}", argv=[SYSTEM_PYTHON, str(ROUTERINIT), str(router_dir(lab, r) / "spec.json")],
+                   netns=r.name, ready=lambda: booted(lab, r), ready_timeout=30)
+
+
+def traffic_services(r: Router) -> list[Service]:
+    mod = [sys.executable, "-m", "netviz_lab.traffic"]
+    ports = ["--tcp-port", str(TRAFFIC_TCP_PORT), "--udp-port", str(TRAFFIC_UDP_PORT)]
+    return [
+        Service(name=f"traffic-{r.name}-server", argv=[*mod, "server", "--bind", r.wan_host, *ports],
+                netns=r.wan_ns, ready=lambda: _tcp_open(r.wan_host, TRAFFIC_TCP_PORT), ready_timeout=15),
+        Service(name=f"traffic-{r.name}-client", argv=[*mod, "client", "--server", r.wan_host, *ports],
+                netns=r.lan_ns),
+    ]
+
+
+def services(lab: Lab) -> list[Service]:
+    out = [router_service(lab, r) for r in ROUTERS]
+    for r in ROUTERS:
+        out += traffic_services(r)
+    return out
+
+
+# -- operations -------------------------------------------------------------------------------------
+def router_by_name(name: str) -> Router:
+    for r in ROUTERS:
+        if r.name == name:
+            return r
+    raise LabError(f"no router {name}")
+
+
+def reboot_router(lab: Lab, router: Router | str, timeout: float = 30) -> float:
+    """Power-cycle a router: kill every process in its netns, boot it again from its persisted files.
+
+    Needs the router's init (its lab Service) running. Returns the seconds until it was booted again.
+    """
+    r = router_by_name(router) if isinstance(router, str) else router
+    st = init_state(lab, r)
+    outer = st.get("outer")
+    if not outer or not _alive(outer):
+        raise LabError(f"{r.name}: router init is not running (is the lab up?)")
+    t0 = time.monotonic()
+    keep = {outer, st.get("intermediate")}
+    # Processes started in the netns from outside the router (e.g. `ip netns exec` by a test) die too.
+    for pid in _netns_pids(r.name):
+        if pid not in keep:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+    os.kill(outer, 1)  # SIGHUP: routerinit SIGKILLs the router's PID 1 and boots it again
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        if init_state(lab, r).get("generation", 0) > st.get("generation", 0) and booted(lab, r):
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    raise LabError(f"{r.name} did not come back within {timeout:.0f}s; see {lab.log(f'router-{r.name}')}")
+
+
+def router_pids(r: Router) -> list[int]:
+    """Host PIDs of every process in the router's netns (router processes and anything exec'd in)."""
+    return _netns_pids(r.name)
+
+
+def _netns_pids(netns: str) -> list[int]:
+    res = run(["ip", "netns", "pids", netns], check=False)
+    return [int(t) for t in res.stdout.split() if t.isdigit()]
+
+
+def _alive(pid: int) -> bool:
+    from .proc import pid_alive
+
+    return pid_alive(pid)
+
+
+# -- teardown ---------------------------------------------------------------------------------------
+def _teardown_net(r: Router) -> None:
+    names = (r.name, r.lan_ns, r.wan_ns)
+    for ns in names:
+        if netns_exists(ns):
+            kill_netns_processes(ns)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and any(netns_exists(ns) and _netns_pids(ns) for ns in names):
+        time.sleep(0.05)
+    for ns in names:
+        if netns_exists(ns):
+            run(["ip", "netns", "del", ns], check=False)
+    run(["ip", "link", "del", r.host_if], check=False)
+
+
+def teardown(lab: Lab) -> None:
+    for r in ROUTERS:
+        _teardown_net(r)
+        for ns in (r.name, r.lan_ns, r.wan_ns):
+            shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
+    try:
+        NETNS_ETC.rmdir()  # only if empty: someone else may use /etc/netns
+    except OSError:
+        pass
+    # Mounts of a router exist only in its private mount namespace (gone with its processes), so the
+    # host sees plain directories here: removing them cannot reach /usr or /etc. Check anyway.
+    routers = lab.root / "routers"
+    if any(line.split()[4].startswith(str(routers)) for line in Path("/proc/self/mountinfo").read_text().splitlines()):
+        raise LabError(f"something is mounted under {routers} in the host namespace; not removing it")
+    shutil.rmtree(routers, ignore_errors=True)
+    shutil.rmtree(lab.ssh_dir, ignore_errors=True)

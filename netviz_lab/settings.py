@@ -1,0 +1,55 @@
+"""The netviz settings that point the pipeline at this lab (`python -m netviz_lab config`)."""
+from __future__ import annotations
+
+import yaml
+
+from .lab import Lab
+from .prometheus import URL as PROMETHEUS_URL
+from .topology import LINUX_ROUTER, NODE_IP, NODEPORT_NETFLOW, PFSENSE_ROUTER
+
+
+def settings(lab: Lab) -> dict:
+    ssh = lab.ssh_dir
+    return {
+        "cluster": {
+            "kubeconfig": str(lab.pipeline_kubeconfig),
+            # Routers send NetFlow to this node address (any node's InternalIP works for a NodePort).
+            "node_address": NODE_IP,
+        },
+        "caretta": {"namespace": "caretta"},
+        "goflow2": {"namespace": "goflow2", "netflow_node_port": NODEPORT_NETFLOW},
+        "prometheus": {
+            "url": PROMETHEUS_URL,
+            "mode": "file",
+            "file": {
+                "config_path": str(lab.prometheus_config),
+                # Debian's Prometheus is built without Kubernetes discovery: the pipeline writes
+                # file_sd target files from the pods it finds instead.
+                "discovery": "file_sd",
+            },
+        },
+        "grafana": {"dashboards_namespace": "monitoring"},
+        "routers": [
+            {
+                "name": "edge-linux",
+                "host": r.mgmt_ip,
+                "platform": r.platform,
+                "user": "root",
+                "ssh_key_file": str(ssh / "id_ed25519"),
+                "known_hosts_file": str(ssh / "known_hosts"),
+                "interface": "lan" if r.platform == "pfsense" else r.lan_if,
+                "collector_address": NODE_IP,
+            } | ({"name": "edge-pfsense"} if r is PFSENSE_ROUTER else {})
+            for r in (LINUX_ROUTER, PFSENSE_ROUTER)
+        ],
+        "checks": {
+            # No cluster DNS or egress here: the canary crosses the linux router from its LAN host.
+            "canary_command": ["ip", "netns", "exec", LINUX_ROUTER.lan_ns, "curl", "-s", "-o", "/dev/null",
+                               f"http://{LINUX_ROUTER.wan_host}:8080/"],
+        },
+    }
+
+
+def render(lab: Lab) -> str:
+    return "# netviz settings for the local lab (python -m netviz_lab config)\n" + yaml.safe_dump(
+        settings(lab), sort_keys=False)

@@ -1,0 +1,123 @@
+"""How Prometheus finds Caretta and GoFlow2, in the three shapes users run.
+
+Caretta pods each serve only their own node, so discovery is per pod (role: pod, keep app=caretta,
+port prom-metrics) — never a Service address. Job names are `netviz-*` in every mode (operator
+monitors relabel `job`), so checks and dashboards can rely on them, and `merge_scrape_configs` can
+own exactly those jobs in a config file it shares with the user's own jobs.
+"""
+from __future__ import annotations
+
+import copy
+
+import yaml
+
+from ..settings import Settings
+from . import caretta, goflow2, labels
+
+JOB_PREFIX = "netviz-"
+CARETTA_JOB = "netviz-caretta"
+GOFLOW2_JOB = "netviz-goflow2"
+
+
+def _pod_job(job: str, ns: str, app: str, port_name: str, kubeconfig: str | None) -> dict:
+    sd: dict = {"role": "pod", "namespaces": {"names": [ns]}}
+    if kubeconfig:  # Prometheus running outside the cluster
+        sd["kubeconfig_file"] = kubeconfig
+    meta = "__meta_kubernetes_pod_"
+    return {
+        "job_name": job,
+        "metrics_path": "/metrics",
+        "kubernetes_sd_configs": [sd],
+        "relabel_configs": [
+            {"source_labels": [f"{meta}label_app"], "regex": app, "action": "keep"},
+            {"source_labels": [f"{meta}container_port_name"], "regex": port_name, "action": "keep"},
+            {"source_labels": [f"{meta}phase"], "regex": "Pending|Succeeded|Failed", "action": "drop"},
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": [f"{meta}name"], "target_label": "pod"},
+            {"source_labels": [f"{meta}node_name"], "target_label": "node"},
+        ],
+    }
+
+
+def _file_sd_job(job: str, directory: str) -> dict:
+    return {"job_name": job, "metrics_path": "/metrics",
+            "file_sd_configs": [{"files": [f"{directory}/{job}.json"], "refresh_interval": "5s"}]}
+
+
+def scrape_jobs(s: Settings) -> list[dict]:
+    """Prometheus `scrape_configs` entries for file and chart modes."""
+    f = s.prometheus.file if s.prometheus.mode == "file" else None
+    if f and f.discovery == "file_sd":
+        return [_file_sd_job(CARETTA_JOB, str(f.targets_dir)), _file_sd_job(GOFLOW2_JOB, str(f.targets_dir))]
+    kubeconfig = str(f.kubernetes_sd_kubeconfig) if f and f.kubernetes_sd_kubeconfig else None
+    return [_pod_job(CARETTA_JOB, s.caretta.namespace, "caretta", caretta.METRICS_PORT_NAME, kubeconfig),
+            _pod_job(GOFLOW2_JOB, s.goflow2.namespace, "goflow2", "metrics", kubeconfig)]
+
+
+def file_sd_targets(pods: list[dict], app: str, port_name: str) -> list[dict]:
+    """file_sd content (one group per pod, labels as the kubernetes_sd relabelling sets them) from
+    pod objects (API JSON / camelCase). Only running pods with an IP and the named port count."""
+    groups = []
+    for pod in pods:
+        meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
+        if (meta.get("labels") or {}).get("app") != app or status.get("phase") != "Running" or not status.get("podIP"):
+            continue
+        ports = [p["containerPort"] for c in spec.get("containers", []) for p in c.get("ports", [])
+                 if p.get("name") == port_name]
+        if not ports:
+            continue
+        ip = status["podIP"]
+        host = f"[{ip}]" if ":" in ip else ip
+        groups.append({"targets": [f"{host}:{ports[0]}"],
+                       "labels": {"namespace": meta.get("namespace", ""), "pod": meta.get("name", ""),
+                                  "node": spec.get("nodeName", "")}})
+    return sorted(groups, key=lambda g: g["labels"]["pod"])
+
+
+def monitors(s: Settings) -> list[dict]:
+    """Prometheus Operator objects for operator mode: a PodMonitor per component."""
+    op = s.prometheus.operator
+    out = []
+    for job, ns, app, port in ((CARETTA_JOB, s.caretta.namespace, "caretta", caretta.METRICS_PORT_NAME),
+                               (GOFLOW2_JOB, s.goflow2.namespace, "goflow2", "metrics")):
+        out.append({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+            "metadata": {"name": job, "namespace": (op and op.namespace) or ns,
+                         "labels": labels(app, "monitor") | dict(op.labels if op else {})},
+            "spec": {"selector": {"matchLabels": {"app": app}},
+                     "namespaceSelector": {"matchNames": [ns]},
+                     "podMetricsEndpoints": [{"port": port, "path": "/metrics",
+                                              "relabelings": [{"targetLabel": "job", "replacement": job,
+                                                               "action": "replace"},
+                                                              {"sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                                                               "targetLabel": "node", "action": "replace"}]}]},
+        })
+    return out
+
+
+def _is_ours(job: object) -> bool:
+    return isinstance(job, dict) and str(job.get("job_name", "")).startswith(JOB_PREFIX)
+
+
+def merge_scrape_configs(existing_yaml_text: str, ours: list[dict]) -> tuple[str, bool]:
+    """Replace only the `netviz-*` jobs in a Prometheus config; every other job and top-level key is
+    kept. Our jobs take the place of the first old netviz job (else go last). Unchanged input is
+    returned byte-for-byte (comments survive); a changed config is re-serialised (comments lost)."""
+    names = [j.get("job_name", "") for j in ours]
+    if not all(n.startswith(JOB_PREFIX) for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"our jobs must have unique names starting with {JOB_PREFIX!r}: {names}")
+    config = yaml.safe_load(existing_yaml_text) if existing_yaml_text.strip() else {}
+    if not isinstance(config, dict):
+        raise ValueError("the existing Prometheus config is not a YAML mapping")
+    jobs = config.get("scrape_configs") or []
+    if not isinstance(jobs, list):
+        raise ValueError("scrape_configs in the existing Prometheus config is not a list")
+    first = next((i for i, j in enumerate(jobs) if _is_ours(j)), None)
+    kept = [j for j in jobs if not _is_ours(j)]
+    at = len(kept) if first is None else sum(1 for j in jobs[:first] if not _is_ours(j))
+    new_jobs = kept[:at] + copy.deepcopy(ours) + kept[at:]
+    if new_jobs == jobs and "scrape_configs" in config:
+        return existing_yaml_text, False
+    new = dict(config)
+    new["scrape_configs"] = new_jobs
+    return yaml.safe_dump(new, sort_keys=False, default_flow_style=False), True

@@ -1,0 +1,147 @@
+"""The Kubernetes side of the pipeline: server-side apply with a dry-run diff first, reads, exec.
+
+Every write is a server-side apply under field manager `netviz-pipeline`. Before writing, the same
+apply runs as a dry run and is compared with the live object, so a converged object is never written
+(its resourceVersion stays put) and the metadata can say exactly what changed. Objects another
+manager owns (Helm, kubectl, another tool) are skipped or adopted as the settings say.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ApiException, ConflictError, NotFoundError
+
+FIELD_MANAGER = "netviz-pipeline"
+# Managers that only write status or defaults; co-owning with them is normal.
+_CONTROL_PLANE_MANAGERS = {"kube-controller-manager", "kube-scheduler", "kubelet", "kube-apiserver", "kwok",
+                           "before-first-apply"}
+_VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink")
+
+Action = Literal["created", "updated", "unchanged", "skipped", "adopted"]
+
+
+@dataclass
+class ApplyOutcome:
+    kind: str
+    name: str
+    namespace: str | None
+    action: Action
+    changes: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.namespace + '/' if self.namespace else ''}{self.name}"
+
+
+def comparable(obj: dict[str, Any]) -> dict[str, Any]:
+    """The part of an object that apply can change: no status, no server-maintained metadata."""
+    obj = json.loads(json.dumps(obj))
+    obj.pop("status", None)
+    meta = obj.get("metadata", {})
+    for key in _VOLATILE_METADATA:
+        meta.pop(key, None)
+    annotations = meta.get("annotations") or {}
+    annotations.pop("deprecated.daemonset.template.generation", None)
+    if not annotations:
+        meta.pop("annotations", None)
+    return obj
+
+
+def diff_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths whose values differ between two JSON-like values (lists compared whole)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += diff_paths(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if old == new else [prefix or "."]
+
+
+def foreign_managers(live: dict[str, Any]) -> list[str]:
+    """Managers other than us (and the control plane) that own fields of a live object."""
+    managers = {m.get("manager", "?") for m in live.get("metadata", {}).get("managedFields") or []
+                if m.get("operation") in ("Apply", "Update") and m.get("subresource") != "status"}
+    labels = live.get("metadata", {}).get("labels") or {}
+    if labels.get("app.kubernetes.io/managed-by") == "Helm":
+        managers.add("helm")
+    return sorted(managers - _CONTROL_PLANE_MANAGERS - {FIELD_MANAGER})
+
+
+class Kube:
+    """A thin client over one cluster. Construct with a kubeconfig path (None = in-cluster)."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None):
+        if kubeconfig:
+            api = k8s_config.new_client_from_config(config_file=kubeconfig, context=context)
+        else:
+            k8s_config.load_incluster_config()
+            api = k8s.ApiClient()
+        self.api = api
+        self.dyn = DynamicClient(api)
+        self.core = k8s.CoreV1Api(api)
+
+    def resource(self, api_version: str, kind: str):
+        return self.dyn.resources.get(api_version=api_version, kind=kind)
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        try:
+            return self.resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+        except NotFoundError:
+            return None
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, **selectors: str) -> list[dict]:
+        return [i.to_dict() for i in self.resource(api_version, kind).get(namespace=namespace, **selectors).items]
+
+    def _ssa(self, obj: dict, *, dry_run: bool, force: bool) -> dict:
+        meta = obj["metadata"]
+        res = self.resource(obj["apiVersion"], obj["kind"])
+        kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force_conflicts": force}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        return res.server_side_apply(body=obj, name=meta["name"],
+                                     namespace=meta.get("namespace") if res.namespaced else None,
+                                     **kwargs).to_dict()
+
+    def apply(self, obj: dict, on_foreign: Literal["skip", "adopt"] = "skip") -> ApplyOutcome:
+        meta = obj["metadata"]
+        live = self.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+        outcome = ApplyOutcome(obj["kind"], meta["name"], meta.get("namespace"), "unchanged")
+        force = False
+        if live is not None:
+            others = foreign_managers(live)
+            if others:
+                if on_foreign == "skip":
+                    outcome.action, outcome.reason = "skipped", f"managed by {', '.join(others)}; left as is"
+                    return outcome
+                force, outcome.reason = True, f"adopted from {', '.join(others)}"
+        try:
+            preview = self._ssa(obj, dry_run=True, force=force)
+        except ConflictError as exc:
+            outcome.action, outcome.reason = "skipped", f"field conflict: {_api_message(exc)}"
+            return outcome
+        if live is None:
+            self._ssa(obj, dry_run=False, force=force)
+            outcome.action = "created"
+            return outcome
+        changes = diff_paths(comparable(live), comparable(preview))
+        if not changes:
+            return outcome
+        self._ssa(obj, dry_run=False, force=force)
+        outcome.action, outcome.changes = ("adopted" if force else "updated"), changes
+        return outcome
+
+    def apply_all(self, objs: Iterable[dict], on_foreign: Literal["skip", "adopt"] = "skip") -> list[ApplyOutcome]:
+        return [self.apply(o, on_foreign) for o in objs]
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body).get("message", str(exc))
+    except (TypeError, ValueError, AttributeError):
+        return str(exc)

@@ -1,0 +1,453 @@
+"""The one settings file (YAML, path in env NETVIZ_CONFIG), validated before anything is changed.
+
+Why strict: every value here ends up in a Kubernetes object, a Prometheus config or a shell command
+on a router. Unknown keys are rejected (a typo must not silently fall back to a default), strings
+that reach commands are restricted to plain character sets, and secrets are only ever referenced
+(env var name or file path), never written inline. All errors are collected and reported together
+as `path: problem: fix` lines.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
+
+from .quantity import parse_quantity
+
+ENV_VAR = "NETVIZ_CONFIG"
+
+
+class SettingsError(ValueError):
+    """Settings are unusable; `errors` holds one `path: message` line per problem."""
+
+    def __init__(self, errors: list[str], source: str = "settings"):
+        self.errors = errors
+        super().__init__(f"{source}: {len(errors)} problem(s)\n" + "\n".join(f"  {e}" for e in errors))
+
+
+# ---------------------------------------------------------------- reusable string types
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,14}")
+_PFSENSE_IF = re.compile(r"wan|lan|opt[0-9]{1,3}")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_IMAGE = re.compile(r"[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64})?")
+_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+
+
+def _matching(pattern: re.Pattern, what: str):
+    def check(v: str) -> str:
+        if not pattern.fullmatch(v):
+            raise ValueError(f"{v!r} is not {what}")
+        return v
+    return AfterValidator(check)
+
+
+def _ip_literal(v: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(str(v)))
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IP address literal (e.g. 198.18.0.1); host names are not "
+                         "accepted here") from None
+
+
+def _quantity(v: str) -> str:
+    parse_quantity(v)  # raises ValueError with a fix
+    return v
+
+
+def _http_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{v!r} is not an http(s) URL (e.g. http://prometheus.monitoring:9090)")
+    if parts.username or parts.password:
+        raise ValueError("credentials inside the URL are not accepted: use a token_env or token_file")
+    return v.rstrip("/")
+
+
+K8sName = Annotated[str, _matching(_DNS_LABEL, "a Kubernetes name (lowercase letters, digits, '-', max 63)")]
+IfName = Annotated[str, _matching(_IFNAME, "a plain interface name (letters, digits, '.', '-', '_', max 15 chars)")]
+EnvName = Annotated[str, _matching(_ENV_NAME, "an environment variable name (A-Z, 0-9, '_'); give the "
+                                              "variable's NAME, never the secret itself")]
+IPLiteral = Annotated[str, AfterValidator(_ip_literal)]
+Quantity = Annotated[str, AfterValidator(_quantity)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Image = Annotated[str, _matching(_IMAGE, "an image reference (registry/repo:tag)")]
+LabelKey = Annotated[str, _matching(_LABEL_KEY, "a Kubernetes label key")]
+LabelValue = Annotated[str, _matching(_LABEL_VALUE, "a Kubernetes label value (max 63, alphanumeric ends)")]
+
+
+def _check_host(info: ValidationInfo) -> bool:
+    return not (info.context or {}).get("skip_host_checks", False)
+
+
+def _readable_file(v: Path | None, info: ValidationInfo) -> Path | None:
+    if v is None:
+        return v
+    if not v.is_absolute():
+        raise ValueError(f"{str(v)!r} is not an absolute path: write the full path")
+    if _check_host(info) and not (v.is_file() and os.access(v, os.R_OK)):
+        raise ValueError(f"{str(v)!r} is not a readable file: create it or fix the path")
+    return v
+
+
+def _env_is_set(name: str | None, info: ValidationInfo) -> str | None:
+    if name and _check_host(info) and not os.environ.get(name):
+        raise ValueError(f"environment variable {name} is not set: export it before running")
+    return name
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- sections
+class Cluster(_Model):
+    kubeconfig: Path | None = None  # None + in_cluster: use the pod's service account
+    in_cluster: bool = False
+    context: str | None = None
+    node_address: IPLiteral  # a node InternalIP: routers send NetFlow here (NodePort)
+
+    _files = field_validator("kubeconfig")(_readable_file)
+
+    @model_validator(mode="after")
+    def _one_way_in(self):
+        if (self.kubeconfig is None) == (not self.in_cluster):
+            raise ValueError("set exactly one of kubeconfig (a path) or in_cluster: true")
+        return self
+
+
+class CarettaResources(_Model):
+    cpu_request: Quantity = "10m"
+    memory_request: Quantity = "50Mi"
+    cpu_limit: Quantity = "150m"
+    # Upstream's 300Mi is OOM-killed at start on kernels >= 6.1, where the two 1M-entry BPF maps
+    # (~200 MiB) are charged to the pod (caretta #62/#78). preflight.py enforces the floor.
+    memory_limit: Quantity = "512Mi"
+
+
+class Caretta(_Model):
+    namespace: K8sName = "caretta"
+    image: Image = "quay.io/groundcover/caretta:v0.0.16"
+    preflight: Literal["warn", "block"] = "block"  # block = error findings stop the rollout
+    resolve_dns: bool = True
+    poll_interval_seconds: int = Field(5, ge=1, le=300)
+    resources: CarettaResources = CarettaResources()
+
+
+class GoFlow2(_Model):
+    namespace: K8sName = "goflow2"
+    image: Image = "netsampler/goflow2:v2.2.1"
+    netflow_node_port: int = Field(32055, ge=30000, le=32767)
+    netflow_port: int = Field(2055, ge=1024, le=65535)  # container port (image runs as non-root)
+    metrics_port: int = Field(8080, ge=1024, le=65535)
+    # None: flows go to stdout (= `-transport.file` empty), rotated by the kubelet, readable via the
+    # pod log API. A path: written to that file on an emptyDir for a sidecar to read.
+    flows_file: Path | None = None
+
+    @field_validator("flows_file")
+    @classmethod
+    def _flows_file(cls, v: Path | None):
+        if v is not None and (not v.is_absolute() or v.parent == Path("/") or not re.fullmatch(r"[A-Za-z0-9/._-]+", str(v))):
+            raise ValueError(f"{str(v)!r} must be an absolute path below a directory (e.g. /flows/flows.json)")
+        return v
+
+
+class PromFile(_Model):
+    config_path: Path
+    reload_url: HttpUrl | None = None  # default: prometheus.url + /-/reload
+    kubernetes_sd_kubeconfig: Path | None = None  # Prometheus outside the cluster needs one
+    # Debian's prometheus package (2.42.0+ds) is built WITHOUT kubernetes_sd_configs; with
+    # "file_sd" the pipeline lists the pods itself and writes file_sd target files instead.
+    discovery: Literal["kubernetes", "file_sd"] = "kubernetes"
+    file_sd_dir: Path | None = None  # default: <config_path's directory>/netviz-targets
+
+    _files = field_validator("config_path")(_readable_file)
+
+    @field_validator("kubernetes_sd_kubeconfig", "file_sd_dir")
+    @classmethod
+    def _absolute(cls, v: Path | None):
+        if v is not None and not v.is_absolute():
+            raise ValueError(f"{str(v)!r} is not an absolute path (Prometheus reads it, not us)")
+        return v
+
+    @property
+    def targets_dir(self) -> Path:
+        return self.file_sd_dir or self.config_path.parent / "netviz-targets"
+
+
+class PromChart(_Model):
+    configmap_namespace: K8sName
+    configmap_name: K8sName
+    key: str = "prometheus.yml"
+
+
+class PromOperator(_Model):
+    namespace: K8sName | None = None  # None: each monitor lives next to its workload
+    labels: dict[LabelKey, LabelValue] = {}  # what the Prometheus CR's monitor selectors match
+
+
+class Prometheus(_Model):
+    url: HttpUrl
+    mode: Literal["auto", "file", "operator", "chart"] = "auto"
+    file: PromFile | None = None
+    chart: PromChart | None = None
+    operator: PromOperator | None = None
+
+    @model_validator(mode="after")
+    def _section_for_mode(self):
+        if self.mode in ("file", "chart") and getattr(self, self.mode) is None:
+            raise ValueError(f"mode {self.mode!r} needs a prometheus.{self.mode} section")
+        return self
+
+    @property
+    def reload_url(self) -> str:
+        return (self.file and self.file.reload_url) or f"{self.url}/-/reload"
+
+
+class Grafana(_Model):
+    dashboards_namespace: K8sName = "monitoring"
+    sidecar_label_key: LabelKey = "grafana_dashboard"
+    sidecar_label_value: LabelValue = "1"
+    url: HttpUrl | None = None
+    token_env: EnvName | None = None
+    token_file: Path | None = None
+
+    _files = field_validator("token_file")(_readable_file)
+    _env = field_validator("token_env")(_env_is_set)
+
+    @model_validator(mode="after")
+    def _one_token(self):
+        if self.token_env and self.token_file:
+            raise ValueError("set only one of token_env or token_file")
+        return self
+
+
+class Timeouts(_Model):
+    """softflowd `-t` timeouts in seconds. Upstream defaults (tcp.fin 300, expint 60, maxlife 7 days)
+    export a finished connection minutes late; these export it within ~2 s and report long flows
+    every minute, so dashboards and the canary check see traffic in seconds."""
+
+    maxlife: int = Field(60, ge=0, le=604800)  # long flows are cut and exported every minute
+    expint: int = Field(1, ge=0, le=3600)  # scan for expired flows every second
+    tcp_fin: int = Field(1, ge=0, le=604800)  # closed TCP connection: export right away
+    tcp_rst: int = Field(1, ge=0, le=604800)
+    tcp: int = Field(300, ge=0, le=604800)  # idle open TCP connection (maxlife still reports it)
+    udp: int = Field(15, ge=0, le=604800)  # UDP has no end marker: idle 15 s = done
+    icmp: int = Field(5, ge=0, le=604800)
+    general: int = Field(60, ge=0, le=604800)
+
+
+class OPNsenseApi(_Model):
+    key_env: EnvName
+    secret_env: EnvName
+    url: HttpUrl | None = None  # default https://<host>/api
+    ca_file: Path | None = None
+
+    _files = field_validator("ca_file")(_readable_file)
+    _env = field_validator("key_env", "secret_env")(_env_is_set)
+
+
+class Router(_Model):
+    name: K8sName
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: Annotated[str, _matching(_USER, "a plain user name")] = "root"
+    platform: Literal["auto", "linux", "pfsense", "freebsd", "opnsense"] = "auto"
+    ssh_key_file: Path
+    known_hosts_file: Path  # required: host keys are verified, never auto-accepted
+    interface: IfName
+    collector_address: IPLiteral | None = None  # default: cluster.node_address
+    collector_port: int | None = Field(None, ge=1, le=65535)  # default: goflow2.netflow_node_port
+    netflow_version: Literal[5, 9, 10] = 9
+    timeouts: Timeouts = Timeouts()
+    opnsense: OPNsenseApi | None = None
+
+    _files = field_validator("ssh_key_file", "known_hosts_file")(_readable_file)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str):
+        try:
+            return _ip_literal(v)
+        except ValueError:
+            if _HOSTNAME.fullmatch(v):
+                return v
+        raise ValueError(f"{v!r} is not an IP address or DNS host name")
+
+    @model_validator(mode="after")
+    def _platform_rules(self):
+        if self.platform == "pfsense" and not _PFSENSE_IF.fullmatch(self.interface):
+            raise ValueError(f"interface {self.interface!r}: pfSense's softflowd package takes the pfSense "
+                             "interface name (lan, wan, optN), not the device name")
+        if self.platform == "opnsense":
+            if self.opnsense is None:
+                raise ValueError("platform opnsense needs an opnsense section (key_env, secret_env)")
+            if self.netflow_version == 10:
+                raise ValueError("OPNsense NetFlow exports v5 or v9 only: set netflow_version: 9")
+        return self
+
+
+class Freshness(_Model):
+    netflow_max_age_seconds: int = Field(180, ge=10)  # per exporter: last NetFlow datagram seen
+    caretta_max_age_seconds: int = Field(120, ge=10)  # last caretta poll scraped
+    scrape_max_age_seconds: int = Field(60, ge=5)  # every netviz-* target scraped recently
+
+
+class Checks(_Model):
+    canary_command: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    deadline_seconds: int = Field(60, ge=5, le=3600)  # canary traffic must show up within this
+    freshness: Freshness = Freshness()
+
+    @field_validator("canary_command")
+    @classmethod
+    def _no_nul(cls, v):
+        if v and any("\x00" in a for a in v):
+            raise ValueError("arguments must not contain NUL bytes")
+        return v
+
+
+class Ownership(_Model):
+    on_foreign_manager: Literal["skip", "adopt"] = "skip"  # objects another tool (Helm, ...) manages
+
+
+class Settings(_Model):
+    cluster: Cluster
+    caretta: Caretta = Caretta()
+    goflow2: GoFlow2 = GoFlow2()
+    prometheus: Prometheus
+    grafana: Grafana = Grafana()
+    routers: list[Router] = []
+    checks: Checks = Checks()
+    ownership: Ownership = Ownership()
+
+    @model_validator(mode="after")
+    def _unique_routers(self):
+        names = [r.name for r in self.routers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"router names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+    def collector(self, router: Router) -> tuple[str, int]:
+        """Where this router sends NetFlow: its own override or the cluster NodePort."""
+        return (router.collector_address or self.cluster.node_address,
+                router.collector_port or self.goflow2.netflow_node_port)
+
+    def redacted(self) -> dict:
+        """JSON-safe view for Dagster metadata. Secrets are never stored here (only env var names
+        and file paths), so this only marks those references as references."""
+        data = self.model_dump(mode="json")
+        g = data["grafana"]
+        for k in ("token_env", "token_file"):
+            g[k] = g[k] and f"<ref {g[k]}>"
+        for r in data["routers"]:
+            if r.get("opnsense"):
+                for k in ("key_env", "secret_env"):
+                    r["opnsense"][k] = f"<ref {r['opnsense'][k]}>"
+        return data
+
+
+# ---------------------------------------------------------------- loading and error formatting
+_HINTS = {"missing": "required: add it"}
+_SECRETISH = re.compile(r"token|password|secret|api_?key|passphrase", re.I)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the last element of loc (to list allowed keys)."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            cand = getattr(cand, "__args__", (cand,))[0] if getattr(cand, "__origin__", None) is list else cand
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _format(err: dict) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "lax-"))))
+    path, kind = _loc(loc), err["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        model = _model_at(loc)
+        allowed = ", ".join(model.model_fields) if model else "see the documentation"
+        if _SECRETISH.search(key):
+            return (f"{path}: inline secrets are not accepted: reference them by environment variable "
+                    f"name or file path (allowed keys: {allowed})")
+        return f"{path}: unknown key: remove it or fix the spelling (allowed keys: {allowed})"
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "missing":
+        return f"{path}: {_HINTS['missing']}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than", "int_parsing",
+                "literal_error", "bool_parsing", "too_short", "string_type", "int_type"):
+        msg += f" (got {err.get('input')!r})"
+    return f"{path}: {msg}"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def parse_settings(data: Any, *, check_host: bool = True, source: str = "settings") -> Settings:
+    """Validate already-parsed data. check_host=False skips file/env existence checks (for
+    import-time use, e.g. building partitions, on a machine that will not run the assets)."""
+    if not isinstance(data, dict):
+        raise SettingsError(["(top level): must be a mapping of sections (cluster, prometheus, ...)"], source)
+    try:
+        return Settings.model_validate(data, context={"skip_host_checks": not check_host})
+    except ValidationError as e:
+        raise SettingsError([_format(err) for err in e.errors()], source) from None
+
+
+def load_settings(path: str | os.PathLike | None = None, *, check_host: bool = True) -> Settings:
+    """Load and validate the settings file (argument, else env NETVIZ_CONFIG)."""
+    path = path or os.environ.get(ENV_VAR)
+    if not path:
+        raise SettingsError([f"{ENV_VAR}: not set: point it at the settings YAML file"])
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SettingsError([f"{p}: cannot read ({e.strerror}): fix {ENV_VAR} or the file"]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise SettingsError([f"not valid YAML: {e}"], str(p)) from None
+    return parse_settings(data, check_host=check_host, source=str(p))

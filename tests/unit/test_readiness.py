@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import copy
+
+from netviz_pipeline import readiness as rd
+
+DS_READY = {"kind": "DaemonSet", "metadata": {"name": "caretta", "namespace": "caretta", "generation": 2},
+            "status": {"observedGeneration": 2, "desiredNumberScheduled": 3, "currentNumberScheduled": 3,
+                       "updatedNumberScheduled": 3, "numberAvailable": 3, "numberReady": 3}}
+DEP_READY = {"kind": "Deployment", "metadata": {"name": "goflow2", "namespace": "goflow2", "generation": 1},
+             "spec": {"replicas": 1},
+             "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+                        "availableReplicas": 1,
+                        "conditions": [{"type": "Available", "status": "True"},
+                                       {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}}
+
+
+def patched(obj, **status):
+    o = copy.deepcopy(obj)
+    o["status"].update(status)
+    return o
+
+
+def test_daemonset_ready():
+    r = rd.daemonset(DS_READY)
+    assert r.ready and "3/3" in r.message
+
+
+def test_daemonset_desired_zero_is_not_ready():
+    r = rd.daemonset(patched(DS_READY, desiredNumberScheduled=0, currentNumberScheduled=0,
+                             updatedNumberScheduled=0, numberAvailable=0, numberReady=0))
+    assert not r.ready and "0 nodes" in r.message
+
+
+def test_daemonset_desired_missing_is_not_ready():
+    o = copy.deepcopy(DS_READY)
+    del o["status"]["desiredNumberScheduled"]
+    assert not rd.daemonset(o).ready
+
+
+def test_daemonset_old_generation_not_ready():
+    r = rd.daemonset(patched(DS_READY, observedGeneration=1))
+    assert not r.ready and "generation 2" in r.message
+
+
+def test_daemonset_each_counter_matters():
+    for k in ("currentNumberScheduled", "updatedNumberScheduled", "numberAvailable", "numberReady"):
+        r = rd.daemonset(patched(DS_READY, **{k: 2}))
+        assert not r.ready and k in r.message, k
+
+
+def test_deployment_ready_and_counts():
+    assert rd.deployment(DEP_READY).ready
+    assert not rd.deployment(patched(DEP_READY, readyReplicas=0)).ready
+    assert not rd.deployment(patched(DEP_READY, updatedReplicas=0)).ready
+    assert not rd.deployment(patched(DEP_READY, availableReplicas=0)).ready
+
+
+def test_deployment_progress_deadline_exceeded():
+    o = patched(DEP_READY, readyReplicas=0, conditions=[
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}])
+    r = rd.deployment(o)
+    assert not r.ready and "progress deadline" in r.message
+
+
+def test_deployment_needs_available_condition():
+    assert not rd.deployment(patched(DEP_READY, conditions=[])).ready
+
+
+def test_snake_case_dicts_from_the_python_client():
+    o = {"kind": "DaemonSet", "metadata": {"name": "c", "generation": 1},
+         "status": {"observed_generation": 1, "desired_number_scheduled": 2, "current_number_scheduled": 2,
+                    "updated_number_scheduled": 2, "number_available": 2, "number_ready": 2}}
+    assert rd.daemonset(o).ready
+
+
+def pod(name, **status):
+    return {"metadata": {"name": name}, "status": status}
+
+
+def test_pod_waiting_reasons_surface():
+    pods = [
+        pod("a", containerStatuses=[{"name": "caretta", "state": {"waiting": {"reason": "ImagePullBackOff",
+                                                                           "message": "pull access denied"}}}]),
+        pod("b", containerStatuses=[{"name": "caretta", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                     "lastState": {"terminated": {"reason": "OOMKilled"}}}]),
+        pod("c", initContainerStatuses=[{"name": "init", "state": {"waiting": {"reason": "CreateContainerConfigError"}}}]),
+        pod("d", containerStatuses=[{"name": "x", "state": {"waiting": {"reason": "ErrImagePull"}}}]),
+        pod("e", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                              "message": "0/3 nodes are available"}]),
+        pod("ok", containerStatuses=[{"name": "x", "state": {"waiting": {"reason": "ContainerCreating"}}}]),
+    ]
+    reasons = rd.pod_reasons(pods)
+    assert reasons == [
+        "pod a container caretta: ImagePullBackOff: pull access denied",
+        "pod b container caretta: CrashLoopBackOff",
+        "pod b container caretta: OOMKilled (raise the memory limit)",
+        "pod c container init: CreateContainerConfigError",
+        "pod d container x: ErrImagePull",
+        "pod e: Unschedulable: 0/3 nodes are available",
+    ]
+    r = rd.daemonset(patched(DS_READY, numberReady=1), pods)
+    assert not r.ready and len(r.reasons) == 6
+
+
+def test_dispatch():
+    assert rd.ready(DS_READY).ready and rd.ready(DEP_READY).ready
+    assert rd.ready({"kind": "ConfigMap", "metadata": {"name": "x"}}).ready
+    assert not rd.ready({"kind": "Namespace", "metadata": {"name": "x"}, "status": {"phase": "Terminating"}}).ready

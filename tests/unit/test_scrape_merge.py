@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from netviz_pipeline.render.scrape import file_sd_targets, merge_scrape_configs, monitors, scrape_jobs
+
+USER_CONFIG = """# the user's own config
+global:
+  scrape_interval: 5s
+rule_files: [rules.yml]
+scrape_configs:
+- job_name: prometheus
+  static_configs:
+  - targets: ['127.0.0.1:9090']
+- job_name: netviz-old
+  static_configs:
+  - targets: ['10.0.0.1:1']
+- job_name: node
+  static_configs:
+  - targets: ['10.0.0.2:9100']
+"""
+
+
+def test_caretta_job_discovers_every_pod(settings):
+    job = {j["job_name"]: j for j in scrape_jobs(settings)}["netviz-caretta"]
+    sd = job["kubernetes_sd_configs"][0]
+    assert sd["role"] == "pod" and sd["namespaces"] == {"names": ["caretta"]}
+    assert sd["kubeconfig_file"] == "/var/lib/netviz-lab/kubeconfig-prometheus.yaml"
+    keeps = {r["source_labels"][0]: r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    assert keeps == {"__meta_kubernetes_pod_label_app": "caretta",
+                     "__meta_kubernetes_pod_container_port_name": "prom-metrics"}
+    assert "static_configs" not in job
+
+
+def test_goflow2_job(settings):
+    job = {j["job_name"]: j for j in scrape_jobs(settings)}["netviz-goflow2"]
+    keeps = {r["source_labels"][0]: r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    assert keeps["__meta_kubernetes_pod_container_port_name"] == "metrics"
+
+
+def test_chart_mode_has_no_kubeconfig(make):
+    s = make(prometheus={"url": "http://p:9090", "mode": "chart",
+                         "chart": {"configmap_namespace": "monitoring", "configmap_name": "prometheus-server"}})
+    assert all("kubeconfig_file" not in j["kubernetes_sd_configs"][0] for j in scrape_jobs(s))
+
+
+def test_merge_replaces_only_netviz_jobs(settings):
+    ours = scrape_jobs(settings)
+    text, changed = merge_scrape_configs(USER_CONFIG, ours)
+    cfg = yaml.safe_load(text)
+    assert changed
+    assert [j["job_name"] for j in cfg["scrape_configs"]] == ["prometheus", "netviz-caretta", "netviz-goflow2", "node"]
+    assert cfg["global"] == {"scrape_interval": "5s"} and cfg["rule_files"] == ["rules.yml"]
+    assert list(cfg) == ["global", "rule_files", "scrape_configs"]
+
+
+def test_merging_twice_is_a_no_op(settings):
+    ours = scrape_jobs(settings)
+    once, _ = merge_scrape_configs(USER_CONFIG, ours)
+    twice, changed = merge_scrape_configs(once, ours)
+    assert not changed and twice == once
+
+
+def test_unchanged_config_keeps_comments(settings):
+    ours = scrape_jobs(settings)
+    once, _ = merge_scrape_configs(USER_CONFIG, ours)
+    commented = "# hand-written note\n" + once
+    assert merge_scrape_configs(commented, ours) == (commented, False)
+
+
+def test_merge_appends_when_no_netviz_job_and_handles_empty(settings):
+    ours = scrape_jobs(settings)
+    text, changed = merge_scrape_configs("global: {scrape_interval: 5s}\n", ours)
+    assert changed and [j["job_name"] for j in yaml.safe_load(text)["scrape_configs"]] == ["netviz-caretta", "netviz-goflow2"]
+    text, changed = merge_scrape_configs("", ours)
+    assert changed and len(yaml.safe_load(text)["scrape_configs"]) == 2
+
+
+def test_merge_removes_our_jobs_when_given_none():
+    text, changed = merge_scrape_configs(USER_CONFIG, [])
+    assert changed and [j["job_name"] for j in yaml.safe_load(text)["scrape_configs"]] == ["prometheus", "node"]
+
+
+def test_merge_refuses_foreign_job_names(settings):
+    with pytest.raises(ValueError, match="netviz-"):
+        merge_scrape_configs(USER_CONFIG, [{"job_name": "caretta"}])
+    with pytest.raises(ValueError):
+        merge_scrape_configs("- a\n- b\n", scrape_jobs(settings))
+
+
+def test_merge_does_not_alias_our_input(settings):
+    ours = scrape_jobs(settings)
+    text, _ = merge_scrape_configs(USER_CONFIG, ours)
+    ours[0]["job_name"] = "netviz-mutated"
+    assert "netviz-mutated" not in text
+
+
+def _promtool_check(text: str, tmp_path) -> subprocess.CompletedProcess:
+    p = tmp_path / "prometheus.yml"
+    p.write_text(text)
+    return subprocess.run(["promtool", "check", "config", "--syntax-only", str(p)], capture_output=True, text=True)
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
+def test_merged_file_sd_config_passes_promtool(raw, make, tmp_path):
+    raw["prometheus"]["file"]["discovery"] = "file_sd"
+    s = make(prometheus=raw["prometheus"])
+    text, _ = merge_scrape_configs(USER_CONFIG.replace("rule_files: [rules.yml]\n", ""), scrape_jobs(s))
+    r = _promtool_check(text, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
+def test_merged_kubernetes_sd_config_passes_promtool(settings, tmp_path):
+    kc = tmp_path / "kc.yaml"
+    kc.write_text("")
+    text, _ = merge_scrape_configs(USER_CONFIG.replace("rule_files: [rules.yml]\n", ""), scrape_jobs(settings))
+    r = _promtool_check(text.replace("/var/lib/netviz-lab/kubeconfig-prometheus.yaml", str(kc)), tmp_path)
+    if "kubernetes_sd_configs not found" in r.stdout + r.stderr:
+        pytest.skip("this promtool is built without Kubernetes SD (Debian's 2.42.0+ds): use discovery file_sd")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_file_sd_jobs_and_targets(raw, make):
+    raw["prometheus"]["file"]["discovery"] = "file_sd"
+    s = make(prometheus=raw["prometheus"])
+    jobs = {j["job_name"]: j for j in scrape_jobs(s)}
+    d = s.prometheus.file.config_path.parent / "netviz-targets"
+    assert jobs["netviz-caretta"]["file_sd_configs"][0]["files"] == [f"{d}/netviz-caretta.json"]
+    assert "kubernetes_sd_configs" not in jobs["netviz-caretta"]
+
+    def pod(name, phase="Running", ip="198.19.0.5", app="caretta"):
+        return {"metadata": {"name": name, "namespace": "caretta", "labels": {"app": app}},
+                "spec": {"nodeName": "n1", "containers": [{"ports": [{"name": "prom-metrics", "containerPort": 7117}]}]},
+                "status": {"phase": phase, "podIP": ip}}
+    pods = [pod("caretta-b"), pod("caretta-a", ip="198.19.0.4"), pod("pending", phase="Pending"),
+            pod("other", app="web"), pod("noip", ip=None)]
+    assert file_sd_targets(pods, "caretta", "prom-metrics") == [
+        {"targets": ["198.19.0.4:7117"], "labels": {"namespace": "caretta", "pod": "caretta-a", "node": "n1"}},
+        {"targets": ["198.19.0.5:7117"], "labels": {"namespace": "caretta", "pod": "caretta-b", "node": "n1"}}]
+
+
+def test_operator_monitors(make):
+    s = make(prometheus={"url": "http://p:9090", "mode": "operator",
+                         "operator": {"namespace": "monitoring", "labels": {"release": "kube-prometheus-stack"}}})
+    mons = {m["metadata"]["name"]: m for m in monitors(s)}
+    pm = mons["netviz-caretta"]
+    assert pm["kind"] == "PodMonitor" and pm["metadata"]["namespace"] == "monitoring"
+    assert pm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert pm["spec"]["selector"] == {"matchLabels": {"app": "caretta"}}
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["caretta"]}
+    ep = pm["spec"]["podMetricsEndpoints"][0]
+    assert ep["port"] == "prom-metrics"
+    assert {"targetLabel": "job", "replacement": "netviz-caretta", "action": "replace"} in ep["relabelings"]
+    assert mons["netviz-goflow2"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"

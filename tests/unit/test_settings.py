@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import yaml
+
+from netviz_pipeline.settings import ENV_VAR, SettingsError, load_settings, parse_settings
+
+
+def errors_of(data, **kw) -> list[str]:
+    with pytest.raises(SettingsError) as e:
+        parse_settings(data, **kw)
+    return e.value.errors
+
+
+def test_lab_shape_is_accepted_with_defaults(settings):
+    assert settings.caretta.image == "quay.io/groundcover/caretta:v0.0.16"
+    assert settings.goflow2.image == "netsampler/goflow2:v2.2.1"
+    assert settings.goflow2.metrics_port == 8080
+    assert settings.routers[0].port == 22 and settings.routers[0].netflow_version == 9
+    assert settings.routers[0].timeouts.maxlife == 60 and settings.routers[0].timeouts.tcp_fin == 1
+    assert settings.grafana.sidecar_label_key == "grafana_dashboard" and settings.grafana.sidecar_label_value == "1"
+    assert settings.ownership.on_foreign_manager == "skip"
+    assert settings.prometheus.reload_url == "http://127.0.0.1:9090/-/reload"
+
+
+def test_lab_renderer_output_is_accepted(tmp_path):
+    """What `python -m netviz_lab config` writes must load (files checked once the lab is up)."""
+    from netviz_lab.lab import Lab
+    from netviz_lab.settings import render
+    text = render(Lab(root=tmp_path))
+    s = parse_settings(yaml.safe_load(text), check_host=False)
+    assert {r.platform for r in s.routers} == {"linux", "pfsense"}
+    assert s.routers[1].interface == "lan"
+
+
+def test_load_from_env_and_path(raw, tmp_path, monkeypatch):
+    p = tmp_path / "netviz.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv(ENV_VAR, str(p))
+    assert load_settings().cluster.node_address == "198.18.0.1"
+    assert load_settings(p).routers[1].name == "edge-pfsense"
+
+
+def test_unset_env_names_the_variable(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    with pytest.raises(SettingsError, match=ENV_VAR):
+        load_settings()
+
+
+def test_duplicate_yaml_keys_rejected(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("cluster: {node_address: 198.18.0.1}\ncluster: {in_cluster: true}\n")
+    with pytest.raises(SettingsError, match="duplicate key 'cluster'"):
+        load_settings(p)
+
+
+@pytest.mark.parametrize("hostile", ["eth0; rm -rf /", "lan0 -n 6.6.6.6:1", "$(reboot)", "a" * 16, "", "lan'0", "-i"])
+def test_hostile_interface_rejected(raw, hostile):
+    raw["routers"][0]["interface"] = hostile
+    errs = errors_of(raw)
+    assert any(e.startswith("routers[0].interface:") and "plain interface name" in e for e in errs), errs
+
+
+def test_error_message_shape_matches_contract(raw):
+    raw["routers"][0]["interface"] = "eth0; rm -rf /"
+    assert errors_of(raw) == ["routers[0].interface: 'eth0; rm -rf /' is not a plain interface name "
+                              "(letters, digits, '.', '-', '_', max 15 chars)"]
+
+
+def test_all_errors_collected_at_once(raw):
+    raw["cluster"]["node_address"] = "node1.example"
+    raw["goflow2"]["netflow_node_port"] = 2055
+    raw["routers"][1]["ssh_key_file"] = "/nonexistent/key"
+    raw["caretta"]["resources"] = {"memory_limit": "lots"}
+    errs = errors_of(raw)
+    paths = {e.split(":")[0] for e in errs}
+    assert paths == {"cluster.node_address", "goflow2.netflow_node_port", "routers[1].ssh_key_file",
+                     "caretta.resources.memory_limit"}
+    assert any("32767" in e or "30000" in e for e in errs)
+
+
+def test_unknown_keys_rejected_with_allowed_list(raw):
+    raw["caretta"]["namespce"] = "x"
+    (err,) = errors_of(raw)
+    assert err.startswith("caretta.namespce: unknown key") and "namespace" in err
+
+
+@pytest.mark.parametrize("section,key", [("grafana", "token"), ("grafana", "password")])
+def test_inline_secrets_rejected(raw, section, key):
+    raw[section][key] = "glsa_supersecret"
+    (err,) = errors_of(raw)
+    assert "inline secrets are not accepted" in err and "glsa_supersecret" not in err
+
+
+def test_secret_values_never_accepted_as_env_names(raw):
+    raw["grafana"]["token_env"] = "glsa_abc123"
+    (err,) = errors_of(raw)
+    assert err.startswith("grafana.token_env:")
+
+
+def test_token_env_must_be_set(raw, monkeypatch):
+    monkeypatch.delenv("NETVIZ_TEST_TOKEN", raising=False)
+    raw["grafana"]["token_env"] = "NETVIZ_TEST_TOKEN"
+    (err,) = errors_of(raw)
+    assert "NETVIZ_TEST_TOKEN is not set" in err
+    monkeypatch.setenv("NETVIZ_TEST_TOKEN", "v")
+    assert parse_settings(raw).grafana.token_env == "NETVIZ_TEST_TOKEN"
+
+
+def test_host_checks_can_be_skipped(raw):
+    raw["routers"][0]["ssh_key_file"] = "/does/not/exist"
+    assert parse_settings(raw, check_host=False).routers[0].ssh_key_file.name == "exist"
+    raw["routers"][0]["ssh_key_file"] = "relative/key"  # still must be absolute
+    assert errors_of(raw, check_host=False)[0].startswith("routers[0].ssh_key_file:")
+
+
+def test_unreadable_key_file(raw, files):
+    if os.geteuid() == 0:
+        pytest.skip("root can read anything")
+    os.chmod(files["id_ed25519"], 0)
+    assert errors_of(raw)[0].startswith("routers[0].ssh_key_file")
+
+
+def test_collector_address_must_be_ip_literal(raw):
+    raw["routers"][1]["collector_address"] = "collector.example.com"
+    (err,) = errors_of(raw)
+    assert err.startswith("routers[1].collector_address:") and "IP address literal" in err
+
+
+def test_collector_defaults_to_node_port(raw):
+    del raw["routers"][0]["collector_address"]
+    s = parse_settings(raw)
+    assert s.collector(s.routers[0]) == ("198.18.0.1", 32055)
+
+
+def test_pfsense_needs_pfsense_interface_name(raw):
+    raw["routers"][1]["interface"] = "vtnet1"
+    (err,) = errors_of(raw)
+    assert err.startswith("routers[1]:") and "lan, wan, optN" in err
+
+
+def test_opnsense_needs_api_env_names(raw, monkeypatch):
+    r = raw["routers"][0] | {"name": "opn", "platform": "opnsense", "interface": "lan"}
+    raw["routers"] = [r]
+    assert "opnsense section" in errors_of(raw)[0]
+    monkeypatch.setenv("OPN_KEY", "k")
+    monkeypatch.setenv("OPN_SECRET", "s")
+    r["opnsense"] = {"key_env": "OPN_KEY", "secret_env": "OPN_SECRET"}
+    assert parse_settings(raw).routers[0].opnsense.key_env == "OPN_KEY"
+
+
+def test_router_names_unique(raw):
+    raw["routers"][1]["name"] = "edge-linux"
+    assert "repeated: edge-linux" in errors_of(raw)[0]
+
+
+def test_cluster_needs_exactly_one_way_in(raw):
+    raw["cluster"] = {"node_address": "198.18.0.1"}
+    assert "exactly one of kubeconfig" in errors_of(raw)[0]
+    raw["cluster"] = {"node_address": "198.18.0.1", "in_cluster": True}
+    assert parse_settings(raw).cluster.in_cluster
+
+
+def test_prometheus_mode_needs_its_section(raw):
+    raw["prometheus"] = {"url": "http://p:9090", "mode": "chart"}
+    assert "prometheus.chart section" in errors_of(raw)[0]
+    raw["prometheus"]["mode"] = "bogus"
+    assert errors_of(raw)[0].startswith("prometheus.mode:")
+
+
+def test_url_credentials_rejected(raw):
+    raw["prometheus"]["url"] = "http://admin:hunter2@prom:9090"
+    assert "credentials inside the URL" in errors_of(raw)[0]
+
+
+def test_canary_command_must_be_list_of_strings(raw):
+    raw["checks"]["canary_command"] = "curl http://x"
+    assert errors_of(raw)[0].startswith("checks.canary_command:")
+    raw["checks"]["canary_command"] = []
+    assert errors_of(raw)[0].startswith("checks.canary_command:")
+
+
+def test_settings_are_immutable(settings):
+    with pytest.raises(Exception):
+        settings.cluster.node_address = "1.1.1.1"
+
+
+def test_redacted_is_json_safe_and_marks_refs(raw, files):
+    raw["grafana"]["token_file"] = files["token"]
+    red = parse_settings(raw).redacted()
+    assert red["grafana"]["token_file"] == f"<ref {files['token']}>"
+    import json
+    json.dumps(red)
+
+
+def test_not_a_mapping():
+    assert errors_of(["cluster"])[0].startswith("(top level)")
+
+
+def test_input_is_not_mutated(raw):
+    before = copy.deepcopy(raw)
+    parse_settings(raw)
+    assert raw == before
+
+
+def test_key_path_must_be_a_file(raw, tmp_path):
+    raw["routers"][0]["known_hosts_file"] = str(tmp_path)  # a directory
+    assert errors_of(raw)[0].startswith("routers[0].known_hosts_file: ")
