@@ -280,11 +280,24 @@ def _esc(v: str) -> str:
 
 
 # -- processes ------------------------------------------------------------------------------------
-HOST_NETNS = os.environ.get("NETVIZ_LAB_HOST_NETNS", "/proc/1/ns/net")
+_HOST_FD: int | None = None
+
+
+def host_netns_fd() -> int:
+    """An fd on the host's network namespace, opened once at start and inherited by `nsenter`s.
+
+    The runner passes NETVIZ_LAB_HOST_NETNS=/proc/<runner pid>/ns/net (PID 1 here refuses access to
+    its /proc/1/ns); holding an fd keeps it valid even if that process goes away.
+    """
+    global _HOST_FD
+    if _HOST_FD is None:
+        _HOST_FD = os.open(os.environ.get("NETVIZ_LAB_HOST_NETNS", "/proc/1/ns/net"), os.O_RDONLY)
+        os.set_inheritable(_HOST_FD, True)
+    return _HOST_FD
 
 
 def ns_path(ns: str) -> str:
-    return HOST_NETNS if ns == "@host" else f"/run/netns/{ns}"
+    return f"/proc/self/fd/{host_netns_fd()}" if ns == "@host" else f"/run/netns/{ns}"
 
 
 def _die_with_parent() -> None:
@@ -294,7 +307,7 @@ def _die_with_parent() -> None:
 
 def read_sockets(ns: str) -> list[Sock]:
     res = subprocess.run(["nsenter", f"--net={ns_path(ns)}", "ss", "-tainH"], capture_output=True, text=True,
-                         timeout=10, preexec_fn=_die_with_parent)
+                         timeout=10, preexec_fn=_die_with_parent, pass_fds=(host_netns_fd(),))
     return parse_ss(res.stdout) if res.returncode == 0 else []
 
 
@@ -308,7 +321,7 @@ class DestroyWatcher(threading.Thread):
     def run(self) -> None:
         self.proc = subprocess.Popen(["nsenter", f"--net={ns_path(self.ns)}", "stdbuf", "-oL", "ss", "-tinEH"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=_die_with_parent, pass_fds=(host_netns_fd(),))
         pending: list[str] = []
         for line in self.proc.stdout:  # a socket line then its tab-indented info line
             if line[:1] in (" ", "\t"):
@@ -328,12 +341,8 @@ class DestroyWatcher(threading.Thread):
 def enter_host_netns() -> None:
     """setns(2) affects only the calling thread: this thread talks to the host's API server."""
     libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(HOST_NETNS, os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-            raise OSError(ctypes.get_errno(), "setns(host netns) failed")
-    finally:
-        os.close(fd)
+    if libc.setns(host_netns_fd(), 0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "setns(host netns) failed")
 
 
 class StandIn:
@@ -450,6 +459,7 @@ def main() -> int:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the finally below: stop the ss watchers
+    host_netns_fd()  # fail early and clearly if the host namespace is not reachable
     standin = StandIn()
     server = serve(standin)
     print(f"netviz-lab Caretta stand-in (not Caretta) node={standin.node or '?'} "

@@ -4,6 +4,7 @@
   (the more specific routes of the lab's own veths still win);
 - IPv4 forwarding on, only between lab addresses (nft table `netviz_lab`, chain `forward`), so
   routers reach pods through NodePorts; the previous sysctl value is restored by teardown;
+- kwok's unauthenticated kubelet port reachable from loopback only;
 - nft chain `nodeports` (NAT, hooked on prerouting and output) that the pod runner fills with the
   NodePort DNAT rules kube-proxy would install.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from .lab import Lab
 from .proc import run
-from .topology import LAB_RANGE, NFT_TABLE
+from .topology import KWOK_SERVER_PORT, LAB_RANGE, NFT_TABLE
 
 _FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -28,6 +29,12 @@ table ip {NFT_TABLE} {{
     chain output {{
         type nat hook output priority -100; policy accept;
         jump nodeports
+    }}
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        # kwok's kubelet endpoint runs `kubectl exec` commands as root with no authentication:
+        # only the API server (which connects over loopback) may reach it.
+        tcp dport {KWOK_SERVER_PORT} iifname != "lo" drop
     }}
     chain forward {{
         type filter hook forward priority 0; policy drop;

@@ -131,8 +131,9 @@ class Runner:
         self.dirty = threading.Event()
         self.stopping = threading.Event()
         self.nft_applied: str | None = None
-        self.events: dict[tuple, tuple[str, int]] = {}  # (uid, reason, message) -> (event name, count)
+        self.events: dict[tuple, tuple[str, int]] = {}  # (uid, reason, container, same_as) -> (event name, count)
         self.goflow2_bin = str(lab.bin("goflow2"))
+        self.svcs: list[dict] = []  # for service-link env vars
 
     # -- API helpers -------------------------------------------------------------------------------
     def _json(self, resp) -> dict:
@@ -244,7 +245,7 @@ class Runner:
                 continue
             self.start_pod(p)
         self.refused = {k: v for k, v in self.refused.items() if k in wanted}
-        self.services = svcs
+        self.svcs = svcs
         self.apply_nat(svcs)
 
     def apply_nat(self, svcs: list[dict]) -> None:
@@ -388,8 +389,9 @@ class Runner:
             if profile.kind == "caretta":
                 extra = {"NETVIZ_LAB_NODE_NAME": pod["spec"]["nodeName"],
                          "NETVIZ_LAB_KUBECONFIG": str(self.lab.admin_kubeconfig),
+                         "NETVIZ_LAB_HOST_NETNS": f"/proc/{os.getpid()}/ns/net",
                          "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-            env = podspec.build_env(pod, spec, cms, secrets, getattr(self, "services", []), profile, extra)
+            env = podspec.build_env(pod, spec, cms, secrets, self.svcs, profile, extra)
             argv = podspec.resolve_argv(spec, profile, env)
             if argv[0] == podspec.CARETTA_STANDIN:
                 argv = [sys.executable, "-m", "netviz_lab.caretta_standin", *argv[1:]]

@@ -24,15 +24,29 @@ Linux router `nvz-router` ("Debian 12 without systemd", the lab's sysvinit-style
   `/etc/netns/nvz-router/softflowd/` on the host (bound by `ip netns exec`) and starts with the
   package's `default.conf` (empty interface = ignored instance).
 - `/run/systemd/system` does not exist (no systemd); `/usr/bin/systemctl` exists but cannot work, as
-  on any Debian booted without systemd. Boot runs `/etc/init.d/softflowd start` (Debian's sysvinit
-  script: one daemon per `/etc/softflowd/<instance>.conf` with a non-empty `interface`).
-- What the pipeline runs over SSH to (re)start an instance without systemd:
-      /etc/init.d/softflowd restart <instance>     (or: service softflowd restart <instance>)
-  which runs `softflowd -p /run/softflowd/<inst>.pid -c /run/softflowd/<inst>.ctl -i $interface
-  $options` via start-stop-daemon (the init script sources the conf file as shell, so a line
-  `export LD_PRELOAD=/usr/local/lib/libpcap-immediate.so` in it preloads the immediate-mode shim;
-  under systemd the same file is an EnvironmentFile). It persists across `reboot_router` because the
-  conf file does. Check: `softflowctl -c /run/softflowd/<inst>.ctl statistics`.
+  on any Debian booted without systemd.
+- Trap (real, Debian 12): `/etc/init.d/softflowd` passes `--pid_file` to start-stop-daemon, which
+  only knows `--pidfile`: on a sysvinit Debian 12 it starts nothing ("...: <inst> failed!", exit 0
+  for restart). So the router's boot uses netviz_lab/softflowd-boot.sh (installed as
+  /usr/local/libexec/netviz-lab/softflowd-boot), which does what that script means to do (= the
+  systemd unit's ExecStart) for every `/etc/softflowd/<inst>.conf`, then runs /etc/rc.local if
+  executable. Instances therefore come back after `reboot_router` from their conf file, as
+  `systemctl enable softflowd@<inst>` would make them.
+- What the pipeline runs over SSH to (re)start instance <inst> without systemd, after writing
+  `/etc/softflowd/<inst>.conf` (`interface='lan0'`, `options='-n 198.18.0.1:32055 -v 9 ...'`, and
+  `export LD_PRELOAD=/usr/local/lib/libpcap-immediate.so` to preload the immediate-mode shim — the
+  file is sourced as shell here; under systemd it is read as an EnvironmentFile instead, so on a
+  systemd router prefer a unit drop-in `Environment=LD_PRELOAD=...`):
+      start-stop-daemon --stop --quiet --oknodo --retry TERM/5/KILL/2 \
+          --pidfile /run/softflowd/<inst>.pid --exec /usr/sbin/softflowd
+      mkdir -p /run/softflowd/chroot      # softflowd chroots there (privsep); tmpfiles.d makes it
+                                          # under systemd, nothing does without it
+      ( . /etc/softflowd/<inst>.conf; start-stop-daemon --start --quiet \
+          --pidfile /run/softflowd/<inst>.pid --exec /usr/sbin/softflowd -- -i "$interface" \
+          -p /run/softflowd/<inst>.pid -c /run/softflowd/<inst>.ctl $options )
+  Detect the init system with `test -d /run/systemd/system` (not by the presence of systemctl).
+  Check: `softflowctl -c /run/softflowd/<inst>.ctl statistics`. A softflowd already running with
+  the same pid file makes a new one exit at once (it checks the pid in its pid file).
 - Writable: /etc (overlay), /usr/local (overlay; e.g. the shim), /root, /tmp, /var, /run. gcc (`cc`)
   and libpcap headers are available to build the shim on the router. `/usr` is read-only.
 
@@ -48,6 +62,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -66,6 +81,7 @@ NETNS_ETC = Path("/etc/netns")
 TRAFFIC_TCP_PORT = 8080
 TRAFFIC_UDP_PORT = 9999
 PF_EMU_DIR = "/usr/local/libexec/netviz-pfsense"  # inside the pfSense router
+LINUX_BOOT = "/usr/local/libexec/netviz-lab/softflowd-boot"  # inside the Linux router
 
 
 # -- paths ------------------------------------------------------------------------------------------
@@ -170,6 +186,8 @@ def _setup_files(lab: Lab, r: Router) -> None:
     _symlink(root / "var/run", "../run")
     upper = _mkdir(etc_upper(lab, r))
     _mkdir(d / "work" / "etc")
+    if r.platform == "pfsense":
+        _hide_debian(upper)
     _sshd_files(lab, r, upper)
     mounts: list[dict] = [{"type": "bind", "src": "/usr", "dst": "/usr", "ro": True}]
     if r.platform == "linux":
@@ -187,7 +205,7 @@ def _setup_files(lab: Lab, r: Router) -> None:
             mounts.append({"type": "bind", "src": str(netns_etc / entry), "dst": f"/etc/{entry}"})
         _mkdir(root / "var/lib/dpkg")
         mounts.append({"type": "bind", "src": "/var/lib/dpkg", "dst": "/var/lib/dpkg", "ro": True})
-        boot = [["/etc/init.d/softflowd", "start"]]
+        boot = [[_linux_boot_script(d)]]
     else:
         boot = [[f"{PF_EMU_DIR}/pfsense_emu.py", "boot"]]
     mounts += [{"type": "rbind", "src": "/dev", "dst": "/dev"},
@@ -200,6 +218,23 @@ def _setup_files(lab: Lab, r: Router) -> None:
         "boot": boot, "state_file": str(d / "init.json"),
     }
     (d / "spec.json").write_text(json.dumps(spec, indent=2))
+
+
+def _linux_boot_script(d: Path) -> str:
+    """softflowd-boot.sh into the Linux router's /usr/local (overlay upper); returns its router path."""
+    dst = _mkdir(d / "upper" / "usr_local" / "libexec" / "netviz-lab") / "softflowd-boot"
+    shutil.copy2(HERE / "softflowd-boot.sh", dst)
+    dst.chmod(0o755)
+    return LINUX_BOOT
+
+
+def _hide_debian(upper: Path) -> None:
+    """Overlay whiteouts: the pfSense box has no Debian softflowd config, init script or os-release."""
+    for hide in ("softflowd", "init.d/softflowd", "os-release", "debian_version"):
+        p = upper / hide
+        if not os.path.lexists(p):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            os.mknod(p, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
 
 
 def _linux_netns_etc(r: Router) -> Path:

@@ -87,15 +87,22 @@ def build_root(spec: dict) -> None:
     os.chdir("/")
 
 
+class _Stop(Exception):
+    pass
+
+
 class Pid1:
     def __init__(self, spec: dict, generation: int):
         self.spec = spec
         self.generation = generation
         self.stopping = False
+        self.reaping = False
         self.daemons: dict[int, list[str]] = {}
 
     def on_term(self, *_: object) -> None:
         self.stopping = True
+        if self.reaping:
+            raise _Stop  # break out of the blocking waitpid()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_term)
@@ -122,18 +129,24 @@ class Pid1:
         return self.reap_forever()
 
     def reap_forever(self) -> int:
-        while not self.stopping:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pid = 0
-            if pid == 0:
-                time.sleep(0.2)
-                continue
-            if pid in self.daemons:
-                log(f"daemon {self.daemons.pop(pid)[0]} exited ({status}); router goes down")
-                self.shutdown()
-                return 1
+        """Reap at once (blocking wait): a SIGKILLed daemon must not linger as a zombie, or the next
+        start sees its pid file pointing at a "live" process (softflowd then refuses to start)."""
+        self.reaping = True
+        try:
+            while not self.stopping:
+                try:
+                    pid, status = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    time.sleep(0.05)
+                    continue
+                if pid in self.daemons:
+                    log(f"daemon {self.daemons.pop(pid)[0]} exited ({status}); router goes down")
+                    self.reaping = False
+                    self.shutdown()
+                    return 1
+        except _Stop:
+            pass
+        self.reaping = False
         self.shutdown()
         return 0
 

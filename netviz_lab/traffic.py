@@ -18,12 +18,9 @@ import struct
 import sys
 import time
 
-_stop = False
-
-
 def _on_signal(*_: object) -> None:
-    global _stop
-    _stop = True
+    # Raise instead of setting a flag: sleeps and socket waits would otherwise finish first.
+    raise SystemExit(0)
 
 
 def serve(bind: str, tcp_port: int, udp_port: int, deadline: float) -> None:
@@ -37,7 +34,7 @@ def serve(bind: str, tcp_port: int, udp_port: int, deadline: float) -> None:
     sel.register(tcp, selectors.EVENT_READ, "tcp")
     sel.register(udp, selectors.EVENT_READ, "udp")
     print(f"traffic server on {bind} tcp/{tcp_port} udp/{udp_port}", flush=True)
-    while not _stop and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         for key, _ in sel.select(timeout=0.5):
             if key.data == "udp":
                 data, peer = udp.recvfrom(2048)
@@ -89,7 +86,7 @@ def client(server: str, tcp_port: int, udp_port: int, interval: float, deadline:
     print(f"traffic client -> {server} every {interval}s", flush=True)
     seq = 0
     ok = {"tcp": 0, "udp": 0, "icmp": 0}
-    while not _stop and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         t0 = time.monotonic()
         seq += 1
         try:

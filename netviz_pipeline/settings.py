@@ -265,7 +265,10 @@ class Router(_Model):
     platform: Literal["auto", "linux", "pfsense", "freebsd", "opnsense"] = "auto"
     ssh_key_file: Path
     known_hosts_file: Path  # required: host keys are verified, never auto-accepted
-    interface: IfName
+    # "auto": pfSense/OPNsense -> their `lan` interface; Linux/FreeBSD -> the interface holding
+    # lan_address (the router's LAN-side address). Otherwise the name (pfSense/OPNsense: lan, optN).
+    interface: IfName = "auto"
+    lan_address: IPLiteral | None = None
     collector_address: IPLiteral | None = None  # default: cluster.node_address
     collector_port: int | None = Field(None, ge=1, le=65535)  # default: goflow2.netflow_node_port
     netflow_version: Literal[5, 9, 10] = 9
@@ -286,7 +289,10 @@ class Router(_Model):
 
     @model_validator(mode="after")
     def _platform_rules(self):
-        if self.platform == "pfsense" and not _PFSENSE_IF.fullmatch(self.interface):
+        if self.interface == "auto" and self.platform in ("linux", "freebsd") and self.lan_address is None:
+            raise ValueError(f"interface auto on {self.platform} needs lan_address (the router's LAN address, "
+                             "whose interface softflowd watches), or give the interface name")
+        if self.platform == "pfsense" and self.interface != "auto" and not _PFSENSE_IF.fullmatch(self.interface):
             raise ValueError(f"interface {self.interface!r}: pfSense's softflowd package takes the pfSense "
                              "interface name (lan, wan, optN), not the device name")
         if self.platform == "opnsense":

@@ -39,7 +39,19 @@ SOFTFLOWD_WRAPPER = f"""#!/bin/bash
 # /usr/local/bin/softflowd of pfSense-pkg-softflowd, emulated by netviz-lab: the Debian softflowd 1.1.0
 # binary with the libpcap immediate-mode shim preloaded (FreeBSD's BPF has no zero-timeout trap, so the
 # emulated pfSense must not show it either) and its compiled-in privsep chroot directory created.
+# softflowd refuses to start while the pid in its pid file exists. The rc script's `killall -9` returns
+# before the old process is gone, and a SIGKILLed softflowd can take over a second to exit here (packet
+# socket teardown), so wait for a dying predecessor (no cmdline any more), up to 10 s; a live one is left
+# alone after 0.5 s and softflowd refuses to start, as it would on pfSense.
 [ -e /var/run/softflowd/chroot/etc/protocols ] || install -D -p /etc/protocols /var/run/softflowd/chroot/etc/protocols
+prev=; pidfile=
+for a in "$@"; do [ "$prev" = -p ] && pidfile=$a; prev=$a; done
+old=$( [ -n "$pidfile" ] && cat "$pidfile" 2>/dev/null )
+i=0
+while [ -n "$old" ] && [ -d "/proc/$old" ] && [ $i -lt 200 ]; do
+    if [ $i -ge 10 ] && [ -n "$(tr -d '\\0' < "/proc/$old/cmdline" 2>/dev/null)" ]; then break; fi
+    sleep 0.05; i=$((i + 1))
+done
 export LD_PRELOAD={EMU_DIR}/libpcap-immediate.so
 exec -a /usr/local/bin/softflowd /usr/sbin/softflowd "$@"
 """

@@ -8,7 +8,6 @@ pure: commands are argv lists (joined with shlex for SSH), built only from valid
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import shlex
 import xml.etree.ElementTree as ET
@@ -19,6 +18,13 @@ from ..settings import Router, Settings, Timeouts
 INSTANCE = "netviz"
 DEBIAN_CONF = f"/etc/softflowd/{INSTANCE}.conf"
 DEBIAN_CTL = f"/run/softflowd/{INSTANCE}.ctl"
+DEBIAN_PID = f"/run/softflowd/{INSTANCE}.pid"
+# The libpcap immediate-mode shim (router_assets/pcap_immediate.c), built on the router.
+SHIM_DIR = "/usr/local/lib/netviz"
+SHIM_SO = f"{SHIM_DIR}/libpcap-immediate.so"
+SHIM_SRC = f"{SHIM_DIR}/pcap_immediate.c"
+SHIM_STAMP = f"{SHIM_SO}.sha256"
+SYSTEMD_DROPIN = f"/etc/systemd/system/softflowd@{INSTANCE}.service.d/netviz-pcap-immediate.conf"
 _TIMEOUT_NAMES = (("maxlife", "maxlife"), ("expint", "expint"), ("tcp_fin", "tcp.fin"), ("tcp_rst", "tcp.rst"),
                   ("tcp", "tcp"), ("udp", "udp"), ("icmp", "icmp"), ("general", "general"))
 _SAFE = re.compile(r"[A-Za-z0-9._:=\[\] -]*")  # what may appear inside a quoted config value
@@ -33,6 +39,12 @@ class Command:
     @property
     def shell(self) -> str:
         return shlex.join(self.argv)
+
+
+def _checked_path(value: str) -> str:
+    if not re.fullmatch(r"/[A-Za-z0-9._/-]+", value):
+        raise ValueError(f"refusing to render unsafe path {value!r}")
+    return value
 
 
 def _checked(value: str) -> str:
@@ -59,16 +71,39 @@ def options(s: Settings, r: Router) -> list[str]:
 
 
 # ---------------------------------------------------------------- Debian / Linux
-def debian_conf(s: Settings, r: Router) -> str:
-    """Content of /etc/softflowd/netviz.conf (sourced as shell by the package's unit/init script)."""
-    return ("# managed by netviz-pipeline; changes are overwritten\n"
+def debian_conf(s: Settings, r: Router, ld_preload: str | None = None) -> str:
+    """Content of /etc/softflowd/netviz.conf (sourced as shell by the package's sysvinit script, an
+    EnvironmentFile for its systemd unit). `ld_preload`: an `export LD_PRELOAD=` line for the
+    sysvinit script, which sources this file right before starting the daemon (under systemd use
+    systemd_dropin() instead: an EnvironmentFile is not shell)."""
+    text = ("# managed by netviz-pipeline; changes are overwritten\n"
             f"interface='{_checked(r.interface)}'\n"
             f"options='{_checked(' '.join(options(s, r)))}'\n")
+    if ld_preload:
+        text += ("# libpcap >= 1.10 trap: preload the immediate-mode shim (see pcap_immediate.c)\n"
+                 f"export LD_PRELOAD='{_checked_path(ld_preload)}'\n")
+    return text
+
+
+def systemd_dropin(ld_preload: str) -> str:
+    """Drop-in for softflowd@netviz.service that preloads the shim (Debian with systemd)."""
+    return ("# managed by netviz-pipeline: libpcap immediate-mode shim (see pcap_immediate.c)\n"
+            f"[Service]\nEnvironment=LD_PRELOAD={_checked_path(ld_preload)}\n")
 
 
 def linux_commands() -> dict[str, Command]:
-    restart = (f"if [ -d /run/systemd/system ]; then systemctl enable softflowd@{INSTANCE} && "
-               f"systemctl restart softflowd@{INSTANCE}; else /etc/init.d/softflowd restart; fi")
+    # Only our instance: the user's other /etc/softflowd/*.conf instances are left running. Without
+    # systemd, not /etc/init.d/softflowd: Debian 12's script passes `--pid_file` to start-stop-daemon
+    # (which only knows --pidfile) and starts nothing; this does what it means to (= the unit's
+    # ExecStart), sourcing our conf as that script does (so `export LD_PRELOAD=` applies).
+    pid, ctl, conf = DEBIAN_PID, DEBIAN_CTL, DEBIAN_CONF
+    sysv = (f"start-stop-daemon --stop --quiet --oknodo --retry TERM/5/KILL/2 --pidfile {pid} "
+            f"--exec /usr/sbin/softflowd; mkdir -p /run/softflowd/chroot/etc && "
+            f"{{ [ -e /run/softflowd/chroot/etc/protocols ] || cp -p /etc/protocols /run/softflowd/chroot/etc/; }} && "
+            f"( interface=; options=; . {conf}; [ -n \"$interface\" ] && exec start-stop-daemon --start --quiet "
+            f"--pidfile {pid} --exec /usr/sbin/softflowd -- -i \"$interface\" -p {pid} -c {ctl} $options )")
+    restart = (f"if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable "
+               f"softflowd@{INSTANCE} && systemctl restart softflowd@{INSTANCE}; else {sysv}; fi")
     return {
         "installed": Command(("dpkg-query", "-W", "-f=${Status}", "softflowd"), "is the package installed"),
         "install": Command(("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "softflowd"),
@@ -119,23 +154,28 @@ def edit_pfsense_config(xml_text: str, fields: dict[str, str]) -> tuple[str, boo
     return decl + ET.tostring(root, encoding="unicode") + "\n", True
 
 
+_PHP_PRELUDE = ('<?php\nrequire_once("config.inc");\nrequire_once("functions.inc");\n'
+                'require_once("/usr/local/pkg/softflowd.inc");\nglobal $config;\n$config = parse_config(true);\n')
+
+
 def pfsense_php_apply(fields: dict[str, str]) -> str:
-    """PHP (fed to `php -q` on stdin, no shell quoting involved) that merges our fields into the
-    package config, writes config.xml through pfSense's own API and re-syncs the package only when
-    something changed. Prints `changed` or `unchanged`. Needs pfSense >= 2.7 (config_*_path)."""
-    blob = json.dumps(fields, sort_keys=True).replace("\\", "\\\\").replace("'", "\\'")
-    return ("<?php\n"
-            'require_once("config.inc");\nrequire_once("util.inc");\n'
-            'require_once("/usr/local/pkg/softflowd.inc");\n'
-            f"$want = json_decode('{blob}', true);\n"
-            "$path = 'installedpackages/softflowd/config/0';\n"
-            "$cur = config_get_path($path, []);\n"
-            "$new = array_merge(is_array($cur) ? $cur : [], $want);\n"
-            "if ($new === $cur) { echo \"unchanged\\n\"; exit(0); }\n"
-            "config_set_path($path, $new);\n"
+    """PHP (fed to `php` on stdin, no shell quoting involved) that sets our fields in the package
+    config, writes config.xml through pfSense's write_config (backup + history) and runs the
+    package sync, which rewrites /usr/local/etc/rc.d/softflowd.sh and restarts softflowd.
+
+    Only the classic `$config[...] = '...'` idiom is used (works on pfSense 2.4 to 2.7 and is what
+    the lab's pfSense emulation understands); the caller runs it only when config.xml differs.
+    Values are validated settings (IPs, numbers, interface names), single-quoted."""
+    lines = [f"$config['installedpackages']['softflowd']['config'][0]['{_checked(k)}'] = '{_checked(v)}';"
+             for k, v in fields.items()]
+    return (_PHP_PRELUDE + "\n".join(lines) + "\n"
             "write_config('netviz-pipeline: softflowd export settings');\n"
-            "sync_package_softflowd();\n"
-            "echo \"changed\\n\";\n")
+            "sync_package_softflowd();\necho 'applied';\n")
+
+
+def pfsense_php_sync() -> str:
+    """PHP that re-runs the package sync without changing config.xml (rc file stale vs. config)."""
+    return _PHP_PRELUDE + "sync_package_softflowd();\necho 'synced';\n"
 
 
 def pfsense_commands(fields: dict[str, str]) -> dict[str, Command]:
@@ -143,8 +183,11 @@ def pfsense_commands(fields: dict[str, str]) -> dict[str, Command]:
     return {
         "installed": Command(("pkg", "info", "-e", "pfSense-pkg-softflowd"), "is the package installed"),
         "install": Command((pb, "playback", "installpkg", "softflowd"), "install the pfSense package"),
-        "apply": Command(("/usr/local/bin/php", "-q"), "persist settings in config.xml and sync",
+        "apply": Command(("/usr/local/bin/php",), "persist settings in config.xml and sync",
                          stdin=pfsense_php_apply(fields)),
+        "sync": Command(("/usr/local/bin/php",), "re-sync the package (rewrite rc script, restart)",
+                        stdin=pfsense_php_sync()),
+        "start": Command((pb, "playback", "svc", "start", "softflowd"), "start every instance"),
         "restart": Command((pb, "playback", "svc", "restart", "softflowd"), "restart every instance"),
         "status": Command((pb, "playback", "svc", "status", "softflowd"), "is it running"),
     }

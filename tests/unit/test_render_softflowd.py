@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 import xml.etree.ElementTree as ET
@@ -91,14 +90,14 @@ def test_pfsense_edit_rejects_other_xml():
         sf.edit_pfsense_config("<opnsense/>", {"enable": "enabled"})
 
 
-def test_pfsense_php_embeds_fields_as_json(settings):
+def test_pfsense_php_sets_fields_writes_config_and_syncs(settings):
     fields = sf.pfsense_fields(settings, settings.routers[1])
     php = sf.pfsense_php_apply(fields)
-    blob = php.split("json_decode('", 1)[1].split("', true)", 1)[0]
-    assert json.loads(blob) == fields
-    assert "write_config(" in php and "sync_package_softflowd()" in php and "rc.conf" not in php
+    for k, v in fields.items():
+        assert f"$config['installedpackages']['softflowd']['config'][0]['{k}'] = '{v}';" in php
+    assert "write_config(" in php and "sync_package_softflowd();" in php and "rc.conf" not in php
     cmd = sf.pfsense_commands(fields)["apply"]
-    assert cmd.argv == ("/usr/local/bin/php", "-q") and cmd.stdin == php
+    assert cmd.argv == ("/usr/local/bin/php",) and cmd.stdin == php
 
 
 def test_freebsd_sysrc(settings, raw, make):

@@ -1,0 +1,53 @@
+"""Plan tasks 1-2: Caretta (eBPF pod-to-pod map) and its dashboard.
+
+Fixes to the plan: the chart has no Service to scrape, so a headless Service (and pod discovery) lets
+Prometheus reach every DaemonSet pod; nodes are checked before rollout (kernel version, BTF, the
+BPF-map memory charge on kernels >= 6.1 that OOM-kills the chart's 300Mi limit).
+"""
+
+import dagster as dg
+
+from .. import health, preflight
+from ..render import caretta as render_caretta
+from ..resources.cluster import ClusterResource
+from ..resources.prometheus import PrometheusResource
+from .report import apply_metadata, rollout_metadata
+
+GROUP = "caretta"
+
+
+@dg.asset(group_name=GROUP, kinds={"kubernetes"}, description="Caretta DaemonSet, RBAC and headless Service")
+def caretta(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
+    s = cluster.config.settings
+    findings = preflight.caretta_preflight(cluster.kube.list("v1", "Node"), s.caretta.resources.memory_limit)
+    for f in findings:
+        (context.log.warning if f.severity != "info" else context.log.info)(f"preflight {f.node}: {f.message}")
+    if preflight.blocks_rollout(findings, s.caretta.preflight):
+        raise dg.Failure(
+            description="Caretta preflight found nodes where the agent cannot run; nothing was applied. "
+                        "Fix the findings or set caretta.preflight: warn.",
+            metadata={"findings": dg.MetadataValue.md(_findings_md(findings))})
+    outcomes = cluster.apply(render_caretta.render(s))
+    return dg.MaterializeResult(metadata=apply_metadata(outcomes) |
+                                {"preflight": dg.MetadataValue.md(_findings_md(findings))})
+
+
+def _findings_md(findings: list[preflight.Finding]) -> str:
+    if not findings:
+        return "all nodes pass"
+    return "\n".join(["| node | severity | finding |", "|---|---|---|"] +
+                     [f"| {f.node} | {f.severity} | {f.message} |" for f in findings])
+
+
+@dg.asset_check(asset=caretta, blocking=True, description="DaemonSet rolled out on every eligible node (desired > 0)")
+def caretta_rollout(cluster: ClusterResource) -> dg.AssetCheckResult:
+    s = cluster.config.settings
+    r, obj, pods = cluster.wait_rollout("DaemonSet", render_caretta.NAME, s.caretta.namespace)
+    return dg.AssetCheckResult(passed=r.ready, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata=rollout_metadata(r, obj, pods))
+
+
+@dg.asset_check(asset=caretta, description="Agents still poll and links still grow (from Prometheus data)")
+def caretta_fresh(prometheus: PrometheusResource) -> dg.AssetCheckResult:
+    fresh, meta = health.caretta_result(prometheus.config.settings, prometheus)
+    return dg.AssetCheckResult(passed=fresh, severity=dg.AssetCheckSeverity.WARN, metadata=meta)

@@ -1,0 +1,104 @@
+"""Plan tasks 2 and 6: our dashboards as ConfigMaps where Grafana's sidecar finds them.
+
+The sidecar's label and namespaces are read from the Grafana Deployment when one is in the cluster
+(they override settings, with a warning when they differ); when grafana.url and a token are set,
+Grafana's HTTP API must also list the dashboard by uid.
+"""
+
+import json
+
+import dagster as dg
+
+from ..grafana_sidecar import SidecarTarget, find_sidecar
+from ..render import namespace as render_namespace
+from ..render.dashboards import configmap_name, dashboard_configmaps
+from ..resources.cluster import ClusterResource
+from ..resources.grafana import GrafanaResource
+from ..settings import Settings
+from .caretta import caretta
+from .goflow2 import goflow2
+from .report import apply_metadata
+from .routers import router_softflowd
+
+GROUP = "dashboards"
+
+
+def _effective(cluster: ClusterResource, context) -> tuple[Settings, SidecarTarget | None]:
+    s = cluster.config.settings
+    sidecar = find_sidecar(cluster.kube.list("apps/v1", "Deployment"))
+    if sidecar is None:
+        return s, None
+    g = s.grafana
+    ns = g.dashboards_namespace if sidecar.watches(g.dashboards_namespace) else (sidecar.namespaces or ("default",))[0]
+    changed = (sidecar.label_key, sidecar.label_value, ns) != (g.sidecar_label_key, g.sidecar_label_value,
+                                                                g.dashboards_namespace)
+    if changed and context is not None:
+        context.log.warning(f"Grafana sidecar in {sidecar.deployment} loads {sidecar.label_key}="
+                            f"{sidecar.label_value} from {ns}; using that instead of the settings")
+    return s.model_copy(update={"grafana": g.model_copy(update={
+        "sidecar_label_key": sidecar.label_key, "sidecar_label_value": sidecar.label_value,
+        "dashboards_namespace": ns})}), sidecar
+
+
+def _apply_dashboard(stem: str, context, cluster: ClusterResource) -> dg.MaterializeResult:
+    s, sidecar = _effective(cluster, context)
+    cms = [cm for cm in dashboard_configmaps(s) if cm["metadata"]["name"] == configmap_name(stem)]
+    objs = []
+    if cluster.kube.get("v1", "Namespace", s.grafana.dashboards_namespace) is None:
+        objs.append(render_namespace(s.grafana.dashboards_namespace))
+    outcomes = cluster.apply(objs + cms)
+    uid = json.loads(next(iter(cms[0]["data"].values())))["uid"]
+    return dg.MaterializeResult(metadata=apply_metadata(outcomes) | {
+        "configmap": dg.MetadataValue.text(f"{s.grafana.dashboards_namespace}/{configmap_name(stem)}"),
+        "sidecar": dg.MetadataValue.text(sidecar.deployment if sidecar else "no Grafana Deployment found; "
+                                         "label and namespace from settings"),
+        "dashboard_uid": dg.MetadataValue.text(uid),
+        **({"grafana_url": dg.MetadataValue.url(f"{s.grafana.url}d/{uid}")} if s.grafana.url else {}),
+    })
+
+
+def _discoverable(stem: str, cluster: ClusterResource, grafana: GrafanaResource) -> dg.AssetCheckResult:
+    s, sidecar = _effective(cluster, None)
+    g = s.grafana
+    cm = cluster.kube.get("v1", "ConfigMap", configmap_name(stem), g.dashboards_namespace)
+    problems = []
+    if cm is None:
+        problems.append(f"ConfigMap {g.dashboards_namespace}/{configmap_name(stem)} missing")
+    else:
+        if (cm["metadata"].get("labels") or {}).get(g.sidecar_label_key) != g.sidecar_label_value:
+            problems.append(f"ConfigMap lacks the sidecar label {g.sidecar_label_key}={g.sidecar_label_value}")
+        wanted = next(c for c in dashboard_configmaps(s) if c["metadata"]["name"] == configmap_name(stem))
+        if cm.get("data") != wanted["data"]:
+            problems.append("ConfigMap content differs from dashboards/ (edited by hand?)")
+    if sidecar and not sidecar.watches(g.dashboards_namespace):
+        problems.append(f"the sidecar of {sidecar.deployment} does not watch {g.dashboards_namespace}")
+    api = grafana.find_dashboard(json.loads((cm or {}).get("data", {}).get(f"{stem}.json", "{}")).get("uid", "")) \
+        if grafana.configured and cm else None
+    if grafana.configured and cm and api is None:
+        problems.append("Grafana's HTTP API does not list the dashboard (sidecar not loading it?)")
+    return dg.AssetCheckResult(passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={"problems": dg.MetadataValue.text("; ".join(problems) or "none"),
+                                         "checked_via": dg.MetadataValue.text(
+                                             "Grafana HTTP API and ConfigMap" if grafana.configured else "ConfigMap")})
+
+
+@dg.asset(group_name=GROUP, deps=[caretta], kinds={"kubernetes", "grafana"},
+          description="Caretta service-map dashboard (dashboards/caretta.json) for the Grafana sidecar")
+def caretta_dashboard(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
+    return _apply_dashboard("caretta", context, cluster)
+
+
+@dg.asset(group_name=GROUP, deps=[goflow2, router_softflowd], kinds={"kubernetes", "grafana"},
+          description="GoFlow2 dashboard (dashboards/goflow2.json) for the Grafana sidecar")
+def goflow2_dashboard(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
+    return _apply_dashboard("goflow2", context, cluster)
+
+
+@dg.asset_check(asset=caretta_dashboard, blocking=True, description="Where the Grafana sidecar will load it")
+def caretta_dashboard_discoverable(cluster: ClusterResource, grafana: GrafanaResource) -> dg.AssetCheckResult:
+    return _discoverable("caretta", cluster, grafana)
+
+
+@dg.asset_check(asset=goflow2_dashboard, blocking=True, description="Where the Grafana sidecar will load it")
+def goflow2_dashboard_discoverable(cluster: ClusterResource, grafana: GrafanaResource) -> dg.AssetCheckResult:
+    return _discoverable("goflow2", cluster, grafana)

@@ -1,0 +1,32 @@
+"""The Dagster code location: assets in the plan's order, their checks, jobs, sensor and schedule."""
+from __future__ import annotations
+
+import dagster as dg
+
+from .assets import caretta, dashboards, goflow2, prometheus, routers, verify
+from .jobs import netviz_deploy, netviz_verify
+from .resources.cluster import ClusterResource
+from .resources.config import NetvizConfig
+from .resources.grafana import GrafanaResource
+from .resources.prometheus import PrometheusResource
+
+from .sensors import flow_freshness, verify_schedule
+
+_MODULES = [caretta, dashboards, goflow2, prometheus, routers, verify]
+
+config = NetvizConfig(config_path=dg.EnvVar("NETVIZ_CONFIG"))
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules(_MODULES),
+    asset_checks=dg.load_asset_checks_from_modules(_MODULES),
+    jobs=[netviz_deploy, netviz_verify],
+    sensors=[flow_freshness],
+    schedules=[verify_schedule],
+    resources={
+        "config": config,
+        "cluster": ClusterResource(config=config),
+        "prometheus": PrometheusResource(config=config),
+        "grafana": GrafanaResource(config=config),
+
+    },
+)

@@ -1,0 +1,43 @@
+"""Flow freshness from data, not from materialisation times.
+
+A NetFlow exporter is fresh when GoFlow2 counted datagrams from it within the window
+(`increase(goflow2_flow_process_nf_total{router=...})`); Caretta is fresh when its agents keep
+polling and the links' byte gauges keep growing. These are the queries the checks and sensors run.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from .render.scrape import CARETTA_JOB, GOFLOW2_JOB
+from .settings import Router
+
+
+@dataclass(frozen=True)
+class Freshness:
+    subject: str
+    fresh: bool
+    detail: str
+
+
+def exporter_address(router: Router) -> str:
+    """The address GoFlow2 labels the router's datagrams with (`router` label): its SSH address."""
+    try:
+        return str(ipaddress.ip_address(router.host))
+    except ValueError:
+        return socket.gethostbyname(router.host)
+
+
+def netflow_query(address: str, window_s: int) -> str:
+    return f'sum(increase(goflow2_flow_process_nf_total{{job="{GOFLOW2_JOB}",router="{address}"}}[{window_s}s]))'
+
+
+def caretta_queries(window_s: int) -> dict[str, str]:
+    return {"polls": f'sum(increase(caretta_polls_made{{job="{CARETTA_JOB}"}}[{window_s}s]))',
+            "link_bytes": f'sum(increase(caretta_links_observed{{job="{CARETTA_JOB}"}}[{window_s}s]))'}
+
+
+def value(result: list[dict]) -> float:
+    """The single value of a `sum(...)` instant query; 0 when there is no series at all."""
+    return float(result[0]["value"][1]) if result else 0.0

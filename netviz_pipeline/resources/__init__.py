@@ -1,0 +1,1 @@
+"""Thin Dagster resources, one per system the pipeline talks to. Each hides its protocol."""
