@@ -69,7 +69,7 @@ import time
 from pathlib import Path
 
 from .lab import Lab
-from .proc import LabError, kill_netns_processes, netns_exists, run
+from .proc import LabError, kill_netns_processes, netns_exists, pid_alive, run
 from .supervisor import Service
 from .topology import LAB_RANGE, ROUTERS, Router
 
@@ -378,13 +378,16 @@ def reboot_router(lab: Lab, router: Router | str, timeout: float = 30) -> float:
     r = router_by_name(router) if isinstance(router, str) else router
     st = init_state(lab, r)
     outer = st.get("outer")
-    if not outer or not _alive(outer):
+    if not outer or not pid_alive(outer):
         raise LabError(f"{r.name}: router init is not running (is the lab up?)")
     t0 = time.monotonic()
     keep = {outer, st.get("intermediate")}
+    router_pidns = _pidns(st.get("pid1", 0))
     # Processes started in the netns from outside the router (e.g. `ip netns exec` by a test) die too.
+    # The router's own processes are left to the reboot: killing its PID 1 here would race the SIGHUP
+    # (routerinit would take it for a crash and exit instead of booting again).
     for pid in _netns_pids(r.name):
-        if pid not in keep:
+        if pid not in keep and (router_pidns is None or _pidns(pid) != router_pidns):
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
@@ -408,10 +411,11 @@ def _netns_pids(netns: str) -> list[int]:
     return [int(t) for t in res.stdout.split() if t.isdigit()]
 
 
-def _alive(pid: int) -> bool:
-    from .proc import pid_alive
-
-    return pid_alive(pid)
+def _pidns(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") if pid else None
+    except OSError:
+        return None
 
 
 # -- teardown ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from .resources.cluster import ClusterResource
 from .resources.config import NetvizConfig
 from .resources.grafana import GrafanaResource
 from .resources.prometheus import PrometheusResource
+from .resources.routers import RoutersResource
 
 from .sensors import flow_freshness, verify_schedule
 
@@ -27,6 +28,6 @@ defs = dg.Definitions(
         "cluster": ClusterResource(config=config),
         "prometheus": PrometheusResource(config=config),
         "grafana": GrafanaResource(config=config),
-
+        "routers": RoutersResource(config=config),
     },
 )

@@ -1,16 +1,64 @@
-"""Plan task 5: softflowd on each router (placeholder until the router drivers land)."""
+"""Plan task 5: softflowd on each router, exporting NetFlow v9 to GoFlow2's NodePort.
+
+Fixes to the plan: persistence the platform supports (pfSense: the package's config.xml and sync,
+never rc.conf; FreeBSD: rc vars via sysrc; Debian: /etc/softflowd/<instance>.conf), timeouts that
+export finished flows in seconds, the libpcap immediate-mode shim on Debian's softflowd 1.1.0, and
+no restart when the router already runs what is wanted.
+"""
 import dagster as dg
 
 from .. import health
+from .. import routers as drivers
 from ..resources.prometheus import PrometheusResource
+from ..resources.router import RouterError
+from ..resources.routers import RoutersResource
 from .goflow2 import goflow2
 
 GROUP = "routers"
 
 
-@dg.asset(group_name=GROUP, deps=[goflow2], kinds={"ssh"}, description="softflowd exporting NetFlow v9 to GoFlow2")
-def router_softflowd(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    raise NotImplementedError
+@dg.asset(group_name=GROUP, deps=[goflow2], kinds={"ssh"},
+          description="softflowd on every configured router exporting NetFlow v9 to GoFlow2")
+def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource) -> dg.MaterializeResult:
+    s = routers.config.settings
+    rows = ["| router | platform | changed | restarted | actions |", "|---|---|---|---|---|"]
+    failures, changed = [], 0
+    for r in s.routers:
+        try:
+            with routers.session(r) as ssh:
+                out = drivers.converge(ssh, s, r)
+        except RouterError as exc:  # one router down must not hide the others' results
+            failures.append(f"{r.name}: {exc}")
+            rows.append(f"| {r.name} | ? | error | | {exc} |")
+            continue
+        for w in out.warnings:
+            context.log.warning(f"{r.name}: {w}")
+        changed += out.changed
+        rows.append(f"| {r.name} | {out.platform} | {out.changed} | {out.restarted} | "
+                    f"{'; '.join(out.actions) or 'none (converged)'} |")
+    if failures:
+        raise dg.Failure(description="could not converge: " + "; ".join(failures),
+                         metadata={"routers": dg.MetadataValue.md("\n".join(rows))})
+    return dg.MaterializeResult(metadata={
+        "routers": dg.MetadataValue.md("\n".join(rows)),
+        "changed": dg.MetadataValue.int(changed),
+        "summary": dg.MetadataValue.text(f"{changed} of {len(s.routers)} routers changed" if changed
+                                         else f"converged: none of {len(s.routers)} routers changed")})
+
+
+@dg.asset_check(asset=router_softflowd, blocking=True,
+                description="GoFlow2 counts NetFlow from every router (waits for the first export)")
+def netflow_arriving(prometheus: PrometheusResource) -> dg.AssetCheckResult:
+    import time
+
+    s = prometheus.config.settings
+    deadline = time.monotonic() + s.checks.deadline_seconds
+    while True:
+        fresh, meta = health.netflow_result(s, prometheus)
+        if fresh or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    return dg.AssetCheckResult(passed=fresh, severity=dg.AssetCheckSeverity.ERROR, metadata=meta)
 
 
 @dg.asset_check(asset=router_softflowd, description="Every exporter's NetFlow counted by GoFlow2 recently")

@@ -19,7 +19,6 @@ import shlex
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import paramiko

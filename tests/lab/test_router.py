@@ -126,11 +126,16 @@ def test_softflowd_by_hand_with_shim_exports_netflow_v9(lab: Lab):
     port = s.getsockname()[1]
     try:
         sh(lab, r, f"mkdir -p /run/softflowd/chroot && LD_PRELOAD=/usr/local/lib/libpcap-immediate.so "
-                   f"softflowd -i {r.lan_if} -n {NODE_IP}:{port} -v 9 -t expint=1 -t tcp.fin=1 -t maxlife=5 "
+                   f"softflowd -i {r.lan_if} -n {NODE_IP}:{port} -v 9 -t expint=1 -t maxlife=5 "
                    f"-p /run/test-byhand.pid -c /run/test-byhand.ctl")
         data, after = first_datagram(s, r.mgmt_ip, timeout=15)
         assert int.from_bytes(data[:2], "big") == 9, "not NetFlow v9"
         assert after < 15
+        # the lab's traffic generator: TCP, UDP and ICMP between the LAN and WAN hosts
+        flows = sh(lab, r, "softflowctl -c /run/test-byhand.ctl dump-flows")
+        for proto in ("proto:6", "proto:17", "proto:1 "):
+            assert any(proto in line and r.lan_host in line and r.wan_host in line for line in flows.splitlines()), (
+                proto, flows[-1500:])
     finally:
         sh(lab, r, "kill $(cat /run/test-byhand.pid) 2>/dev/null; rm -f /run/test-byhand.pid", check=False)
         s.close()
