@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import json
 import os
 import shutil
 import signal
@@ -16,6 +19,28 @@ from .supervisor import components, read_state, supervisor_alive, write_state
 from .topology import NETNS_PREFIX, NFT_TABLE, POD_VETH_PREFIX, ROUTERS
 
 UP_TIMEOUT = float(os.environ.get("NETVIZ_LAB_UP_TIMEOUT", "300"))
+# Namespace names, ports and the nft table are machine-wide: one lab per machine at a time.
+LOCK_FILE = "/run/netviz-lab.lock"
+OWNER_FILE = "/run/netviz-lab.owner"
+
+
+@contextlib.contextmanager
+def machine_lock():
+    with open(LOCK_FILE, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def other_lab_running(lab: Lab) -> str | None:
+    """The root of another lab whose supervisor is alive on this machine, if any."""
+    try:
+        owner = json.loads(open(OWNER_FILE).read())
+    except (OSError, ValueError):
+        return None
+    if owner.get("root") != str(lab.root) and owner.get("pid") and pid_alive(owner["pid"]) \
+            and "netviz_lab" in pid_cmdline(owner["pid"]):
+        return owner["root"]
+    return None
 
 
 def require_root() -> None:
@@ -35,14 +60,27 @@ def require_binaries(lab: Lab) -> None:
 def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     require_root()
     require_binaries(lab)
+    with machine_lock():
+        other = other_lab_running(lab)
+        if other:
+            sys.exit(f"another netviz lab is running from {other} (one lab per machine: namespaces and ports "
+                     f"are shared); stop it first: NETVIZ_LAB_DIR={other} python -m netviz_lab down")
+        return _up(lab, args)
+
+
+def _up(lab: Lab, args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     pid = supervisor_alive(lab)
     if pid and read_state(lab).get("phase") == "ready":
+        if read_state(lab).get("nodes") == args.nodes:
+            print(f"lab already up (supervisor pid {pid}, {args.nodes} nodes); nothing changed")
+            return 0
         from . import cluster
 
-        changed = cluster.ensure_nodes(lab, args.nodes)
-        print(f"lab already up (supervisor pid {pid}); "
-              + (f"nodes scaled to {args.nodes}" if changed else "nothing changed"))
+        cluster.ensure_nodes(lab, args.nodes)
+        write_state(lab, nodes=args.nodes)
+        print(f"lab already up (supervisor pid {pid}); nodes scaled to {args.nodes} "
+              f"in {time.monotonic() - t0:.1f}s")
         return 0
     if pid is None:
         teardown_everything(lab, quiet=True)  # leftovers of a crashed `up`
@@ -54,6 +92,8 @@ def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, cwd=os.getcwd())
         pid = proc.pid
+        with open(OWNER_FILE, "w") as f:
+            json.dump({"root": str(lab.root), "pid": pid}, f)
     deadline = t0 + UP_TIMEOUT
     while time.monotonic() < deadline:
         state = read_state(lab)
@@ -136,8 +176,12 @@ def leftovers(lab: Lab) -> list[str]:
 def cmd_down(lab: Lab, args: argparse.Namespace) -> int:
     require_root()
     t0 = time.monotonic()
-    stop_supervisor(lab)
-    left = teardown_everything(lab)
+    with machine_lock():
+        stop_supervisor(lab)
+        left = teardown_everything(lab)
+        with contextlib.suppress(FileNotFoundError):
+            if json.loads(open(OWNER_FILE).read()).get("root") == str(lab.root):
+                os.unlink(OWNER_FILE)
     if left:
         print("lab down, but left behind:\n  " + "\n  ".join(left), file=sys.stderr)
         return 1

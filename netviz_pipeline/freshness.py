@@ -33,6 +33,9 @@ def netflow_query(address: str, window_s: int) -> str:
     return f'sum(increase(goflow2_flow_process_nf_total{{job="{GOFLOW2_JOB}",router="{address}"}}[{window_s}s]))'
 
 
+CARETTA_LINKS = f'caretta_links_observed{{job="{CARETTA_JOB}"}}'
+
+
 def caretta_queries(window_s: int) -> dict[str, str]:
     return {"polls": f'sum(increase(caretta_polls_made{{job="{CARETTA_JOB}"}}[{window_s}s]))',
             "link_bytes": f'sum(increase(caretta_links_observed{{job="{CARETTA_JOB}"}}[{window_s}s]))'}

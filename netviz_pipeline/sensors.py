@@ -4,8 +4,8 @@ asset check results (no run launched), and a schedule running the checks-only `n
 import dagster as dg
 
 from . import health
-from .assets.caretta import caretta
 from .assets.routers import router_softflowd
+from .assets.verify import end_to_end
 from .jobs import netviz_verify
 from .resources.prometheus import PrometheusResource
 
@@ -20,10 +20,10 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
     fresh, meta = health.netflow_result(s, prometheus)
     c_fresh, c_meta = health.caretta_result(s, prometheus)
     events = [
-        dg.AssetCheckEvaluation(asset_key=router_softflowd.key, check_name="netflow_fresh", passed=fresh,
-                                severity=dg.AssetCheckSeverity.WARN, metadata=meta),
-        dg.AssetCheckEvaluation(asset_key=caretta.key, check_name="caretta_fresh", passed=c_fresh,
-                                severity=dg.AssetCheckSeverity.WARN, metadata=c_meta),
+        dg.AssetCheckEvaluation(asset_key=router_softflowd.key, check_name="netflow_arriving", passed=fresh,
+                                severity=dg.AssetCheckSeverity.ERROR, metadata=meta),
+        dg.AssetCheckEvaluation(asset_key=end_to_end.key, check_name="caretta_links_present", passed=c_fresh,
+                                severity=dg.AssetCheckSeverity.ERROR, metadata=c_meta),
     ]
     context.log.info(f"netflow fresh={fresh}, caretta fresh={c_fresh}")
     return dg.SensorResult(asset_events=events)

@@ -7,10 +7,9 @@ BPF-map memory charge on kernels >= 6.1 that OOM-kills the chart's 300Mi limit).
 
 import dagster as dg
 
-from .. import health, preflight
+from .. import preflight
 from ..render import caretta as render_caretta
 from ..resources.cluster import ClusterResource
-from ..resources.prometheus import PrometheusResource
 from .report import apply_metadata, rollout_metadata
 
 GROUP = "caretta"
@@ -46,8 +45,3 @@ def caretta_rollout(cluster: ClusterResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=r.ready, severity=dg.AssetCheckSeverity.ERROR,
                                metadata=rollout_metadata(r, obj, pods))
 
-
-@dg.asset_check(asset=caretta, description="Agents still poll and links still grow (from Prometheus data)")
-def caretta_fresh(prometheus: PrometheusResource) -> dg.AssetCheckResult:
-    fresh, meta = health.caretta_result(prometheus.config.settings, prometheus)
-    return dg.AssetCheckResult(passed=fresh, severity=dg.AssetCheckSeverity.WARN, metadata=meta)

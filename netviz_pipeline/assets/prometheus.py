@@ -9,11 +9,11 @@ prometheus-community chart's server ConfigMap, reloaded by its sidecar), `operat
 
 import json
 import os
-import time
 from pathlib import Path
 
 import dagster as dg
 
+from .. import health
 from ..render import caretta as render_caretta
 from ..render.scrape import CARETTA_JOB, GOFLOW2_JOB, file_sd_targets, merge_scrape_configs, monitors, scrape_jobs
 from ..resources.cluster import ClusterResource
@@ -142,12 +142,9 @@ def _running(cluster: ClusterResource, ns: str, app: str) -> int:
                 description="Prometheus scrapes every Caretta pod and the GoFlow2 pod (up == 1)")
 def scrape_targets_up(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.AssetCheckResult:
     s = cluster.config.settings
-    deadline = time.monotonic() + 45  # discovery refresh (5 s) + first scrape interval
-    while True:
-        ok, problems, table = scrape_health(s, prometheus, cluster)
-        if ok or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    # discovery refresh (5 s) + the first scrape interval
+    ok, problems, table = health.poll(lambda: scrape_health(s, prometheus, cluster),
+                                      timeout=s.checks.deadline_seconds, interval=1)
     return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.ERROR,
                                metadata={"targets": dg.MetadataValue.json(table),
                                          "problems": dg.MetadataValue.text("; ".join(problems) or "none")})

@@ -5,14 +5,11 @@ panel's query of each dashboard in `dashboards/` is run against Prometheus and m
 carrying the labels the panel renders (node-graph fields for the service map).
 """
 
-import time
-
 import dagster as dg
 
-from .. import freshness
+from .. import health
 from ..dashboards import load_dashboard, panel_queries, substitute
 from ..render.dashboards import DASHBOARD_DIR
-from ..resources.cluster import ClusterResource
 from ..resources.prometheus import PrometheusResource
 from .dashboards import caretta_dashboard, goflow2_dashboard
 from .prometheus import prometheus_scrape_config
@@ -51,24 +48,17 @@ def end_to_end(context: dg.AssetExecutionContext, prometheus: PrometheusResource
 
 @dg.asset_check(asset=end_to_end, blocking=True, description="Every panel of every dashboard returns data")
 def every_panel_has_data(prometheus: PrometheusResource) -> dg.AssetCheckResult:
-    deadline = time.monotonic() + 60  # rate() needs two scrapes of fresh series after a deploy
-    while True:
-        passed, failed = panel_report(prometheus)
-        if not failed or time.monotonic() > deadline:
-            break
-        time.sleep(3)
+    # rate() needs two scrapes of fresh series after a deploy
+    _, passed, failed = health.poll(lambda: (not (r := panel_report(prometheus))[1], *r),
+                                    timeout=prometheus.config.settings.checks.deadline_seconds, interval=3)
     return dg.AssetCheckResult(passed=not failed, severity=dg.AssetCheckSeverity.ERROR, metadata={
         "failed": dg.MetadataValue.md("\n".join(f"- {f}" for f in failed) or "none"),
         "passed": dg.MetadataValue.md("\n".join(f"- {p}" for p in passed) or "none")})
 
 
-@dg.asset_check(asset=end_to_end, blocking=True, description="Caretta agents poll and links grow")
-def caretta_links_present(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.AssetCheckResult:
-    window = cluster.config.settings.checks.freshness.caretta_max_age_seconds
-    values = {k: freshness.value(prometheus.query(q)) for k, q in freshness.caretta_queries(window).items()}
-    links = len(prometheus.query('caretta_links_observed{job="netviz-caretta"}'))
-    ok = values["polls"] > 0 and values["link_bytes"] > 0 and links > 0
-    return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.ERROR, metadata={
-        "link_series": dg.MetadataValue.int(links),
-        f"polls_last_{window}s": dg.MetadataValue.float(values["polls"]),
-        f"link_bytes_last_{window}s": dg.MetadataValue.float(values["link_bytes"])})
+@dg.asset_check(asset=end_to_end, blocking=True,
+                description="Caretta agents poll and links grow; the flow_freshness sensor re-evaluates it")
+def caretta_links_present(prometheus: PrometheusResource) -> dg.AssetCheckResult:
+    s = prometheus.config.settings
+    fresh, meta = health.poll(lambda: health.caretta_result(s, prometheus), timeout=s.checks.deadline_seconds)
+    return dg.AssetCheckResult(passed=fresh, severity=dg.AssetCheckSeverity.ERROR, metadata=meta)

@@ -47,8 +47,9 @@ def test_down_after_crashed_up_leaves_nothing(lab: Lab):
         time.sleep(0.2)
     pid = supervisor_alive(lab)
     assert pid, "supervisor never started"
-    os.kill(pid, signal.SIGKILL)
+    proc.kill()  # the `up` command would otherwise clean up after its failed supervisor
     proc.wait(60)
+    os.kill(pid, signal.SIGKILL)
     assert leftovers(lab), "the crash should have left things behind for down to clean"
     down = lab_cmd("down")
     assert down.returncode == 0, down.stderr

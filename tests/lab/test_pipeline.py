@@ -1,0 +1,150 @@
+"""The pipeline against the lab: `dagster job execute` deploys, proves itself and converges.
+
+Runs with the lab's settings and its RBAC-restricted kubeconfig (proving the role suffices), through
+the same CLI users and CI run.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from netviz_lab import settings as lab_settings
+from netviz_lab.lab import Lab
+from netviz_lab.router import router_pids
+from netviz_lab.topology import ROUTERS
+
+pytestmark = pytest.mark.lab
+
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+OURS = [("v1", "Namespace", None, n) for n in ("caretta", "goflow2", "monitoring")] + [
+    ("v1", "ServiceAccount", "caretta", "caretta"), ("rbac.authorization.k8s.io/v1", "ClusterRole", None, "caretta"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", None, "caretta"),
+    ("apps/v1", "DaemonSet", "caretta", "caretta"), ("v1", "Service", "caretta", "caretta"),
+    ("apps/v1", "Deployment", "goflow2", "goflow2"), ("v1", "Service", "goflow2", "goflow2"),
+    ("v1", "Service", "goflow2", "goflow2-netflow"),
+    ("v1", "ConfigMap", "monitoring", "netviz-dashboard-caretta"),
+    ("v1", "ConfigMap", "monitoring", "netviz-dashboard-goflow2")]
+
+
+def run_job(job: str, config: Path, dagster_home: Path) -> subprocess.CompletedProcess[str]:
+    dagster_home.mkdir(exist_ok=True)
+    env = {**os.environ, "NETVIZ_CONFIG": str(config), "DAGSTER_HOME": str(dagster_home)}
+    return subprocess.run([DAGSTER, "job", "execute", "-m", "netviz_pipeline", "-j", job], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
+
+
+def snapshot(admin_api) -> dict[str, str | None]:
+    from kubernetes.dynamic import DynamicClient
+    from kubernetes.dynamic.exceptions import NotFoundError
+
+    dc = DynamicClient(admin_api)
+    out = {}
+    for api_version, kind, ns, name in OURS:
+        try:
+            obj = dc.resources.get(api_version=api_version, kind=kind).get(name=name, namespace=ns)
+            out[f"{kind}/{ns}/{name}"] = obj.metadata.resourceVersion
+        except NotFoundError:
+            out[f"{kind}/{ns}/{name}"] = None
+    return out
+
+
+def softflowd_pids() -> dict[str, list[int]]:
+    return {r.name: sorted(p for p in router_pids(r) if b"softflowd" in Path(f"/proc/{p}/comm").read_bytes())
+            for r in ROUTERS}
+
+
+def materializations(dagster_home: Path) -> dict[str, dict]:
+    """Latest materialisation metadata per asset, read from the instance the CLI wrote."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        out = {}
+        for key in instance.get_asset_keys():
+            event = instance.get_latest_materialization_event(key)
+            if event and event.asset_materialization:
+                out[key.to_user_string()] = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        return out
+
+
+@pytest.fixture(scope="module")
+def config(lab: Lab, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("settings") / "netviz.yaml"
+    path.write_text(lab_settings.render(lab))
+    return path
+
+
+def test_deploy_then_converged_rerun_changes_nothing(lab: Lab, config: Path, admin_api, tmp_path):
+    first = run_job("netviz_deploy", config, tmp_path / "home1")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    assert "RUN_SUCCESS" in first.stdout + first.stderr
+    assert "did not pass" not in first.stdout + first.stderr, "every check must pass on a deploy"
+    before, pids_before = snapshot(admin_api), softflowd_pids()
+    prom_mtime = lab.prometheus_config.stat().st_mtime_ns
+    assert all(before.values()), f"objects missing after deploy: {before}"
+    assert all(pids_before.values()), f"softflowd not running on every router: {pids_before}"
+
+    second = run_job("netviz_deploy", config, tmp_path / "home2")
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    assert snapshot(admin_api) == before, "a converged re-run rewrote objects"
+    assert softflowd_pids() == pids_before, "a converged re-run restarted softflowd"
+    assert lab.prometheus_config.stat().st_mtime_ns == prom_mtime, "a converged re-run rewrote prometheus.yml"
+    meta = materializations(tmp_path / "home2")
+    for asset in ("caretta", "goflow2", "caretta_dashboard", "goflow2_dashboard", "prometheus_scrape_config",
+                  "router_softflowd"):
+        assert meta[asset]["changed"] == 0, (asset, meta[asset])
+        assert meta[asset]["summary"].startswith("converged"), (asset, meta[asset]["summary"])
+
+
+def test_verify_job_runs_checks_only_and_passes(config: Path, admin_api, tmp_path):
+    before = snapshot(admin_api)
+    res = run_job("netviz_verify", config, tmp_path / "home")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "ASSET_MATERIALIZATION" not in res.stdout + res.stderr
+    assert snapshot(admin_api) == before
+
+
+def test_bad_settings_fail_before_any_change(lab: Lab, config: Path, admin_api, tmp_path):
+    bad = yaml.safe_load(config.read_text())
+    bad["routers"][0]["interface"] = "lan0; reboot"
+    bad["goflow2"]["netflow_node_port"] = 80
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    before, pids_before = snapshot(admin_api), softflowd_pids()
+    res = run_job("netviz_deploy", path, tmp_path / "home")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "routers[0].interface" in out and "goflow2.netflow_node_port" in out, out[-3000:]
+    assert snapshot(admin_api) == before and softflowd_pids() == pids_before
+
+
+def test_operator_mode_applies_podmonitors_idempotently(lab: Lab, config: Path, admin_api):
+    import dagster as dg
+
+    from netviz_pipeline.assets.prometheus import prometheus_scrape_config
+    from netviz_pipeline.definitions import defs
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["prometheus"] = {"url": cfg["prometheus"]["url"], "mode": "operator",
+                         "operator": {"labels": {"release": "kube-prometheus-stack"}}}
+    path = config.with_name("operator.yaml")
+    path.write_text(yaml.safe_dump(cfg))
+    resources = {k: v for k, v in defs.resources.items()}
+    os.environ["NETVIZ_CONFIG"] = str(path)
+    try:
+        results = [dg.materialize([prometheus_scrape_config], resources=resources) for _ in range(2)]
+    finally:
+        os.environ.pop("NETVIZ_CONFIG")
+    metas = [r.asset_materializations_for_node("prometheus_scrape_config")[0].metadata for r in results]
+    assert metas[0]["mode"].value == "operator"
+    assert metas[1]["changed"].value == 0, metas[1]
+    from kubernetes.dynamic import DynamicClient
+
+    pm = DynamicClient(admin_api).resources.get(api_version="monitoring.coreos.com/v1", kind="PodMonitor")
+    caretta_pm = pm.get(name="netviz-caretta", namespace="caretta")
+    assert caretta_pm.metadata.labels["release"] == "kube-prometheus-stack"
+    assert caretta_pm.spec.podMetricsEndpoints[0].port == "prom-metrics"
