@@ -51,6 +51,12 @@ lab-test: lab-deps
 
 test: lab-deps unit-test lab-test
 
+# Start the lab, deploy with the pipeline exactly as a user would (CLI, lab settings, restricted
+# kubeconfig), then say what runs and where to look.
+DEMO_DIR := /var/lib/netviz-lab/demo
 demo: lab-deps
 	$(LAB) up
-	@echo "(the pipeline arrives with issue 3)"
+	@mkdir -p $(DEMO_DIR)/dagster && $(LAB) config > $(DEMO_DIR)/netviz.yaml
+	NETVIZ_CONFIG=$(DEMO_DIR)/netviz.yaml DAGSTER_HOME=$(DEMO_DIR)/dagster \
+	  $(VENV)/bin/dagster job execute -m netviz_pipeline -j netviz_deploy
+	@$(LAB) summary --settings $(DEMO_DIR)/netviz.yaml --dagster-home $(DEMO_DIR)/dagster

@@ -206,6 +206,13 @@ def cmd_config(lab: Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(lab: Lab, args: argparse.Namespace) -> int:
+    from . import summary
+
+    print(summary.render(lab, args.settings, args.dagster_home))
+    return 0
+
+
 def cmd_kubeconfig(lab: Lab, args: argparse.Namespace) -> int:
     print(lab.pipeline_kubeconfig if args.restricted else lab.admin_kubeconfig)
     return 0
@@ -221,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("config", help="print netviz settings YAML pointing at this lab")
     kc = sub.add_parser("kubeconfig", help="print the admin kubeconfig path")
     kc.add_argument("--restricted", action="store_true", help="the RBAC-limited pipeline user's instead")
+    sm = sub.add_parser("summary", help="print what the demo deployed and where to look")
+    sm.add_argument("--settings", default="netviz.yaml")
+    sm.add_argument("--dagster-home", default="")
     sv = sub.add_parser("_supervise")
     sv.add_argument("--nodes", type=int, default=3)
     args = parser.parse_args(argv)
@@ -232,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return supervisor.main(lab)
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "config": cmd_config,
-            "kubeconfig": cmd_kubeconfig}[args.cmd](lab, args)
+            "kubeconfig": cmd_kubeconfig, "summary": cmd_summary}[args.cmd](lab, args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+"""What `make demo` prints after deploying: what runs where, and where to look."""
+from __future__ import annotations
+
+import requests
+from kubernetes import config as k8s_config
+from kubernetes.dynamic import DynamicClient
+
+from .lab import Lab
+from .prometheus import URL
+
+QUERIES = {
+    "Caretta links (stand-in data)": 'count(caretta_links_observed{job="netviz-caretta"})',
+    "NetFlow datagrams/s per exporter": 'sum by (router) (rate(goflow2_flow_process_nf_total{job="netviz-goflow2"}[1m]))',
+}
+
+
+def render(lab: Lab, settings_path: str, dagster_home: str) -> str:
+    dc = DynamicClient(k8s_config.new_client_from_config(config_file=str(lab.admin_kubeconfig)))
+    lines = ["", "netviz demo: deployed into the lab", ""]
+    for api, kind, ns in (("apps/v1", "DaemonSet", "caretta"), ("apps/v1", "Deployment", "goflow2"),
+                          ("v1", "Service", "goflow2"), ("v1", "ConfigMap", "monitoring")):
+        for obj in dc.resources.get(api_version=api, kind=kind).get(namespace=ns).items:
+            if kind == "ConfigMap" and not obj.metadata.name.startswith("netviz-"):
+                continue
+            lines.append(f"  {kind:11} {ns}/{obj.metadata.name}")
+    lines.append("")
+    for title, expr in QUERIES.items():
+        result = requests.get(f"{URL}/api/v1/query", params={"query": expr}, timeout=5).json()["data"]["result"]
+        values = ", ".join(f"{r['metric'].get('router', '')}={float(r['value'][1]):.2f}".lstrip("=") for r in result)
+        lines.append(f"  {title}: {values or 'no data'}")
+    lines += ["", "Where to look:",
+              f"  Prometheus:     {URL}/targets  (jobs netviz-caretta, netviz-goflow2)",
+              f"  Dagster UI:     NETVIZ_CONFIG={settings_path} DAGSTER_HOME={dagster_home} "
+              ".venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000",
+              f"  kubectl:        {lab.bin('kubectl')} --kubeconfig {lab.admin_kubeconfig} get pods -A",
+              "  Dashboards:     dashboards/*.json (Grafana cannot run here; the ConfigMaps above carry the "
+              "sidecar label)",
+              "  Stop the lab:   .venv/bin/python -m netviz_lab down", ""]
+    return "\n".join(lines)
