@@ -40,11 +40,12 @@ lab-down:
 unit-test: venv
 	$(PY) -m pytest -q tests/unit
 
-# Lab tests run against one lab brought up for the session; the lifecycle test brings up and
+# Lab tests run against one lab brought up for the session: tests/lab (the lab itself, pristine)
+# before tests/pipeline (the product deployed onto it). The lifecycle test brings up and
 # tears down its own. The lab is always torn down, even when tests fail.
 lab-test: lab-deps
 	@rc=0; $(LAB) up || rc=$$?; \
-	if [ $$rc = 0 ]; then $(PY) -m pytest -q -m lab tests/lab || rc=$$?; fi; \
+	if [ $$rc = 0 ]; then $(PY) -m pytest -q -m lab tests/lab tests/pipeline || rc=$$?; fi; \
 	$(LAB) down || rc=$$?; \
 	if [ $$rc = 0 ]; then $(PY) -m pytest -q tests/lifecycle || rc=$$?; fi; \
 	exit $$rc

@@ -1,7 +1,6 @@
 """Real softflowd in the router namespace -> real goflow2 -> real Prometheus."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -60,7 +61,6 @@ def softflowd_pids() -> dict[str, list[int]]:
 
 def materializations(dagster_home: Path) -> dict[str, dict]:
     """Latest materialisation metadata per asset, read from the instance the CLI wrote."""
-    import dagster as dg
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         out = {}
@@ -100,6 +100,25 @@ def test_deploy_then_converged_rerun_changes_nothing(lab: Lab, config: Path, adm
         assert meta[asset]["summary"].startswith("converged"), (asset, meta[asset]["summary"])
 
 
+def test_freshness_sensor_records_check_results_from_prometheus(lab: Lab, config: Path):
+    """Runs after the deploy test above: the data paths exist."""
+    from netviz_pipeline.definitions import defs
+    from netviz_pipeline.sensors import flow_freshness
+
+    os.environ["NETVIZ_CONFIG"] = str(config)
+    try:
+        with dg.instance_for_test() as instance:
+            ctx = dg.build_sensor_context(instance=instance, resources=dict(defs.resources))
+            result = flow_freshness(ctx)
+    finally:
+        os.environ.pop("NETVIZ_CONFIG")
+    evals = {e.check_name: e for e in result.asset_events}
+    assert set(evals) == {"netflow_arriving", "caretta_links_present"}
+    assert evals["netflow_arriving"].passed, evals["netflow_arriving"].metadata
+    assert evals["caretta_links_present"].passed, evals["caretta_links_present"].metadata
+    assert "edge-linux" in evals["netflow_arriving"].metadata
+
+
 def test_verify_job_runs_checks_only_and_passes(config: Path, admin_api, tmp_path):
     before = snapshot(admin_api)
     res = run_job("netviz_verify", config, tmp_path / "home")
@@ -123,7 +142,6 @@ def test_bad_settings_fail_before_any_change(lab: Lab, config: Path, admin_api, 
 
 
 def test_operator_mode_applies_podmonitors_idempotently(lab: Lab, config: Path, admin_api):
-    import dagster as dg
 
     from netviz_pipeline.assets.prometheus import prometheus_scrape_config
     from netviz_pipeline.definitions import defs

@@ -1,0 +1,72 @@
+"""Pure parts of the Dagster layer: apply diffing, ownership, sidecar discovery, node lookup."""
+from __future__ import annotations
+
+import dagster as dg
+
+from netviz_pipeline.assets.goflow2 import node_for_address
+from netviz_pipeline.grafana_sidecar import find_sidecar
+from netviz_pipeline.resources.kube import comparable, diff_paths, foreign_managers
+
+
+def test_comparable_ignores_server_maintained_fields_and_status():
+    live = {"metadata": {"name": "a", "resourceVersion": "7", "uid": "u", "generation": 3,
+                         "managedFields": [{}], "annotations": {"deprecated.daemonset.template.generation": "3"}},
+            "spec": {"x": 1}, "status": {"ready": 1}}
+    assert comparable(live) == {"metadata": {"name": "a"}, "spec": {"x": 1}}
+
+
+def test_diff_paths_names_each_changed_leaf():
+    old = {"spec": {"replicas": 1, "template": {"image": "a"}}, "data": {"k": "v"}}
+    new = {"spec": {"replicas": 1, "template": {"image": "b"}}, "data": {"k": "v", "n": "w"}}
+    assert diff_paths(old, new) == ["data.n", "spec.template.image"]
+    assert diff_paths(old, old) == []
+
+
+def test_foreign_managers_excludes_us_and_the_control_plane_but_sees_helm():
+    live = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "Helm"}, "managedFields": [
+        {"manager": "netviz-pipeline", "operation": "Apply"},
+        {"manager": "kube-controller-manager", "operation": "Update"},
+        {"manager": "kubectl-edit", "operation": "Update"},
+        {"manager": "kwok", "operation": "Update", "subresource": "status"}]}}
+    assert foreign_managers(live) == ["helm", "kubectl-edit"]
+    assert foreign_managers({"metadata": {"managedFields": [{"manager": "netviz-pipeline",
+                                                              "operation": "Apply"}]}}) == []
+
+
+def _grafana(env: list[dict], ns: str = "monitoring") -> dict:
+    return {"metadata": {"name": "grafana", "namespace": ns}, "spec": {"template": {"spec": {"containers": [
+        {"name": "grafana", "image": "docker.io/grafana/grafana:11.0.0"},
+        {"name": "grafana-sc-dashboard", "image": "quay.io/kiwigrid/k8s-sidecar:1.27.4", "env": env}]}}}}
+
+
+def test_sidecar_read_from_the_grafana_deployment():
+    sc = find_sidecar([{"metadata": {"name": "other"}, "spec": {}},
+                       _grafana([{"name": "LABEL", "value": "dash"}, {"name": "LABEL_VALUE", "value": "yes"},
+                                 {"name": "NAMESPACE", "value": "ALL"}])])
+    assert (sc.label_key, sc.label_value, sc.namespaces) == ("dash", "yes", None)
+    assert sc.watches("anything")
+    own = find_sidecar([_grafana([{"name": "LABEL", "value": "grafana_dashboard"}], ns="obs")])
+    assert own.namespaces == ("obs",) and own.label_value == "1" and not own.watches("monitoring")
+    assert find_sidecar([_grafana([])]) is None
+
+
+def test_node_for_address_picks_the_node_with_that_internal_ip():
+    nodes = [{"metadata": {"name": n}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
+             for n, ip in (("b", "10.0.0.2"), ("a", "10.0.0.2"), ("c", "10.0.0.3"))]
+    assert node_for_address(nodes, "10.0.0.2") == "a"
+    assert node_for_address(nodes, "10.9.9.9") is None
+
+
+def test_definitions_load_and_jobs_select_what_they_say():
+    from netviz_pipeline import defs
+
+    dg.Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    deploy = repo.get_job("netviz_deploy")
+    verify = repo.get_job("netviz_verify")
+    assert {k.to_user_string() for k in deploy.asset_layer.executable_asset_keys} >= {
+        "caretta", "goflow2", "prometheus_scrape_config", "router_softflowd", "caretta_dashboard",
+        "goflow2_dashboard", "end_to_end"}
+    assert not verify.asset_layer.executable_asset_keys  # checks only: nothing is materialised
+    assert {c.name for c in verify.asset_layer.asset_graph.asset_check_keys} >= {"every_panel_has_data",
+                                                                                 "netflow_arriving"}
