@@ -208,6 +208,10 @@ def services(lab: Lab) -> list[Service]:
               f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION[0]}={KWOK_ANNOTATION[1]}",
               f"--cidr={kwok_cidr}", f"--node-ip={topology.NODE_IP}",
               f"--node-port={topology.KWOK_SERVER_PORT}",
+              # Heartbeat through Leases, as kubelets do: kwok's status-only heartbeat is slower than
+              # the node monitor's grace period, so nodes flapped NotReady every ~55 s and the node
+              # lifecycle controller marked every pod NotReady (rollouts then never complete).
+              "--node-lease-duration-seconds=40",
               f"--server-address={topology.NODE_IP}:{topology.KWOK_SERVER_PORT}",
               *tls("kwok-serving")],
         env={"HOME": str(_dir(lab))},  # nothing from ~/.kwok or ~/.kube leaks in
