@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LAB := $(PY) -m netviz_lab
 DEBIAN_PACKAGES := prometheus softflowd openssh-server iproute2 nftables libpcap-dev gcc curl iputils-ping
 
-.PHONY: demo test lab-deps debian-packages go-binaries shim venv lab-up lab-down unit-test lab-test
+.PHONY: bench-flows demo test lab-deps debian-packages go-binaries shim venv lab-up lab-down unit-test lab-test
 
 lab-deps: debian-packages go-binaries shim venv
 
@@ -61,3 +61,8 @@ demo: lab-deps
 	NETVIZ_CONFIG=$(DEMO_DIR)/netviz.yaml DAGSTER_HOME=$(DEMO_DIR)/dagster \
 	  $(VENV)/bin/dagster job execute -m netviz_pipeline -j netviz_deploy
 	@$(LAB) summary --settings $(DEMO_DIR)/netviz.yaml --dagster-home $(DEMO_DIR)/dagster
+
+# Flow aggregator figures (docs/flows.md): real goflow2 v2.2.1 vs the aggregator on this machine,
+# peak memory with 10M distinct pairs, heavy-hitter error. ~3 minutes; writes bench-results/flows.txt.
+bench-flows: go-binaries venv
+	$(PY) benchmarks/bench_flows.py

@@ -411,7 +411,17 @@ class Runner:
             user = profile.user
             if "runAsUser" in sc:
                 user = None if sc["runAsUser"] == 0 and "runAsGroup" not in sc else (sc["runAsUser"], sc.get("runAsGroup", 0))
-            workdir = spec.get("workingDir") or profile.workdir
+            workdir, files = podspec.workdir_for(spec, profile)
+            if files:  # the image's WORKDIR content (e.g. ./goflow2 for a `sh -c` entrypoint)
+                wd = r.dir / "workdir" / name
+                wd.mkdir(parents=True, exist_ok=True)
+                wd.chmod(0o755)
+                for fname, target in files.items():
+                    link = wd / fname
+                    if not (link.is_symlink() and os.readlink(link) == target):
+                        link.unlink(missing_ok=True)
+                        link.symlink_to(target)
+                workdir = str(wd)
             cmd = podvolumes.launch_argv(r.netns, pod["metadata"]["name"], mounts, workdir, user, argv)
         except podspec.SpecError as exc:
             c.restarts += 1

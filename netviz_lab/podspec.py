@@ -53,6 +53,10 @@ class ImageProfile:
     workdir: str
     user: tuple[int, int] | None  # (uid, gid) of the image's USER, None = root
     executables: dict[str, str] = field(default_factory=dict)  # argv[0] in the image -> local program
+    # Files of the image's WORKDIR (name -> local program). There is no image rootfs: when a container
+    # runs in the image's WORKDIR, the runner gives it a directory holding these instead, so relative
+    # paths from a shell (`exec ./goflow2` in `sh -c`) resolve as they would in the image.
+    workdir_files: dict[str, str] = field(default_factory=dict)
 
 
 def map_image(image: str, goflow2_bin: str, goflow2_version: str) -> ImageProfile:
@@ -65,7 +69,7 @@ def map_image(image: str, goflow2_bin: str, goflow2_version: str) -> ImageProfil
         # ENTRYPOINT ["./goflow2"], default WORKDIR /.
         exe = {"./goflow2": goflow2_bin, "/goflow2": goflow2_bin, "goflow2": goflow2_bin,
                "sh": SYSTEM_SH, "/bin/sh": SYSTEM_SH}
-        return ImageProfile("goflow2", ("./goflow2",), (), "/", (100, 65533), exe)
+        return ImageProfile("goflow2", ("./goflow2",), (), "/", (100, 65533), exe, {"goflow2": goflow2_bin})
     if repo == "python" or repo.endswith("/python"):
         exe = {"sh": SYSTEM_SH, "/bin/sh": SYSTEM_SH}
         for name in ("python", "python3", f"python{tag.split('-')[0]}"):
@@ -97,6 +101,13 @@ def expand(value: str, env: dict[str, str]) -> str:
         return env[name] if name in env else m.group(0)
 
     return _REF.sub(sub, value)
+
+
+def workdir_for(container: dict, profile: ImageProfile) -> tuple[str, dict[str, str]]:
+    """(working directory, files to provide in it): the image's WORKDIR files only when the container
+    runs in the image's WORKDIR (an explicit other workingDir is used as is)."""
+    workdir = container.get("workingDir") or profile.workdir
+    return workdir, (dict(profile.workdir_files) if workdir == profile.workdir else {})
 
 
 def resolve_argv(container: dict, profile: ImageProfile, env: dict[str, str]) -> list[str]:

@@ -17,6 +17,9 @@ def settings(lab: Lab) -> dict:
             "node_address": NODE_IP,
         },
         "caretta": {"namespace": "caretta"},
+        # Named networks for the flow aggregator's network-pair series (dashboard "Traffic between networks").
+        "flows": {"networks": {"lan": [f"{r.lan_host.rsplit('.', 1)[0]}.0/24" for r in (LINUX_ROUTER, PFSENSE_ROUTER)],
+                               "wan": [f"{r.wan_host.rsplit('.', 1)[0]}.0/24" for r in (LINUX_ROUTER, PFSENSE_ROUTER)]}},
         "goflow2": {"namespace": "goflow2", "netflow_node_port": NODEPORT_NETFLOW},
         "prometheus": {
             "url": PROMETHEUS_URL,

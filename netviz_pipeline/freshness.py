@@ -10,7 +10,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from .render.scrape import CARETTA_JOB, GOFLOW2_JOB
+from .render.scrape import CARETTA_JOB, FLOWS_JOB, GOFLOW2_JOB
 from .settings import Router
 
 
@@ -31,6 +31,30 @@ def exporter_address(router: Router) -> str:
 
 def netflow_query(address: str, window_s: int) -> str:
     return f'sum(increase(goflow2_flow_process_nf_total{{job="{GOFLOW2_JOB}",router="{address}"}}[{window_s}s]))'
+
+
+def flow_record_age_query(address: str) -> str:
+    """Seconds since GoFlow2 received the newest flow *record* from this exporter (the aggregator's
+    last-record timestamp). Stricter than `netflow_query`: template-only datagrams do not count.
+    No result = no record from it since the aggregator started."""
+    return (f'time() - max(netviz_flow_last_record_timestamp_seconds{{job="{FLOWS_JOB}",'
+            f'exporter="{_esc(address)}"}})')
+
+
+def flow_record_ages_query() -> str:
+    """Age in seconds of every exporter's newest flow record (one series per exporter)."""
+    return f'time() - max by (exporter) (netviz_flow_last_record_timestamp_seconds{{job="{FLOWS_JOB}",exporter!="other"}})'
+
+
+def talker_query(src: str, dst: str, window_s: int | None = None) -> str:
+    """The top-talker series of (src, dst): its byte counter, or with a window its increase.
+    Empty while the pair is not among the tracked top talkers (then it is inside "other")."""
+    sel = f'netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src="{_esc(src)}",dst="{_esc(dst)}"}}'
+    return f"sum({sel})" if window_s is None else f"sum(increase({sel}[{window_s}s]))"
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"')
 
 
 CARETTA_LINKS = f'caretta_links_observed{{job="{CARETTA_JOB}"}}'

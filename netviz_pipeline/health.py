@@ -7,6 +7,8 @@ from typing import Callable, TypeVar
 import dagster as dg
 
 from . import freshness
+from .remediation import Observation
+from .render.scrape import CARETTA_JOB, GOFLOW2_JOB
 from .resources.prometheus import PrometheusError, PrometheusResource
 from .settings import Settings
 
@@ -60,3 +62,35 @@ def caretta_result(s: Settings, prom: PrometheusResource) -> tuple[bool, dict]:
         "link_series": dg.MetadataValue.int(links),
         "detail": dg.MetadataValue.text(f"{vals['polls']:.0f} polls and {vals['link_bytes']:.0f} link bytes "
                                         f"in the last {window}s over {links} link series")}
+
+
+def collection_observations(s: Settings, prom: PrometheusResource) -> list[Observation]:
+    """Is each netviz scrape job present (else the scrape config drifted) and is the collector up?"""
+    try:
+        targets = prom.targets()
+    except PrometheusError as exc:
+        return [Observation("scrape", False, str(exc))]
+    jobs: dict[str, list[dict]] = {}
+    for t in targets:
+        jobs.setdefault(t.get("labels", {}).get("job", ""), []).append(t)
+    missing = [j for j in (CARETTA_JOB, GOFLOW2_JOB) if j not in jobs]
+    out = [Observation("scrape", not missing, f"jobs missing from Prometheus: {', '.join(missing)}" if missing
+                       else "netviz scrape jobs present")]
+    if GOFLOW2_JOB in jobs:
+        up = [t for t in jobs[GOFLOW2_JOB] if t.get("health") == "up"]
+        errors = "; ".join(sorted({t.get("lastError", "") for t in jobs[GOFLOW2_JOB]} - {""}))
+        out.append(Observation("collector", bool(up), "GoFlow2 metrics target up" if up
+                               else f"GoFlow2 metrics target down: {errors or 'no healthy target'}"))
+    return out
+
+
+def observations(s: Settings, prom: PrometheusResource, dashboard_drift: dict[str, str]) -> list[Observation]:
+    """Everything the health sensor looks at, as subjects the remediation planner understands."""
+    out = collection_observations(s, prom)
+    out += [Observation(f"router:{name}", fresh, str(meta["detail"].value))
+            for name, fresh, meta in netflow_evaluations(s, prom)]
+    fresh, meta = caretta_result(s, prom)
+    out.append(Observation("caretta", fresh, str(meta["detail"].value)))
+    out += [Observation(f"dashboard:{stem}", not problem, problem or "as deployed")
+            for stem, problem in dashboard_drift.items()]
+    return out

@@ -1,32 +1,63 @@
-"""Health between deploys: freshness evaluated from Prometheus data on an interval, recorded as
-asset check results (no run launched), and a schedule running the checks-only `netviz_verify` job."""
+"""Health between deploys, from data: every minute the `flow_freshness` sensor looks at per-exporter
+NetFlow freshness, Caretta freshness, the scrape jobs, the collector and the dashboards; records the
+results as asset check evaluations (no run needed to see them), and heals within bounds by
+requesting a run of the step that owns a failure (see remediation.py). A schedule also runs the
+checks-only `netviz_verify` job."""
+import json
+import time
 
 import dagster as dg
 
-from . import health
+from . import health, remediation
+from .assets.caretta import caretta
+from .assets.dashboards import caretta_dashboard, dashboard_drift, goflow2_dashboard
+from .assets.goflow2 import goflow2
+from .assets.prometheus import prometheus_scrape_config
 from .assets.routers import router_softflowd
 from .assets.verify import end_to_end
 from .jobs import netviz_verify
+from .resources.cluster import ClusterResource
 from .resources.prometheus import PrometheusResource
 
 FRESHNESS_INTERVAL_S = 60
+REMEDIATION_TAG = "netviz/remediation"
+_HEALABLE = [router_softflowd, goflow2, prometheus_scrape_config, caretta, caretta_dashboard, goflow2_dashboard]
+
+
+def remediation_in_flight(instance: dg.DagsterInstance) -> bool:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={REMEDIATION_TAG: "true"}, statuses=[
+        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED]), limit=1)
+    return bool(runs)
+
+
+def _evaluation(key: dg.AssetKey, check: str, subjects: list[remediation.Observation], p: remediation.Plan):
+    bad = [o for o in subjects if not o.healthy]
+    meta = {o.subject: dg.MetadataValue.text(p.diagnoses.get(o.subject, o.detail)) for o in subjects}
+    return dg.AssetCheckEvaluation(asset_key=key, check_name=check, passed=not bad,
+                                   severity=dg.AssetCheckSeverity.ERROR, metadata=meta)
 
 
 @dg.sensor(name="flow_freshness", minimum_interval_seconds=FRESHNESS_INTERVAL_S,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Per-exporter NetFlow freshness and Caretta freshness, from Prometheus data")
-def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusResource) -> dg.SensorResult:
+           default_status=dg.DefaultSensorStatus.RUNNING, target=dg.AssetSelection.assets(*_HEALABLE),
+           description="Freshness per exporter and for Caretta, scrape jobs, collector and dashboard drift, "
+                       "from data; re-runs the owning step within bounds")
+def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusResource,
+                   cluster: ClusterResource) -> dg.SensorResult:
     s = prometheus.config.settings
-    fresh, meta = health.netflow_result(s, prometheus)
-    c_fresh, c_meta = health.caretta_result(s, prometheus)
-    events = [
-        dg.AssetCheckEvaluation(asset_key=router_softflowd.key, check_name="netflow_arriving", passed=fresh,
-                                severity=dg.AssetCheckSeverity.ERROR, metadata=meta),
-        dg.AssetCheckEvaluation(asset_key=end_to_end.key, check_name="caretta_links_present", passed=c_fresh,
-                                severity=dg.AssetCheckSeverity.ERROR, metadata=c_meta),
-    ]
-    context.log.info(f"netflow fresh={fresh}, caretta fresh={c_fresh}")
-    return dg.SensorResult(asset_events=events)
+    now = time.time()
+    seen = health.observations(s, prometheus, dashboard_drift(cluster))
+    state = remediation.load(json.loads(context.cursor) if context.cursor else None)
+    p = remediation.plan(seen, state, now, busy=remediation_in_flight(context.instance))
+    routers = [o for o in seen if o.subject.startswith("router:")]
+    events = [_evaluation(router_softflowd.key, "netflow_arriving", routers, p),
+              _evaluation(end_to_end.key, "caretta_links_present", [o for o in seen if o.subject == "caretta"], p)]
+    for subject, why in p.diagnoses.items():
+        context.log.warning(f"{subject}: {why}")
+    runs = [dg.RunRequest(run_key=f"remediate-{int(now)}", asset_selection=[dg.AssetKey(a) for a in p.assets],
+                          tags={REMEDIATION_TAG: "true", "netviz/remediates": ",".join(sorted(p.diagnoses))})
+            ] if p.assets else []
+    return dg.SensorResult(asset_events=events, run_requests=runs, cursor=json.dumps(remediation.dump(p.state)))
 
 
 verify_schedule = dg.ScheduleDefinition(name="netviz_verify_every_15m", job=netviz_verify, cron_schedule="*/15 * * * *",

@@ -162,6 +162,49 @@ class GoFlow2(_Model):
         return v
 
 
+class FlowTopK(_Model):
+    """Keys tracked per dimension (Space-Saving counters); the rest is folded into "other".
+    A key carrying more than 1/k of a dimension's bytes is always tracked; estimates err by <= N/k."""
+
+    talkers: int = Field(100, ge=1, le=5000)  # (src, dst) pairs
+    protocols: int = Field(16, ge=1, le=256)
+    ports: int = Field(50, ge=1, le=5000)  # (protocol, service port)
+    exporters: int = Field(32, ge=1, le=1000)
+
+
+def _cidr(v: str) -> str:
+    try:
+        return str(ipaddress.ip_network(v, strict=False))
+    except ValueError:
+        raise ValueError(f"{v!r} is not a CIDR (e.g. 192.168.1.0/24)") from None
+
+
+NetName = Annotated[str, _matching(re.compile(r"[a-z0-9]([-a-z0-9_]{0,30}[a-z0-9])?"),
+                                   "a network name (lowercase letters, digits, '-', '_', max 32; e.g. lan, k8s-pods)")]
+
+
+class Flows(_Model):
+    """The flow aggregator: a sidecar of the GoFlow2 pod (stock python image, stdlib-only script from a
+    ConfigMap) reading GoFlow2's JSON through a FIFO and serving bounded Prometheus series."""
+
+    enabled: bool = True
+    image: Image = "python:3.12-alpine"
+    metrics_port: int = Field(9102, ge=1024, le=65535)
+    top_k: FlowTopK = FlowTopK()
+    # name -> CIDRs; the longest prefix wins; unmatched addresses are "other". At most 32 names
+    # (network pairs are exported without eviction: at most (names + 1)^2 series per metric).
+    networks: dict[NetName, list[Annotated[str, AfterValidator(_cidr)]]] = Field(default_factory=dict, max_length=32)
+    idle_seconds: int = Field(900, ge=60, le=86400)  # keys unseen this long free their slot
+    fifo: Path = Path("/run/flows/goflow2.fifo")  # on a memory emptyDir shared by both containers
+
+    @field_validator("fifo")
+    @classmethod
+    def _fifo(cls, v: Path):
+        if not v.is_absolute() or v.parent == Path("/") or not re.fullmatch(r"[A-Za-z0-9/._-]+", str(v)):
+            raise ValueError(f"{str(v)!r} must be an absolute path below a directory (e.g. /run/flows/goflow2.fifo)")
+        return v
+
+
 class PromFile(_Model):
     config_path: Path
     reload_url: HttpUrl | None = None  # default: prometheus.url + /-/reload
@@ -330,11 +373,22 @@ class Settings(_Model):
     cluster: Cluster
     caretta: Caretta = Caretta()
     goflow2: GoFlow2 = GoFlow2()
+    flows: Flows = Flows()
     prometheus: Prometheus
     grafana: Grafana = Grafana()
     routers: list[Router] = []
     checks: Checks = Checks()
     ownership: Ownership = Ownership()
+
+    @model_validator(mode="after")
+    def _flows_transport(self):
+        if self.flows.enabled and self.goflow2.flows_file is not None:
+            raise ValueError("goflow2.flows_file and flows.enabled both claim GoFlow2's output: with the flow "
+                             "aggregator GoFlow2 writes to flows.fifo; unset goflow2.flows_file or set "
+                             "flows.enabled: false")
+        if self.flows.enabled and self.flows.metrics_port in (self.goflow2.metrics_port, self.goflow2.netflow_port):
+            raise ValueError(f"flows.metrics_port {self.flows.metrics_port} collides with a GoFlow2 port")
+        return self
 
     @model_validator(mode="after")
     def _unique_routers(self):

@@ -23,7 +23,7 @@ from .routers import router_softflowd
 GROUP = "dashboards"
 
 
-def _effective(cluster: ClusterResource, context) -> tuple[Settings, SidecarTarget | None]:
+def effective_settings(cluster: ClusterResource, context=None) -> tuple[Settings, SidecarTarget | None]:
     s = cluster.config.settings
     sidecar = find_sidecar(cluster.kube.list("apps/v1", "Deployment"))
     if sidecar is None:
@@ -41,7 +41,7 @@ def _effective(cluster: ClusterResource, context) -> tuple[Settings, SidecarTarg
 
 
 def _apply_dashboard(stem: str, context, cluster: ClusterResource) -> dg.MaterializeResult:
-    s, sidecar = _effective(cluster, context)
+    s, sidecar = effective_settings(cluster, context)
     cms = [cm for cm in dashboard_configmaps(s) if cm["metadata"]["name"] == configmap_name(stem)]
     objs = []
     if cluster.kube.get("v1", "Namespace", s.grafana.dashboards_namespace) is None:
@@ -58,7 +58,7 @@ def _apply_dashboard(stem: str, context, cluster: ClusterResource) -> dg.Materia
 
 
 def _discoverable(stem: str, cluster: ClusterResource, grafana: GrafanaResource) -> dg.AssetCheckResult:
-    s, sidecar = _effective(cluster, None)
+    s, sidecar = effective_settings(cluster)
     g = s.grafana
     cm = cluster.kube.get("v1", "ConfigMap", configmap_name(stem), g.dashboards_namespace)
     problems = []
@@ -102,3 +102,17 @@ def caretta_dashboard_discoverable(cluster: ClusterResource, grafana: GrafanaRes
 @dg.asset_check(asset=goflow2_dashboard, blocking=True, description="Where the Grafana sidecar will load it")
 def goflow2_dashboard_discoverable(cluster: ClusterResource, grafana: GrafanaResource) -> dg.AssetCheckResult:
     return _discoverable("goflow2", cluster, grafana)
+
+
+def dashboard_drift(cluster: ClusterResource) -> dict[str, str]:
+    """stem -> "" when the dashboard ConfigMap is as rendered, else what is wrong (for the health sensor)."""
+    s, _ = effective_settings(cluster)
+    out = {}
+    for cm in dashboard_configmaps(s):
+        stem = next(iter(cm["data"])).removesuffix(".json")
+        live = cluster.kube.get("v1", "ConfigMap", cm["metadata"]["name"], cm["metadata"]["namespace"])
+        out[stem] = ("ConfigMap missing" if live is None else
+                     "content differs from dashboards/ (edited by hand?)" if live.get("data") != cm["data"] else
+                     "sidecar label missing" if (live["metadata"].get("labels") or {}).get(
+                         s.grafana.sidecar_label_key) != s.grafana.sidecar_label_value else "")
+    return out

@@ -14,8 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from .. import health
-from ..render import caretta as render_caretta
-from ..render.scrape import CARETTA_JOB, GOFLOW2_JOB, file_sd_targets, merge_scrape_configs, monitors, scrape_jobs
+from ..render.scrape import file_sd_targets, merge_scrape_configs, monitors, pod_jobs, scrape_jobs
 from ..resources.cluster import ClusterResource
 from ..resources.prometheus import PrometheusError, PrometheusResource
 from ..settings import Settings
@@ -50,10 +49,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _targets(s: Settings, cluster: ClusterResource) -> dict[str, list[dict]]:
-    ca = cluster.kube.list("v1", "Pod", s.caretta.namespace, label_selector="app=caretta")
-    gf = cluster.kube.list("v1", "Pod", s.goflow2.namespace, label_selector="app=goflow2")
-    return {CARETTA_JOB: file_sd_targets(ca, "caretta", render_caretta.METRICS_PORT_NAME),
-            GOFLOW2_JOB: file_sd_targets(gf, "goflow2", "metrics")}
+    return {job: file_sd_targets(cluster.kube.list("v1", "Pod", ns, label_selector=f"app={app}"), app, port)
+            for job, ns, app, port in pod_jobs(s)}
 
 
 def apply_file_mode(s: Settings, cluster: ClusterResource, prom: PrometheusResource) -> dict:
@@ -100,7 +97,7 @@ def apply_chart_mode(s: Settings, cluster: ClusterResource) -> dict:
 
 
 @dg.asset(group_name=GROUP, deps=[caretta, goflow2], kinds={"prometheus"},
-          description="Scrape jobs netviz-caretta (every pod) and netviz-goflow2")
+          description="Scrape jobs netviz-caretta (every pod), netviz-goflow2 and netviz-flows")
 def prometheus_scrape_config(context: dg.AssetExecutionContext, cluster: ClusterResource,
                              prometheus: PrometheusResource) -> dg.MaterializeResult:
     s = cluster.config.settings
@@ -116,8 +113,7 @@ def prometheus_scrape_config(context: dg.AssetExecutionContext, cluster: Cluster
 
 def scrape_health(s: Settings, prom: PrometheusResource, cluster: ClusterResource) -> tuple[bool, list[str], dict]:
     """Every netviz job has one healthy target per running pod."""
-    expected = {CARETTA_JOB: _running(cluster, s.caretta.namespace, "caretta"),
-                GOFLOW2_JOB: _running(cluster, s.goflow2.namespace, "goflow2")}
+    expected = {job: _running(cluster, ns, app) for job, ns, app, _ in pod_jobs(s)}
     targets = [t for t in prom.targets() if t.get("labels", {}).get("job") in expected]
     problems = []
     table = {}

@@ -256,8 +256,8 @@ class Aggregator:
 
     DIMENSIONS = (  # name, metric prefix, label names
         ("talkers", "netviz_flow_talker", ("src", "dst")),
-        ("protocols", "netviz_flow_protocol", ("proto",)),
-        ("ports", "netviz_flow_port", ("proto", "port")),
+        ("protocols", "netviz_flow_protocol", ("protocol",)),
+        ("ports", "netviz_flow_port", ("protocol", "port")),
         ("exporters", "netviz_flow_exporter", ("exporter",)),
         ("networks", "netviz_flow_network", ("src_net", "dst_net")),
     )
@@ -353,6 +353,7 @@ class Aggregator:
                 else:
                     self.zero_rate_other += c
             self._maybe_expire(now)
+            self._prune_exporters()
         return n
 
     def _maybe_expire(self, now: float) -> None:
@@ -361,6 +362,10 @@ class Aggregator:
         self._last_expire = now
         for s in self.sketch.values():
             s.expire(now - self.idle_seconds)
+        self._prune_exporters()
+
+    def _prune_exporters(self) -> None:
+        """Per-exporter series exist only for tracked exporters (their count is bounded by k)."""
         tracked = self.sketch["exporters"].entries
         for exp in [e for e in self.last_record if e not in tracked]:
             del self.last_record[exp]
@@ -429,12 +434,10 @@ class Aggregator:
             metric("netviz_flow_input_connected", "gauge", "1 while the GoFlow2 FIFO is open.",
                    [((), self.input_connected)])
             metric("netviz_flow_start_time_seconds", "gauge", "Process start (unix seconds).", [((), self.started)])
-            budget = self.budget()
-            count += 2
             metric("netviz_flow_series_budget", "gauge", "Hard maximum of series this aggregator exports.",
-                   [((), budget)])
+                   [((), self.budget())])
             metric("netviz_flow_series", "gauge", "Series exported in this scrape (<= netviz_flow_series_budget).",
-                   [((), count)])
+                   [((), count + 1)])  # + this one
             return "".join(out)
 
 

@@ -17,6 +17,7 @@ from . import caretta, goflow2, labels
 JOB_PREFIX = "netviz-"
 CARETTA_JOB = "netviz-caretta"
 GOFLOW2_JOB = "netviz-goflow2"
+FLOWS_JOB = "netviz-flows"  # the flow aggregator sidecar of the GoFlow2 pod (port flow-metrics)
 
 
 def _pod_job(job: str, ns: str, app: str, port_name: str, kubeconfig: str | None) -> dict:
@@ -48,10 +49,18 @@ def scrape_jobs(s: Settings) -> list[dict]:
     """Prometheus `scrape_configs` entries for file and chart modes."""
     f = s.prometheus.file if s.prometheus.mode == "file" else None
     if f and f.discovery == "file_sd":
-        return [_file_sd_job(CARETTA_JOB, str(f.targets_dir)), _file_sd_job(GOFLOW2_JOB, str(f.targets_dir))]
+        return [_file_sd_job(job, str(f.targets_dir)) for job, *_ in pod_jobs(s)]
     kubeconfig = str(f.kubernetes_sd_kubeconfig) if f and f.kubernetes_sd_kubeconfig else None
-    return [_pod_job(CARETTA_JOB, s.caretta.namespace, "caretta", caretta.METRICS_PORT_NAME, kubeconfig),
-            _pod_job(GOFLOW2_JOB, s.goflow2.namespace, "goflow2", "metrics", kubeconfig)]
+    return [_pod_job(job, ns, app, port, kubeconfig) for job, ns, app, port in pod_jobs(s)]
+
+
+def pod_jobs(s: Settings) -> list[tuple[str, str, str, str]]:
+    """(job, namespace, app label, container port name) of every netviz scrape job."""
+    jobs = [(CARETTA_JOB, s.caretta.namespace, "caretta", caretta.METRICS_PORT_NAME),
+            (GOFLOW2_JOB, s.goflow2.namespace, "goflow2", "metrics")]
+    if s.flows.enabled:
+        jobs.append((FLOWS_JOB, s.goflow2.namespace, "goflow2", goflow2.FLOWS_PORT_NAME))
+    return jobs
 
 
 def file_sd_targets(pods: list[dict], app: str, port_name: str) -> list[dict]:
@@ -78,8 +87,7 @@ def monitors(s: Settings) -> list[dict]:
     """Prometheus Operator objects for operator mode: a PodMonitor per component."""
     op = s.prometheus.operator
     out = []
-    for job, ns, app, port in ((CARETTA_JOB, s.caretta.namespace, "caretta", caretta.METRICS_PORT_NAME),
-                               (GOFLOW2_JOB, s.goflow2.namespace, "goflow2", "metrics")):
+    for job, ns, app, port in pod_jobs(s):
         out.append({
             "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
             "metadata": {"name": job, "namespace": (op and op.namespace) or ns,

@@ -27,7 +27,7 @@ OURS = [("v1", "Namespace", None, n) for n in ("caretta", "goflow2", "monitoring
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", None, "caretta"),
     ("apps/v1", "DaemonSet", "caretta", "caretta"), ("v1", "Service", "caretta", "caretta"),
     ("apps/v1", "Deployment", "goflow2", "goflow2"), ("v1", "Service", "goflow2", "goflow2"),
-    ("v1", "Service", "goflow2", "goflow2-netflow"),
+    ("v1", "Service", "goflow2", "goflow2-netflow"), ("v1", "ConfigMap", "goflow2", "goflow2-flowagg"),
     ("v1", "ConfigMap", "monitoring", "netviz-dashboard-caretta"),
     ("v1", "ConfigMap", "monitoring", "netviz-dashboard-goflow2")]
 
@@ -116,7 +116,8 @@ def test_freshness_sensor_records_check_results_from_prometheus(lab: Lab, config
     assert set(evals) == {"netflow_arriving", "caretta_links_present"}
     assert evals["netflow_arriving"].passed, evals["netflow_arriving"].metadata
     assert evals["caretta_links_present"].passed, evals["caretta_links_present"].metadata
-    assert "edge-linux" in evals["netflow_arriving"].metadata
+    assert set(evals["netflow_arriving"].metadata) == {"router:edge-linux", "router:edge-pfsense"}
+    assert not result.run_requests, "a healthy system must not trigger remediation runs"
 
 
 def test_verify_job_runs_checks_only_and_passes(config: Path, admin_api, tmp_path):

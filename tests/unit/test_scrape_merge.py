@@ -42,6 +42,14 @@ def test_goflow2_job(settings):
     assert keeps["__meta_kubernetes_pod_container_port_name"] == "metrics"
 
 
+def test_flows_job_scrapes_the_aggregator_sidecar(settings, make):
+    job = {j["job_name"]: j for j in scrape_jobs(settings)}["netviz-flows"]
+    keeps = {r["source_labels"][0]: r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    assert keeps == {"__meta_kubernetes_pod_label_app": "goflow2",
+                     "__meta_kubernetes_pod_container_port_name": "flow-metrics"}
+    assert "netviz-flows" not in {j["job_name"] for j in scrape_jobs(make(flows={"enabled": False}))}
+
+
 def test_chart_mode_has_no_kubeconfig(make):
     s = make(prometheus={"url": "http://p:9090", "mode": "chart",
                          "chart": {"configmap_namespace": "monitoring", "configmap_name": "prometheus-server"}})
@@ -53,7 +61,8 @@ def test_merge_replaces_only_netviz_jobs(settings):
     text, changed = merge_scrape_configs(USER_CONFIG, ours)
     cfg = yaml.safe_load(text)
     assert changed
-    assert [j["job_name"] for j in cfg["scrape_configs"]] == ["prometheus", "netviz-caretta", "netviz-goflow2", "node"]
+    assert [j["job_name"] for j in cfg["scrape_configs"]] == ["prometheus", "netviz-caretta", "netviz-goflow2",
+                                                                "netviz-flows", "node"]
     assert cfg["global"] == {"scrape_interval": "5s"} and cfg["rule_files"] == ["rules.yml"]
     assert list(cfg) == ["global", "rule_files", "scrape_configs"]
 
@@ -75,9 +84,10 @@ def test_unchanged_config_keeps_comments(settings):
 def test_merge_appends_when_no_netviz_job_and_handles_empty(settings):
     ours = scrape_jobs(settings)
     text, changed = merge_scrape_configs("global: {scrape_interval: 5s}\n", ours)
-    assert changed and [j["job_name"] for j in yaml.safe_load(text)["scrape_configs"]] == ["netviz-caretta", "netviz-goflow2"]
+    assert changed and [j["job_name"] for j in yaml.safe_load(text)["scrape_configs"]] == ["netviz-caretta", "netviz-goflow2",
+                                                                                         "netviz-flows"]
     text, changed = merge_scrape_configs("", ours)
-    assert changed and len(yaml.safe_load(text)["scrape_configs"]) == 2
+    assert changed and len(yaml.safe_load(text)["scrape_configs"]) == 3
 
 
 def test_merge_removes_our_jobs_when_given_none():
@@ -157,3 +167,16 @@ def test_operator_monitors(make):
     assert ep["port"] == "prom-metrics"
     assert {"targetLabel": "job", "replacement": "netviz-caretta", "action": "replace"} in ep["relabelings"]
     assert mons["netviz-goflow2"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    flows = mons["netviz-flows"]["spec"]
+    assert flows["podMetricsEndpoints"][0]["port"] == "flow-metrics"
+    assert flows["selector"] == {"matchLabels": {"app": "goflow2"}}
+
+
+def test_file_sd_targets_for_the_flows_port():
+    pod = {"metadata": {"name": "goflow2-x", "namespace": "goflow2", "labels": {"app": "goflow2"}},
+           "spec": {"nodeName": "n1", "containers": [
+               {"ports": [{"name": "netflow", "containerPort": 2055}, {"name": "metrics", "containerPort": 8080}]},
+               {"ports": [{"name": "flow-metrics", "containerPort": 9102}]}]},
+           "status": {"phase": "Running", "podIP": "198.19.0.9"}}
+    assert file_sd_targets([pod], "goflow2", "flow-metrics")[0]["targets"] == ["198.19.0.9:9102"]
+    assert file_sd_targets([pod], "goflow2", "metrics")[0]["targets"] == ["198.19.0.9:8080"]

@@ -1,0 +1,102 @@
+"""Bounded self-healing: which step to re-run for what the health sensor saw, with back-off.
+
+The usual causes of stale data are fixed by re-running the step that owns them: softflowd died or lost
+its config (router_softflowd re-converges and restarts it), the collector is gone (goflow2), a scrape
+job vanished (prometheus_scrape_config), a dashboard was edited by hand (its dashboard asset). Each
+subject gets at most `max_attempts` re-runs, spaced by an exponential back-off so a flapping exporter
+cannot cause a storm of runs; after that it stays red with a diagnosis of what was tried and seen.
+Pure functions over plain data: the sensor keeps the state in its cursor.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# subject prefix -> asset that owns it
+OWNER = {"router": "router_softflowd", "collector": "goflow2", "scrape": "prometheus_scrape_config",
+         "caretta": "caretta", "dashboard": None}
+
+
+@dataclass(frozen=True)
+class Observation:
+    subject: str  # "router:<name>", "collector", "scrape", "caretta", "dashboard:<stem>"
+    healthy: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_attempts: int = 3
+    backoff_seconds: float = 120.0  # before the 2nd attempt; doubles each time
+    backoff_max_seconds: float = 3600.0
+
+
+@dataclass
+class SubjectState:
+    failing_since: float | None = None
+    attempts: int = 0
+    last_attempt: float | None = None
+    tried: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Plan:
+    assets: tuple[str, ...]  # to re-run now, in one run
+    diagnoses: dict[str, str]  # unhealthy subject -> what was tried and seen
+    state: dict[str, SubjectState]
+
+
+def owner(subject: str) -> str:
+    kind, _, name = subject.partition(":")
+    if kind == "dashboard":
+        return f"{name}_dashboard"
+    return OWNER[kind]
+
+
+def root_causes(observations: list[Observation]) -> list[Observation]:
+    """Drop symptoms explained by a broken shared part: a missing scrape job or a dead collector makes
+    every exporter look stale; re-running every router then would be a storm for nothing."""
+    bad = {o.subject for o in observations if not o.healthy}
+    shared_broken = bad & {"scrape", "collector"}
+    return [o for o in observations if o.healthy or not (shared_broken and o.subject.startswith("router:"))]
+
+
+def backoff(policy: Policy, attempts: int) -> float:
+    return 0.0 if attempts == 0 else min(policy.backoff_seconds * 2 ** (attempts - 1), policy.backoff_max_seconds)
+
+
+def plan(observations: list[Observation], state: dict[str, SubjectState], now: float,
+         policy: Policy = Policy(), busy: bool = False) -> Plan:
+    """`busy`: a remediation run is still in flight; observe, but launch nothing."""
+    new: dict[str, SubjectState] = {}
+    assets: list[str] = []
+    diagnoses: dict[str, str] = {}
+    for o in root_causes(observations):
+        if o.healthy:
+            continue  # healthy subjects drop out of the state: a later failure starts afresh
+        st = state.get(o.subject) or SubjectState(failing_since=now)
+        st = SubjectState(st.failing_since or now, st.attempts, st.last_attempt, list(st.tried))
+        target = owner(o.subject)
+        due = st.last_attempt is None or now - st.last_attempt >= backoff(policy, st.attempts)
+        if not busy and st.attempts < policy.max_attempts and due:
+            st.attempts += 1
+            st.last_attempt = now
+            st.tried.append(f"re-ran {target} (attempt {st.attempts})")
+            if target not in assets:
+                assets.append(target)
+        if st.attempts >= policy.max_attempts and not (st.last_attempt == now):
+            diagnoses[o.subject] = (f"still unhealthy after {st.attempts} re-runs of {target}: {o.detail}; "
+                                    f"tried: {'; '.join(st.tried)}")
+        else:
+            diagnoses[o.subject] = f"{o.detail}; " + (f"re-running {target}" if st.last_attempt == now
+                                                      else f"waiting for back-off before re-running {target}"
+                                                      if not busy else "a remediation run is in flight")
+        new[o.subject] = st
+    return Plan(tuple(assets), diagnoses, new)
+
+
+def dump(state: dict[str, SubjectState]) -> dict:
+    return {k: asdict(v) for k, v in state.items()}
+
+
+def load(data: dict | None) -> dict[str, SubjectState]:
+    return {k: SubjectState(**v) for k, v in (data or {}).items()}

@@ -1,0 +1,55 @@
+"""The healing planner: re-run the owning step, back off, give up with a diagnosis, no storms."""
+from __future__ import annotations
+
+from netviz_pipeline.remediation import Observation, Policy, dump, load, plan
+
+BAD_ROUTER = Observation("router:edge", False, "0 NetFlow datagrams from 198.18.0.2 in the last 180s")
+P = Policy(max_attempts=3, backoff_seconds=100, backoff_max_seconds=250)
+
+
+def test_first_failure_re_runs_the_owning_asset_once():
+    p = plan([BAD_ROUTER, Observation("caretta", True, "ok")], {}, now=1000, policy=P)
+    assert p.assets == ("router_softflowd",)
+    assert p.state["router:edge"].attempts == 1 and "caretta" not in p.state
+    assert "re-running router_softflowd" in p.diagnoses["router:edge"]
+
+
+def test_back_off_doubles_and_is_capped_then_gives_up_with_a_diagnosis():
+    state, launched = {}, []
+    for now in range(1000, 2000, 10):  # a sensor tick every 10 s, the exporter never recovers
+        p = plan([BAD_ROUTER], state, now=now, policy=P)
+        state = p.state
+        if p.assets:
+            launched.append(now)
+    assert launched == [1000, 1100, 1300]  # then +250 would be 1550, but max_attempts=3 stops it
+    final = plan([BAD_ROUTER], state, now=2000, policy=P)
+    assert final.assets == ()
+    assert "still unhealthy after 3 re-runs of router_softflowd" in final.diagnoses["router:edge"]
+    assert "0 NetFlow datagrams" in final.diagnoses["router:edge"]
+
+
+def test_recovery_resets_the_subject():
+    p = plan([BAD_ROUTER], {}, now=0, policy=P)
+    healed = plan([Observation("router:edge", True, "fresh")], p.state, now=50, policy=P)
+    assert healed.state == {} and healed.assets == ()
+    again = plan([BAD_ROUTER], healed.state, now=60, policy=P)
+    assert again.assets == ("router_softflowd",)  # a new failure starts afresh, no back-off owed
+
+
+def test_shared_cause_suppresses_per_router_storm():
+    obs = [Observation(f"router:r{i}", False, "stale") for i in range(50)] + [Observation("scrape", False, "job gone")]
+    p = plan(obs, {}, now=0, policy=P)
+    assert p.assets == ("prometheus_scrape_config",)
+    assert set(p.state) == {"scrape"}
+
+
+def test_nothing_launches_while_a_remediation_run_is_in_flight():
+    p = plan([BAD_ROUTER], {}, now=0, policy=P, busy=True)
+    assert p.assets == () and p.state["router:edge"].attempts == 0
+    assert "in flight" in p.diagnoses["router:edge"]
+
+
+def test_dashboard_subject_maps_to_its_asset_and_state_round_trips():
+    p = plan([Observation("dashboard:goflow2", False, "edited by hand")], {}, now=5, policy=P)
+    assert p.assets == ("goflow2_dashboard",)
+    assert load(dump(p.state)) == p.state
