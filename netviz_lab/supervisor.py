@@ -1,7 +1,7 @@
 """The lab supervisor: one long-lived process that owns every lab daemon as a direct child.
 
 PID 1 on these machines reaps orphans late, so daemons are never left to it: the supervisor starts
-each service itself, `wait()`s on it, and stops them in reverse order on SIGTERM. Components are
+each service itself, `wait()`s on it, restarts one that dies, and stops them in reverse order on SIGTERM. Components are
 modules exposing three functions:
 
     setup(lab)     -> None            idempotent preparation (files, namespaces, links); no daemons
@@ -63,6 +63,9 @@ class Supervisor:
         self.lab = lab
         self.procs: list[tuple[Service, subprocess.Popen]] = []
         self.stopping = False
+        self.restart_at: dict[str, float] = {}
+        self.backoff: dict[str, float] = {}
+        self.started: dict[str, float] = {}
 
     def log(self, msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
@@ -132,13 +135,35 @@ class Supervisor:
             self.shutdown()
             return 1
         while not self.stopping:
-            for svc, proc in self.procs:
-                if proc.poll() is not None and not getattr(proc, "_reported", False):
-                    proc._reported = True  # type: ignore[attr-defined]
-                    self.log(f"{svc.name} exited with {proc.returncode}")
+            self.restart_exited()
             time.sleep(0.5)
         self.shutdown()
         return 0
+
+    def restart_exited(self) -> None:
+        """Like Restart=always: a lab daemon that dies (or is killed by a fault test) comes back,
+        after 1, 2, 4 ... 30 s if it keeps dying. Ready checks and after_ready hooks are not re-run."""
+        now = time.monotonic()
+        for i, (svc, proc) in enumerate(self.procs):
+            if proc.poll() is None:
+                continue
+            due = self.restart_at.setdefault(svc.name, now + self.backoff.get(svc.name, 1.0))
+            if not getattr(proc, "_reported", False):
+                proc._reported = True  # type: ignore[attr-defined]
+                self.log(f"{svc.name} exited with {proc.returncode}; restarting in {due - now:.0f}s")
+            if now < due:
+                continue
+            with open(self.lab.log(svc.name), "ab") as log:
+                new = subprocess.Popen(in_netns(svc.netns, svc.argv), stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, cwd=svc.cwd, env={**os.environ, **svc.env})
+            self.procs[i] = (svc, new)
+            del self.restart_at[svc.name]
+            # back off only if it died soon after its last start
+            started = self.started.get(svc.name, 0.0)
+            self.backoff[svc.name] = min(self.backoff.get(svc.name, 1.0) * 2, 30.0) if now - started < 30 else 1.0
+            self.started[svc.name] = now
+            self.record()
+            self.log(f"restarted {svc.name} pid {new.pid}")
 
     def _on_term(self, *_: object) -> None:
         self.stopping = True

@@ -3,7 +3,8 @@
 Every write is a server-side apply under field manager `netviz-pipeline`. Before writing, the same
 apply runs as a dry run and is compared with the live object, so a converged object is never written
 (its resourceVersion stays put) and the metadata can say exactly what changed. Objects another
-manager owns (Helm, kubectl, another tool) are skipped or adopted as the settings say.
+manager (Helm, kubectl, another tool) owned before we ever applied them are skipped or adopted as the
+settings say; fields of objects we manage that someone changed by hand are drift, and are restored.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ApiException, ConflictError, NotFoundError
+from urllib3.util.retry import Retry
 
 FIELD_MANAGER = "netviz-pipeline"
 # Managers that only write status or defaults; co-owning with them is normal.
@@ -63,6 +65,10 @@ def diff_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix or "."]
 
 
+def we_manage(live: dict[str, Any]) -> bool:
+    return any(m.get("manager") == FIELD_MANAGER for m in live.get("metadata", {}).get("managedFields") or [])
+
+
 def foreign_managers(live: dict[str, Any]) -> list[str]:
     """Managers other than us (and the control plane) that own fields of a live object."""
     managers = {m.get("manager", "?") for m in live.get("metadata", {}).get("managedFields") or []
@@ -77,11 +83,17 @@ class Kube:
     """A thin client over one cluster. Construct with a kubeconfig path (None = in-cluster)."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None):
+        cfg = k8s.Configuration()
         if kubeconfig:
-            api = k8s_config.new_client_from_config(config_file=kubeconfig, context=context)
+            k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
         else:
-            k8s_config.load_incluster_config()
-            api = k8s.ApiClient()
+            k8s_config.load_incluster_config(client_configuration=cfg)
+        # An API server restarting refuses connections for a few seconds: retry with back-off (every
+        # write is a server-side apply, safe to repeat) instead of failing the deploy.
+        cfg.retries = Retry(total=6, connect=6, read=2, status=4, backoff_factor=0.5,
+                            status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
+                            respect_retry_after_header=True)
+        api = k8s.ApiClient(cfg)
         self.api = api
         self.dyn = DynamicClient(api)
         self.core = k8s.CoreV1Api(api)
@@ -115,7 +127,10 @@ class Kube:
         force = False
         if live is not None:
             others = foreign_managers(live)
-            if others:
+            if others and we_manage(live):
+                # Ours already: someone edited it by hand (drift). Restore our fields, forcing them back.
+                force, outcome.reason = True, f"restored fields changed by {', '.join(others)}"
+            elif others:
                 if on_foreign == "skip":
                     outcome.action, outcome.reason = "skipped", f"managed by {', '.join(others)}; left as is"
                     return outcome
@@ -131,9 +146,11 @@ class Kube:
             return outcome
         changes = diff_paths(comparable(live), comparable(preview))
         if not changes:
+            outcome.reason = ""
             return outcome
         self._ssa(obj, dry_run=False, force=force)
-        outcome.action, outcome.changes = ("adopted" if force else "updated"), changes
+        outcome.action = "adopted" if force and not we_manage(live) else "updated"
+        outcome.changes = changes
         return outcome
 
     def apply_all(self, objs: Iterable[dict], on_foreign: Literal["skip", "adopt"] = "skip") -> list[ApplyOutcome]:

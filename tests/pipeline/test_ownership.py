@@ -51,3 +51,15 @@ def test_an_object_helm_manages_is_skipped_or_adopted(lab: Lab, scratch):
     assert live["data"] == {"a": "ours"}
     owners = {m["manager"] for m in live["metadata"]["managedFields"] if "f:data" in str(m.get("fieldsV1"))}
     assert owners == {FIELD_MANAGER}
+
+
+def test_a_hand_edit_of_an_object_we_manage_is_drift_and_is_restored(lab: Lab, scratch):
+    kube = Kube(str(lab.pipeline_kubeconfig))
+    assert kube.apply(_cm({"a": "1"})).action == "created"
+    cms = scratch.resources.get(api_version="v1", kind="ConfigMap")
+    cms.patch(body={"data": {"a": "edited"}}, name="owned", namespace=NS,
+              content_type="application/merge-patch+json", field_manager="kubectl-edit")
+    restored = kube.apply(_cm({"a": "1"}), on_foreign="skip")
+    assert restored.action == "updated" and restored.changes == ["data.a"]
+    assert "kubectl-edit" in restored.reason
+    assert kube.get("v1", "ConfigMap", "owned", NS)["data"] == {"a": "1"}
