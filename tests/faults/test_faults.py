@@ -1,0 +1,219 @@
+"""What the deployed system survives. Each fault: inject, let the health sensor detect it and heal
+within its bounds, check the expected outcome, record time to detect and to recover."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+import yaml
+
+from netviz_lab import router as lab_router
+from netviz_lab.lab import Lab
+from netviz_lab.prometheus import URL as PROM
+from netviz_lab.supervisor import read_state
+from netviz_lab.topology import LINUX_ROUTER, PFSENSE_ROUTER
+
+from .conftest import passed, record
+
+pytestmark = pytest.mark.faults
+
+
+def softflowd_pids(r) -> list[int]:
+    return sorted(p for p in lab_router.router_pids(r) if Path(f"/proc/{p}/comm").read_text().strip() == "softflowd")
+
+
+def netflow_stale(result) -> bool:
+    return not passed(result, "netflow_arriving")
+
+
+def test_softflowd_killed_is_restarted_by_the_sensor(healer):
+    before = softflowd_pids(LINUX_ROUTER)
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    detect = healer.until(netflow_stale, 60, "stale NetFlow from edge-linux")
+    recover = healer.until(lambda r: passed(r, "netflow_arriving"), 120, "NetFlow fresh again")
+    assert any("router_softflowd" in run["assets"] and run["success"] for run in healer.runs), healer.runs
+    assert softflowd_pids(LINUX_ROUTER) and softflowd_pids(LINUX_ROUTER) != before
+    record("softflowd killed", detect_s=detect, recover_s=recover, remedy="sensor re-ran router_softflowd",
+           lost="flows active at the kill (softflowd's flow table is in memory)")
+
+
+@pytest.mark.parametrize("router", [LINUX_ROUTER, PFSENSE_ROUTER], ids=lambda r: r.name)
+def test_router_reboot_brings_softflowd_back_from_persisted_config(lab: Lab, healer, router):
+    before = softflowd_pids(router)
+    t0 = time.monotonic()
+    lab_router.reboot_router(lab, router)
+    while not softflowd_pids(router) and time.monotonic() - t0 < 30:
+        time.sleep(0.2)
+    back = time.monotonic() - t0
+    assert softflowd_pids(router) and softflowd_pids(router) != before
+    recover = healer.until(lambda r: passed(r, "netflow_arriving"), 120, "NetFlow fresh after reboot") + back
+    assert not healer.runs, f"persisted config should suffice, no remediation: {healer.runs}"
+    record(f"router rebooted ({router.platform})", detect_s=0.0, recover_s=recover,
+           remedy="none needed: " + ("/etc/softflowd/netviz.conf at boot" if router.platform == "linux"
+                                     else "config.xml + package start at boot"),
+           lost="flows during the reboot")
+
+
+def _materialize(instance, *assets: str):
+    from netviz_pipeline.definitions import defs
+
+    return defs.resolve_job_def("netviz_deploy").execute_in_process(
+        asset_selection=[dg.AssetKey(a) for a in assets], instance=instance, raise_on_error=False)
+
+
+def _failure_text(res) -> str:
+    return " ".join(str(e.event_specific_data) for e in res.all_events if e.is_failure)
+
+
+def test_ssh_unreachable_fails_clearly_and_the_other_router_still_converges(deployed):
+    block = ["ip", "netns", "exec", LINUX_ROUTER.name, "nft", "-f", "-"]
+    subprocess.run(block, input="table inet nvz_fault { chain in { type filter hook input priority 0; "
+                                "tcp dport 22 drop; } }", check=True, text=True)
+    try:
+        t0 = time.monotonic()
+        res = _materialize(deployed, "router_softflowd")
+        detect = time.monotonic() - t0
+        assert not res.success
+        text = _failure_text(res)
+        assert "edge-linux" in text and "edge-pfsense" not in text.split("could not converge")[-1], text[:2000]
+    finally:
+        subprocess.run(["ip", "netns", "exec", LINUX_ROUTER.name, "nft", "delete", "table", "inet", "nvz_fault"],
+                       check=True)
+    t0 = time.monotonic()
+    assert _materialize(deployed, "router_softflowd").success
+    record("SSH unreachable", detect_s=detect, recover_s=time.monotonic() - t0,
+           remedy="run fails naming the router (connect timeout); others converge; next run converges",
+           lost="nothing")
+
+
+def test_changed_host_key_is_refused_and_nothing_is_touched(lab: Lab, deployed, fault_config: Path, tmp_path):
+    known = (lab.ssh_dir / "known_hosts").read_text().splitlines()
+    pf_key = next(line.split(" ", 1)[1] for line in known if line.startswith(PFSENSE_ROUTER.mgmt_ip))
+    forged = tmp_path / "known_hosts"
+    forged.write_text("\n".join(f"{LINUX_ROUTER.mgmt_ip} {pf_key}" if line.startswith(LINUX_ROUTER.mgmt_ip) else line
+                                for line in known) + "\n")
+    cfg = yaml.safe_load(fault_config.read_text())
+    for r in cfg["routers"]:
+        r["known_hosts_file"] = str(forged)
+    forged_cfg = tmp_path / "netviz.yaml"
+    forged_cfg.write_text(yaml.safe_dump(cfg))
+    before = softflowd_pids(LINUX_ROUTER)
+    os.environ["NETVIZ_CONFIG"] = str(forged_cfg)
+    try:
+        t0 = time.monotonic()
+        res = _materialize(deployed, "router_softflowd")
+    finally:
+        os.environ["NETVIZ_CONFIG"] = str(fault_config)
+    assert not res.success
+    text = _failure_text(res)
+    assert "edge-linux" in text and "host key" in text.lower(), text[:2000]
+    assert softflowd_pids(LINUX_ROUTER) == before
+    record("host key changed", detect_s=time.monotonic() - t0, recover_s=0.0,
+           remedy="refused (never accepted); fix known_hosts by hand", lost="nothing")
+
+
+def goflow2_pid() -> int:
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if Path(f"/proc/{p}/comm").read_text().strip().startswith("goflow2"):
+                    return int(p)
+            except OSError:
+                pass
+    raise AssertionError("no goflow2 process")
+
+
+def test_goflow2_killed_relearns_templates_and_flows_resume(healer):
+    old = goflow2_pid()
+    os.kill(old, signal.SIGKILL)
+    t0 = time.monotonic()
+    data = 'sum by (router) (increase(goflow2_flow_process_nf_flowset_records_total{job="netviz-goflow2",type="DataFlowSet"}[10s]))'
+    while time.monotonic() - t0 < 120:
+        rows = requests.get(f"{PROM}/api/v1/query", params={"query": data}, timeout=5).json()["data"]["result"]
+        fresh = {r["metric"]["router"] for r in rows if float(r["value"][1]) > 0}
+        if goflow2_pid() != old and {LINUX_ROUTER.mgmt_ip, PFSENSE_ROUTER.mgmt_ip} <= fresh:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("data flowsets not decoded again within 120s after the collector restart")
+    recover = time.monotonic() - t0
+    healer.until(lambda r: passed(r, "netflow_arriving"), 60, "fresh")
+    record("GoFlow2 killed", detect_s=0.0, recover_s=recover,
+           remedy="pod restarted (restartPolicy); templates re-learned from softflowd's periodic re-send",
+           lost="datagrams during the restart and data flowsets before the next template")
+
+
+def test_prometheus_down_during_deploy_leaves_nothing_half_applied(lab: Lab, deployed):
+    cfg = yaml.safe_load(lab.prometheus_config.read_text())
+    cfg["scrape_configs"] = [j for j in cfg["scrape_configs"] if not j["job_name"].startswith("netviz-")]
+    drifted = yaml.safe_dump(cfg)
+    lab.prometheus_config.write_text(drifted)
+    pid = read_state(lab)["services"]["prometheus"]
+    assert requests.post(f"{PROM}/-/reload", timeout=10).status_code == 200
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        res = _materialize(deployed, "prometheus_scrape_config")
+        detect = time.monotonic() - t0
+        assert not res.success
+        assert "Prometheus" in _failure_text(res)
+        assert lab.prometheus_config.read_text() == drifted, "a refused reload must leave the old config"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    t0 = time.monotonic()
+    assert _materialize(deployed, "prometheus_scrape_config").success
+    assert "netviz-caretta" in lab.prometheus_config.read_text()
+    record("Prometheus down during a deploy", detect_s=detect, recover_s=time.monotonic() - t0,
+           remedy="run fails, config rolled back; next run converges", lost="nothing")
+
+
+def test_api_server_restarted_mid_deploy_retries_then_converges(lab: Lab, deployed):
+    from kubernetes import config as kconfig
+    from kubernetes.dynamic import DynamicClient
+
+    dc = DynamicClient(kconfig.new_client_from_config(config_file=str(lab.admin_kubeconfig)))
+    dc.resources.get(api_version="v1", kind="ConfigMap").delete(name="netviz-dashboard-goflow2", namespace="monitoring")
+    pid = read_state(lab)["services"]["kube-apiserver"]
+    os.kill(pid, signal.SIGKILL)  # the supervisor restarts it; the deploy starts while it is down
+    t0 = time.monotonic()
+    res = _materialize(deployed, "goflow2_dashboard")
+    assert res.success, _failure_text(res)[:2000]
+    assert read_state(lab)["services"]["kube-apiserver"] != pid
+    record("API server restarted mid-deploy", detect_s=0.0, recover_s=time.monotonic() - t0,
+           remedy="client retries with back-off; the run converges", lost="nothing")
+
+
+def test_scrape_job_removed_by_hand_is_detected_and_restored(lab: Lab, healer):
+    cfg = yaml.safe_load(lab.prometheus_config.read_text())
+    cfg["scrape_configs"] = [j for j in cfg["scrape_configs"] if j["job_name"] != "netviz-goflow2"]
+    lab.prometheus_config.write_text(yaml.safe_dump(cfg))
+    assert requests.post(f"{PROM}/-/reload", timeout=10).status_code == 200
+    detect = healer.until(lambda r: any("prometheus_scrape_config" in run["assets"] for run in healer.runs), 60,
+                          "a remediation run of prometheus_scrape_config")
+    recover = healer.until(lambda r: all(e.passed for e in r.asset_events), 120, "healthy again")
+    assert "netviz-goflow2" in lab.prometheus_config.read_text()
+    record("scrape job removed by hand", detect_s=detect, recover_s=recover,
+           remedy="sensor re-ran prometheus_scrape_config", lost="samples while the job was gone")
+
+
+def test_dashboard_edited_by_hand_is_detected_and_restored(lab: Lab, healer):
+    from kubernetes import config as kconfig
+    from kubernetes.dynamic import DynamicClient
+
+    dc = DynamicClient(kconfig.new_client_from_config(config_file=str(lab.admin_kubeconfig)))
+    cms = dc.resources.get(api_version="v1", kind="ConfigMap")
+    original = cms.get(name="netviz-dashboard-caretta", namespace="monitoring").data["caretta.json"]
+    cms.patch(name="netviz-dashboard-caretta", namespace="monitoring", field_manager="kubectl-edit",
+              content_type="application/merge-patch+json", body={"data": {"caretta.json": "{}"}})
+    detect = healer.until(lambda r: any("caretta_dashboard" in run["assets"] for run in healer.runs), 60,
+                          "a remediation run of caretta_dashboard")
+    assert cms.get(name="netviz-dashboard-caretta", namespace="monitoring").data["caretta.json"] == original
+    record("dashboard ConfigMap edited by hand", detect_s=detect, recover_s=detect,
+           remedy="sensor re-ran caretta_dashboard (drift restored)", lost="nothing")
