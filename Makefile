@@ -41,11 +41,13 @@ unit-test: venv
 	$(PY) -m pytest -q tests/unit
 
 # Lab tests run against one lab brought up for the session: tests/lab (the lab itself, pristine)
-# before tests/pipeline (the product deployed onto it). The lifecycle test brings up and
+# before tests/pipeline (the product deployed onto it), then tests/faults (faults injected into the
+# deployed system; they write bench-results/faults.json). The lifecycle test brings up and
 # tears down its own. The lab is always torn down, even when tests fail.
 lab-test: lab-deps
 	@rc=0; $(LAB) up || rc=$$?; \
 	if [ $$rc = 0 ]; then $(PY) -m pytest -q -m lab tests/lab tests/pipeline || rc=$$?; fi; \
+	if [ $$rc = 0 ]; then $(PY) -m pytest -q -m faults tests/faults || rc=$$?; fi; \
 	$(LAB) down || rc=$$?; \
 	if [ $$rc = 0 ]; then $(PY) -m pytest -q tests/lifecycle || rc=$$?; fi; \
 	exit $$rc

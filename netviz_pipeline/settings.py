@@ -95,6 +95,8 @@ def _readable_file(v: Path | None, info: ValidationInfo) -> Path | None:
         return v
     if not v.is_absolute():
         raise ValueError(f"{str(v)!r} is not an absolute path: write the full path")
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(v)):
+        raise ValueError(f"{str(v)!r} contains control characters: write a plain path")
     if _check_host(info) and not (v.is_file() and os.access(v, os.R_OK)):
         raise ValueError(f"{str(v)!r} is not a readable file: create it or fix the path")
     return v
