@@ -235,7 +235,7 @@ def main() -> int:
                                     f"({ag['malformed']} malformed)"),
         ("ratio aggregator / goflow2 (per CPU-s)", f"{ratio:.2f} ({'OK' if ratio >= 1 else 'BOTTLENECK'}: must be >= 1)"),
         ("ElastiFlow published (v9, per core)", f"{lo:,}-{hi:,} flows/s -> aggregator is {ag['per_cpu_s'] / hi:.0f}-"
-                                                f"{ag['per_cpu_s'] / lo:.0f}x, goflow2 {g['per_cpu_s'] / hi:.0f}-{g['per_cpu_s'] / lo:.0f}x"),
+                                                f"{ag['per_cpu_s'] / lo:.0f}x, goflow2 {g['per_cpu_s'] / hi:.1f}-{g['per_cpu_s'] / lo:.1f}x"),
         (f"peak RSS, {mem['records']:,} distinct pairs",
          f"{mem['peak_mib']:.1f} MiB (RSS MiB at 1M..10M records: "
          + ", ".join(f"{v:.1f}" for _, v in sorted(mem['marks'].items())) + f"; {mem['tracked']} talkers tracked)"),
