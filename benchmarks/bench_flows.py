@@ -220,7 +220,7 @@ def main() -> int:
     g = bench_goflow2(a.seconds, keep=200_000)
     print(f"(b) aggregator on {len(g['lines'])} of those lines ...", flush=True)
     ag = bench_aggregator(g["lines"], repeat_to=1_000_000)
-    print(f"(d) heavy-hitter error ...", flush=True)
+    print("(d) heavy-hitter error ...", flush=True)
     err = bench_error(2_000_000, 100_000, 100)
     print(f"(c) memory with {a.pairs:,} distinct pairs ...", flush=True)
     mem = bench_memory(a.pairs)

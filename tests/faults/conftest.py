@@ -33,8 +33,9 @@ class Healer:
         from netviz_pipeline.definitions import defs
         from netviz_pipeline.sensors import flow_freshness
 
-        ctx = dg.build_sensor_context(instance=self.instance, resources=dict(defs.resources), cursor=self.cursor)
-        result = flow_freshness(ctx)
+        with dg.build_sensor_context(instance=self.instance, resources=dict(defs.resources),
+                                     cursor=self.cursor) as ctx:
+            result = flow_freshness(ctx)
         self.cursor = result.cursor
         for rr in result.run_requests or []:
             keys = [k.to_user_string() for k in rr.asset_selection]

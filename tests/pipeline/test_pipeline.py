@@ -107,8 +107,8 @@ def test_freshness_sensor_records_check_results_from_prometheus(lab: Lab, config
 
     os.environ["NETVIZ_CONFIG"] = str(config)
     try:
-        with dg.instance_for_test() as instance:
-            ctx = dg.build_sensor_context(instance=instance, resources=dict(defs.resources))
+        with dg.instance_for_test() as instance, \
+                dg.build_sensor_context(instance=instance, resources=dict(defs.resources)) as ctx:
             result = flow_freshness(ctx)
     finally:
         os.environ.pop("NETVIZ_CONFIG")
