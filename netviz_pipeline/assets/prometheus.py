@@ -70,9 +70,10 @@ def apply_file_mode(s: Settings, cluster: ClusterResource, prom: PrometheusResou
         _write_atomic(f.config_path, new)
         try:
             prom.reload(s.prometheus.reload_url)
-        except PrometheusError:
+        except PrometheusError as exc:
             _write_atomic(f.config_path, old)  # nothing half-applied: the old config stays in force
-            raise
+            raise dg.Failure(description=f"{exc}; {f.config_path} was restored to its previous content, "
+                                         "so Prometheus and the file agree; re-run when Prometheus answers") from exc
         changed.append(str(f.config_path))
     return {"changed": dg.MetadataValue.int(len(changed)),
             "summary": dg.MetadataValue.text(("updated " + ", ".join(changed)) if changed

@@ -60,7 +60,10 @@ class PrometheusResource(dg.ConfigurableResource):
 
     def reload(self, reload_url: str) -> None:
         """POST /-/reload. A config Prometheus rejects answers 500 and the old config stays."""
-        resp = self._session.post(reload_url, timeout=30)
+        try:
+            resp = self._session.post(reload_url, timeout=self.timeout_seconds * 3)
+        except requests.RequestException as exc:
+            raise PrometheusError(f"Prometheus reload at {reload_url} failed: {exc}") from exc
         if resp.status_code != 200:
             raise PrometheusError(f"Prometheus refused the new config ({resp.status_code}): {resp.text.strip()[:500]}")
 

@@ -54,9 +54,15 @@ def snapshot(admin_api) -> dict[str, str | None]:
     return out
 
 
+def _is_softflowd(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "softflowd"
+    except OSError:  # exited meanwhile
+        return False
+
+
 def softflowd_pids() -> dict[str, list[int]]:
-    return {r.name: sorted(p for p in router_pids(r) if b"softflowd" in Path(f"/proc/{p}/comm").read_bytes())
-            for r in ROUTERS}
+    return {r.name: sorted(p for p in router_pids(r) if _is_softflowd(p)) for r in ROUTERS}
 
 
 def materializations(dagster_home: Path) -> dict[str, dict]:
