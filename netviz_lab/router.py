@@ -149,6 +149,7 @@ def _setup_net(r: Router) -> None:
                         (r.lan_ns, "eth0", r.lan_host), (r.wan_ns, "eth0", r.wan_host)):
         run(["ip", "-n", ns, "addr", "add", f"{ip}/{p}", "dev", dev])
         run(["ip", "-n", ns, "link", "set", dev, "up"])
+    run(["ip", "-n", r.lan_ns, "addr", "add", f"{r.canary_host}/{p}", "dev", "eth0"])
     for ns in (r.name, r.lan_ns, r.wan_ns):
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
         # `all` again: applies to the devices that now exist, whatever they inherited when created.

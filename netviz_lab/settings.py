@@ -46,9 +46,13 @@ def settings(lab: Lab) -> dict:
             for r in (LINUX_ROUTER, PFSENSE_ROUTER)
         ],
         "checks": {
-            # No cluster DNS or egress here: the canary crosses the linux router from its LAN host.
-            "canary_command": ["ip", "netns", "exec", LINUX_ROUTER.lan_ns, "curl", "-s", "-o", "/dev/null",
-                               f"http://{LINUX_ROUTER.wan_host}:8080/"],
+            # No cluster DNS or egress here: the canary crosses the linux router from a LAN address
+            # that only the canary uses, so the check can tell its flow from the background traffic.
+            "canary_command": ["ip", "netns", "exec", LINUX_ROUTER.lan_ns, "curl", "-s", "-m", "5", "-o",
+                               "/dev/null", "--interface", LINUX_ROUTER.canary_host,
+                               f"http://{LINUX_ROUTER.wan_host}:8080/netviz-canary"],
+            "canary_source": LINUX_ROUTER.canary_host,
+            "canary_destination": LINUX_ROUTER.wan_host,
         },
     }
 

@@ -43,18 +43,19 @@ class Router:
     wan_if: str
     wan_gw: str
     wan_host: str
+    canary_host: str  # a second LAN address used only by the pipeline's canary check
     prefix: int = 24
 
 
 LINUX_ROUTER = Router(
     name="nvz-router", platform="linux", host_if="nvz-mgmt", host_ip=NODE_IP, mgmt_ip="198.18.0.2",
     lan_ns="nvz-lan", lan_if="lan0", lan_gw="198.18.1.1", lan_host="198.18.1.10",
-    wan_ns="nvz-wan", wan_if="wan0", wan_gw="198.18.2.1", wan_host="198.18.2.10",
+    wan_ns="nvz-wan", wan_if="wan0", wan_gw="198.18.2.1", wan_host="198.18.2.10", canary_host="198.18.1.20",
 )
 PFSENSE_ROUTER = Router(
     name="nvz-pfsense", platform="pfsense", host_if="nvz-pfmgmt", host_ip="198.18.5.1", mgmt_ip="198.18.5.2",
     lan_ns="nvz-pflan", lan_if="vtnet1", lan_gw="198.18.3.1", lan_host="198.18.3.10",
-    wan_ns="nvz-pfwan", wan_if="vtnet0", wan_gw="198.18.4.1", wan_host="198.18.4.10",
+    wan_ns="nvz-pfwan", wan_if="vtnet0", wan_gw="198.18.4.1", wan_host="198.18.4.10", canary_host="198.18.3.20",
 )
 ROUTERS = (LINUX_ROUTER, PFSENSE_ROUTER)
 

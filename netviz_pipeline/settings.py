@@ -354,10 +354,30 @@ class Freshness(_Model):
     scrape_max_age_seconds: int = Field(60, ge=5)  # every netviz-* target scraped recently
 
 
+class CanaryPod(_Model):
+    """Run the canary command inside a pod (through the API's exec) instead of on the pipeline's host."""
+    namespace: K8sName
+    label_selector: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9=,!._/ -]+$")]
+    container: K8sName | None = None
+
+
 class Checks(_Model):
     canary_command: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    canary_pod: CanaryPod | None = None
+    # The canary's traffic as a router sees it: the check waits for this top-talker pair to grow.
+    canary_source: IPLiteral | None = None
+    canary_destination: IPLiteral | None = None
     deadline_seconds: int = Field(60, ge=5, le=3600)  # canary traffic must show up within this
     freshness: Freshness = Freshness()
+
+    @model_validator(mode="after")
+    def _canary_complete(self):
+        if self.canary_command and not (self.canary_source and self.canary_destination):
+            raise ValueError("canary_command needs canary_source and canary_destination (the addresses a router "
+                             "sees for the canary's traffic) so the check knows which flow to wait for")
+        if self.canary_pod and not self.canary_command:
+            raise ValueError("canary_pod needs canary_command (what to run in the pod)")
+        return self
 
     @field_validator("canary_command")
     @classmethod

@@ -110,6 +110,26 @@ class Kube:
     def list(self, api_version: str, kind: str, namespace: str | None = None, **selectors: str) -> list[dict]:
         return [i.to_dict() for i in self.resource(api_version, kind).get(namespace=namespace, **selectors).items]
 
+    def exec_in_pod(self, namespace: str, label_selector: str, argv: list[str], container: str | None = None,
+                    timeout: float = 60) -> tuple[str, int, str]:
+        """Run argv in the first running pod matching the selector (the API's exec, like kubectl exec).
+        Returns (pod name, exit code, combined output)."""
+        from kubernetes.stream import stream
+
+        pods = [p for p in self.list("v1", "Pod", namespace, label_selector=label_selector)
+                if (p.get("status") or {}).get("phase") == "Running"]
+        if not pods:
+            raise RuntimeError(f"no running pod in {namespace} matches {label_selector!r}")
+        name = sorted(p["metadata"]["name"] for p in pods)[0]
+        kwargs = {"container": container} if container else {}
+        resp = stream(self.core.connect_get_namespaced_pod_exec, name, namespace, command=argv, stdout=True,
+                      stderr=True, stdin=False, tty=False, _preload_content=False, **kwargs)
+        resp.run_forever(timeout=timeout)
+        out = (resp.read_stdout() or "") + (resp.read_stderr() or "")
+        rc = resp.returncode
+        resp.close()
+        return name, (rc if rc is not None else -1), out
+
     def _ssa(self, obj: dict, *, dry_run: bool, force: bool) -> dict:
         meta = obj["metadata"]
         res = self.resource(obj["apiVersion"], obj["kind"])

@@ -173,3 +173,27 @@ def test_operator_mode_applies_podmonitors_idempotently(lab: Lab, config: Path, 
     caretta_pm = pm.get(name="netviz-caretta", namespace="caretta")
     assert caretta_pm.metadata.labels["release"] == "kube-prometheus-stack"
     assert caretta_pm.spec.podMetricsEndpoints[0].port == "prom-metrics"
+
+
+
+def test_canary_through_a_pod_exec_is_seen(lab: Lab, config: Path, tmp_path):
+    """The pod-exec path of the canary check. kwok maps `exec` to a command run on the lab host (not in
+    the pod's network namespace), so the lab's command itself enters the LAN namespace; on a real
+    cluster it would be e.g. `curl` run inside an application pod."""
+    from netviz_pipeline.definitions import defs
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["checks"]["canary_pod"] = {"namespace": "demo", "label_selector": "app=client"}
+    path = tmp_path / "netviz.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    os.environ["NETVIZ_CONFIG"] = str(path)
+    try:
+        with dg.instance_for_test() as instance:
+            res = defs.resolve_job_def("netviz_verify").execute_in_process(instance=instance, raise_on_error=False)
+    finally:
+        os.environ.pop("NETVIZ_CONFIG")
+    evals = {e.check_name: e for e in res.get_asset_check_evaluations()}
+    canary = evals["canary_seen"]
+    assert canary.passed, {k: v.value for k, v in canary.metadata.items()}
+    assert canary.metadata["sent_from"].value.startswith("pod demo/client-")
+    assert canary.metadata["bytes_counted"].value > 0

@@ -35,7 +35,8 @@ def raw(files) -> dict:
         "routers": [router | {"name": "edge-linux", "platform": "linux", "interface": "lan0"},
                     router | {"name": "edge-pfsense", "platform": "pfsense", "interface": "lan",
                               "host": "198.18.5.2"}],
-        "checks": {"canary_command": ["ip", "netns", "exec", "nvz-lan", "curl", "-s", "http://198.18.2.10:8080/"]},
+        "checks": {"canary_command": ["ip", "netns", "exec", "nvz-lan", "curl", "-s", "http://198.18.2.10:8080/"],
+                   "canary_source": "198.18.1.20", "canary_destination": "198.18.2.10"},
     }
 
 
