@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LAB := $(PY) -m netviz_lab
 DEBIAN_PACKAGES := prometheus softflowd openssh-server iproute2 nftables libpcap-dev gcc curl iputils-ping
 
-.PHONY: bench-flows demo test lab-deps debian-packages go-binaries shim venv lab-up lab-down unit-test lab-test
+.PHONY: bench bench-flows demo test lab-deps debian-packages go-binaries shim venv lab-up lab-down unit-test lab-test
 
 lab-deps: debian-packages go-binaries shim venv
 
@@ -68,3 +68,13 @@ demo: lab-deps
 # peak memory with 10M distinct pairs, heavy-hitter error. ~3 minutes; writes bench-results/flows.txt.
 bench-flows: go-binaries venv
 	$(PY) benchmarks/bench_flows.py
+
+# Pipeline figures (issue 6): cold and converged deploy vs kubectl apply --server-side + rollout status,
+# Dagster overhead, packet -> Prometheus, exporter stop -> freshness failing, sensor tick with 1/10/50
+# exporters, DaemonSet verification with 3/50/500 kwok nodes, memory. Its own lab (Caretta stand-ins on
+# 3 nodes only, so 500 nodes fit in memory), always torn down. ~8 minutes; writes bench-results/bench.txt.
+bench: lab-deps
+	@rc=0; $(LAB) up --caretta-standins 3 || rc=$$?; \
+	if [ $$rc = 0 ]; then $(PY) benchmarks/bench_pipeline.py || rc=$$?; fi; \
+	$(LAB) down || rc=$$?; \
+	exit $$rc

@@ -60,6 +60,8 @@ def require_binaries(lab: Lab) -> None:
 def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     require_root()
     require_binaries(lab)
+    if args.caretta_standins is not None:  # read by the pod runner (inherits the supervisor's environment)
+        os.environ["NETVIZ_LAB_CARETTA_STANDINS"] = str(args.caretta_standins)
     with machine_lock():
         other = other_lab_running(lab)
         if other:
@@ -223,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the lab (idempotent)")
     up.add_argument("--nodes", type=int, default=3, help="number of simulated (kwok) nodes")
+    up.add_argument("--caretta-standins", type=int, default=None, metavar="N",
+                    help="scale benchmarks only: run Caretta stand-ins on the first N nodes only (pods on "
+                         "the others stay scheduled and Ready, nothing runs); applies when the lab starts")
     sub.add_parser("down", help="stop the lab and remove every trace of it")
     sub.add_parser("status", help="show what runs")
     sub.add_parser("config", help="print netviz settings YAML pointing at this lab")

@@ -12,6 +12,11 @@ each pod bound to a node, Running, with a podIP:
   - rewrites nft chain `nodeports` with the ClusterIP and NodePort DNAT rules kube-proxy would install
     (plain DNAT: backends see the real client address).
 It also applies the demo workload (netviz_lab/demo/*.yaml) so pod-to-pod TCP exists for Caretta.
+
+Scale benchmarks only: NETVIZ_LAB_CARETTA_STANDINS=N (or `up --caretta-standins N`) runs Caretta
+stand-ins only for pods on kwok-node-0..N-1. Pods on the other nodes stay scheduled and Ready (kwok's
+status) but nothing runs for them (no process, no pod network): 500 stand-ins at ~75 MB each would
+exhaust the machine's memory. Unset (the default) runs every pod.
 """
 from __future__ import annotations
 
@@ -38,6 +43,24 @@ FIELD_MANAGER = "netviz-lab"
 DEMO_DIR = Path(__file__).with_name("demo")
 RESYNC_SECONDS = 10.0
 STOP_GRACE_CAP = 5.0  # lab cap on terminationGracePeriodSeconds
+CARETTA_STANDINS_ENV = "NETVIZ_LAB_CARETTA_STANDINS"
+CARETTA_REPO = "quay.io/groundcover/caretta"
+
+
+def caretta_standin_limit() -> int | None:
+    """How many nodes get a Caretta stand-in (scale benchmarks); None = every node (the default)."""
+    v = os.environ.get(CARETTA_STANDINS_ENV, "").strip()
+    return int(v) if v else None
+
+
+def skip_for_scale(pod: dict, limit: int | None) -> bool:
+    """True for a Caretta pod on kwok-node-<i> with i >= limit (not run: see the module docstring)."""
+    if limit is None or not any(podspec.parse_image(c.get("image", ""))[0] == CARETTA_REPO
+                                for c in pod["spec"].get("containers") or []):
+        return False
+    node = pod["spec"].get("nodeName", "")
+    suffix = node.rsplit("-", 1)[-1]
+    return node.startswith("kwok-node-") and suffix.isdigit() and int(suffix) >= limit
 
 
 # -- component contract --------------------------------------------------------------------------
@@ -134,6 +157,8 @@ class Runner:
         self.events: dict[tuple, tuple[str, int]] = {}  # (uid, reason, container, same_as) -> (event name, count)
         self.goflow2_bin = str(lab.bin("goflow2"))
         self.svcs: list[dict] = []  # for service-link env vars
+        self.standin_limit = caretta_standin_limit()
+        self.skipped = 0  # Caretta pods not run (scale benchmarks), for the log
 
     # -- API helpers -------------------------------------------------------------------------------
     def _json(self, resp) -> dict:
@@ -227,11 +252,19 @@ class Runner:
         pods = self.list_items(self.core.list_pod_for_all_namespaces)
         svcs = self.list_items(self.core.list_service_for_all_namespaces)
         wanted: dict[str, dict] = {}
+        skipped = 0
         for p in pods:
             meta, spec, status = p["metadata"], p.get("spec", {}), p.get("status", {})
             if (spec.get("nodeName") and status.get("phase") == "Running" and status.get("podIP")
                     and not meta.get("deletionTimestamp")):
+                if skip_for_scale(p, self.standin_limit):
+                    skipped += 1
+                    continue
                 wanted[f"{meta['namespace']}/{meta['name']}"] = p
+        if skipped != self.skipped:
+            log(f"{skipped} Caretta pods not run ({CARETTA_STANDINS_ENV}={self.standin_limit}: "
+                f"stand-ins only on the first {self.standin_limit} nodes)")
+            self.skipped = skipped
         for key, r in list(self.pods.items()):
             p = wanted.get(key)
             if p is None or p["metadata"]["uid"] != r.uid or p["status"]["podIP"] != r.ip:
