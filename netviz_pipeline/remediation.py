@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-# subject prefix -> asset that owns it
-OWNER = {"router": "router_softflowd", "collector": "goflow2", "scrape": "prometheus_scrape_config",
-         "caretta": "caretta", "dashboard": None}
+# subject prefix -> assets that own it. A collector that is down may be a replaced pod whose new IP
+# file_sd targets do not know yet: re-running the scrape config refreshes them.
+OWNER = {"router": ("router_softflowd",), "collector": ("goflow2", "prometheus_scrape_config"),
+         "scrape": ("prometheus_scrape_config",), "caretta": ("caretta", "prometheus_scrape_config")}
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,10 @@ class Plan:
     state: dict[str, SubjectState]
 
 
-def owner(subject: str) -> str:
+def owners(subject: str) -> tuple[str, ...]:
     kind, _, name = subject.partition(":")
     if kind == "dashboard":
-        return f"{name}_dashboard"
+        return (f"{name}_dashboard",)
     return OWNER[kind]
 
 
@@ -75,14 +76,14 @@ def plan(observations: list[Observation], state: dict[str, SubjectState], now: f
             continue  # healthy subjects drop out of the state: a later failure starts afresh
         st = state.get(o.subject) or SubjectState(failing_since=now)
         st = SubjectState(st.failing_since or now, st.attempts, st.last_attempt, list(st.tried))
-        target = owner(o.subject)
+        targets = owners(o.subject)
+        target = " + ".join(targets)
         due = st.last_attempt is None or now - st.last_attempt >= backoff(policy, st.attempts)
         if not busy and st.attempts < policy.max_attempts and due:
             st.attempts += 1
             st.last_attempt = now
             st.tried.append(f"re-ran {target} (attempt {st.attempts})")
-            if target not in assets:
-                assets.append(target)
+            assets += [a for a in targets if a not in assets]
         if st.attempts >= policy.max_attempts and not (st.last_attempt == now):
             diagnoses[o.subject] = (f"still unhealthy after {st.attempts} re-runs of {target}: {o.detail}; "
                                     f"tried: {'; '.join(st.tried)}")

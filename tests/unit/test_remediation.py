@@ -53,3 +53,9 @@ def test_dashboard_subject_maps_to_its_asset_and_state_round_trips():
     p = plan([Observation("dashboard:goflow2", False, "edited by hand")], {}, now=5, policy=P)
     assert p.assets == ("goflow2_dashboard",)
     assert load(dump(p.state)) == p.state
+
+
+def test_a_down_collector_re_runs_it_and_refreshes_the_scrape_targets():
+    p = plan([Observation("collector", False, "GoFlow2 metrics target down")], {}, now=0, policy=P)
+    assert p.assets == ("goflow2", "prometheus_scrape_config")
+    assert "re-running goflow2 + prometheus_scrape_config" in p.diagnoses["collector"]
