@@ -221,6 +221,7 @@ def cmd_kubeconfig(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... status | head` ends quietly
     parser = argparse.ArgumentParser(prog="python -m netviz_lab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the lab (idempotent)")
