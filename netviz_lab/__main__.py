@@ -221,7 +221,6 @@ def cmd_kubeconfig(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... status | head` ends quietly
     parser = argparse.ArgumentParser(prog="python -m netviz_lab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the lab (idempotent)")
@@ -247,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import supervisor
 
         return supervisor.main(lab)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... status | head` ends quietly
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "config": cmd_config,
             "kubeconfig": cmd_kubeconfig, "summary": cmd_summary}[args.cmd](lab, args)
 
