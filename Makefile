@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LAB := $(PY) -m netviz_lab
-DEBIAN_PACKAGES := prometheus softflowd openssh-server iproute2 nftables libpcap-dev gcc curl iputils-ping python3-venv util-linux
+DEBIAN_PACKAGES := prometheus softflowd openssh-server iproute2 nftables conntrack libpcap-dev gcc curl iputils-ping python3-venv util-linux
 
 .PHONY: bench bench-flows demo test lab-deps debian-packages go-binaries shim venv lab-up lab-down unit-test lab-test
 

@@ -154,6 +154,7 @@ class Runner:
         self.dirty = threading.Event()
         self.stopping = threading.Event()
         self.nft_applied: str | None = None
+        self.nat_rules: list[podspec.NatRule] = []
         self.events: dict[tuple, tuple[str, int]] = {}  # (uid, reason, container, same_as) -> (event name, count)
         self.goflow2_bin = str(lab.bin("goflow2"))
         self.svcs: list[dict] = []  # for service-link env vars
@@ -292,6 +293,15 @@ class Runner:
             log(f"nft nodeports: {len(rules)} rules")
         except Exception as exc:  # noqa: BLE001 - e.g. hostnet not set up
             log(f"nft nodeports not applied: {exc}")
+            return
+        for daddr, dport in podspec.stale_udp_targets(self.nat_rules, rules):
+            # like kube-proxy: flows still DNATed to a former backend (or to none) start over
+            try:
+                run(["conntrack", "-D", "-p", "udp", "--orig-dst", daddr, "--orig-port-dst", str(dport)], check=False)
+                log(f"conntrack: UDP entries for {daddr}:{dport} deleted (backends changed)")
+            except OSError as exc:  # conntrack (Debian package) missing: make lab-deps installs it
+                log(f"conntrack: UDP entries for {daddr}:{dport} not deleted: {exc}")
+        self.nat_rules = rules
 
     def start_pod(self, pod: dict) -> None:
         meta, spec = pod["metadata"], pod["spec"]

@@ -351,6 +351,20 @@ def nat_rules(services: list[dict], pods: list[dict], node_ip: str = NODE_IP) ->
     return rules
 
 
+def stale_udp_targets(old: list[NatRule], new: list[NatRule]) -> list[tuple[str, int]]:
+    """(address, port) of UDP services whose backends changed, appeared or went away.
+
+    A UDP "connection" that keeps sending (softflowd to the NetFlow NodePort) keeps its conntrack
+    entry, and with it the DNAT to the pod it first reached, for as long as it sends: after the pod
+    is replaced, every datagram would still go to the old pod IP. kube-proxy deletes those entries
+    when a UDP service's endpoints change; so does the pod runner (`conntrack -D`)."""
+    def udp(rules):
+        return {(r.daddr, r.dport): r.endpoints for r in rules if r.proto == "udp"}
+
+    before, after = udp(old), udp(new)
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
 def render_nft(rules: list[NatRule], table: str = NFT_TABLE, chain: str = "nodeports") -> str:
     """One atomic nft transaction: flush the chain and rewrite it (random load balancing like kube-proxy)."""
     lines = [f"flush chain ip {table} {chain}"]

@@ -1,7 +1,7 @@
 """Flow freshness from data, not from materialisation times.
 
 A NetFlow exporter is fresh when GoFlow2 counted datagrams from it within the window
-(`increase(goflow2_flow_process_nf_total{router=...})`); Caretta is fresh when its agents keep
+(`increase(goflow2_flow_process_nf_total)` by `router`, from collectors up now); Caretta is fresh when its agents keep
 polling and the links' byte gauges keep growing. These are the queries the checks and sensors run.
 """
 from __future__ import annotations
@@ -29,13 +29,18 @@ def exporter_address(router: Router) -> str:
         return socket.gethostbyname(router.host)
 
 
-def netflow_query(address: str, window_s: int) -> str:
-    return f'sum(increase(goflow2_flow_process_nf_total{{job="{GOFLOW2_JOB}",router="{address}"}}[{window_s}s]))'
+def netflow_by_router_query(window_s: int) -> str:
+    """NetFlow datagrams per exporter (`router` label) in the window, one query for all of them,
+    counted only by collectors that are up now: a replaced GoFlow2 pod's old series keeps its
+    increase for the whole window and would otherwise pass the check while the new pod receives
+    nothing."""
+    return (f'sum by (router) (increase(goflow2_flow_process_nf_total{{job="{GOFLOW2_JOB}"}}[{window_s}s]) '
+            f'and on (instance) (up{{job="{GOFLOW2_JOB}"}} == 1))')
 
 
 def flow_record_age_query(address: str) -> str:
     """Seconds since GoFlow2 received the newest flow *record* from this exporter (the aggregator's
-    last-record timestamp). Stricter than `netflow_query`: template-only datagrams do not count.
+    last-record timestamp). Stricter than `netflow_by_router_query`: template-only datagrams do not count.
     No result = no record from it since the aggregator started."""
     return (f'time() - max(netviz_flow_last_record_timestamp_seconds{{job="{FLOWS_JOB}",'
             f'exporter="{_esc(address)}"}})')
@@ -53,6 +58,14 @@ def talker_query(src: str, dst: str, window_s: int | None = None) -> str:
     return f"sum({sel})" if window_s is None else f"sum(increase({sel}[{window_s}s]))"
 
 
+def current_talker_query(src: str, dst: str) -> str:
+    """`talker_query` counted by the aggregators that are up now: the series of a replaced pod stays
+    in instant queries for 5 minutes (Prometheus' lookback) and drops out whole, which would make a
+    before/after comparison (the canary check) shrink while the new pod's counter grows."""
+    sel = f'netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src="{_esc(src)}",dst="{_esc(dst)}"}}'
+    return f'sum({sel} and on (instance) (up{{job="{FLOWS_JOB}"}} == 1))'
+
+
 def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -63,6 +76,11 @@ CARETTA_LINKS = f'caretta_links_observed{{job="{CARETTA_JOB}"}}'
 def caretta_queries(window_s: int) -> dict[str, str]:
     return {"polls": f'sum(increase(caretta_polls_made{{job="{CARETTA_JOB}"}}[{window_s}s]))',
             "link_bytes": f'sum(increase(caretta_links_observed{{job="{CARETTA_JOB}"}}[{window_s}s]))'}
+
+
+def by_label(result: list[dict], label: str) -> dict[str, float]:
+    """label value -> value of a `sum by (label)` instant query."""
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in result}
 
 
 def value(result: list[dict]) -> float:

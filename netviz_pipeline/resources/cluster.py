@@ -1,6 +1,7 @@
 """The Kubernetes cluster as a resource: apply (SSA, dry-run diff first), read, wait for rollouts."""
 from __future__ import annotations
 
+import math
 import time
 from functools import cached_property
 from typing import Iterable
@@ -39,16 +40,53 @@ class ClusterResource(dg.ConfigurableResource):
         return _WORKLOADS[kind](obj, pods), obj, pods
 
     def wait_rollout(self, kind: str, name: str, namespace: str, timeout: float = 120,
-                     interval: float = 0.5) -> tuple[readiness.Readiness, dict | None, list[dict]]:
-        """Poll until the workload is current (kstatus rules) or the timeout passes. A pod stuck in
-        a terminal waiting reason (ImagePullBackOff, CrashLoopBackOff...) ends the wait early."""
-        deadline = time.monotonic() + timeout
+                     stuck_after: float = 20, pods_every: float = 2.0
+                     ) -> tuple[readiness.Readiness, dict | None, list[dict]]:
+        """Watch the workload until it is current (kstatus rules) or the timeout passes.
+
+        Readiness comes from the workload's status alone, so while waiting only the workload is
+        watched (one request, events as the controller updates it) instead of polling it and listing
+        its pods. Pods are listed once for the result and, after `stuck_after` seconds, every
+        `pods_every` seconds: a pod stuck in a terminal waiting reason (ImagePullBackOff,
+        CrashLoopBackOff...) then ends the wait early."""
+        rule = _WORKLOADS[kind]
+        start = time.monotonic()
+        deadline, next_pods = start + timeout, start + stuck_after
+        obj = self.kube.get("apps/v1", kind, name, namespace)
         while True:
-            result = self.rollout(kind, name, namespace)
-            r = result[0]
-            if r.ready or time.monotonic() > deadline:
-                return result
-            if any(reason.split(":")[-1].strip() in readiness.STUCK_WAITING for reason in r.reasons) \
-                    and time.monotonic() > deadline - timeout + 20:
-                return result
-            time.sleep(interval)
+            now = time.monotonic()
+            if obj is not None and (rule(obj).ready or now > deadline):
+                pods = self.pods_of(obj)
+                return rule(obj, pods), obj, pods
+            if now > deadline:
+                return readiness.Readiness(False, f"{kind} {namespace}/{name} does not exist"), None, []
+            if obj is not None and now >= next_pods:
+                pods = self.pods_of(obj)
+                r = rule(obj, pods)
+                if any(reason.split(":")[-1].strip() in readiness.STUCK_WAITING for reason in r.reasons):
+                    return r, obj, pods
+                next_pods = now + pods_every
+            obj = self._watch_until(kind, name, namespace, obj, min(deadline, next_pods) - now, rule)
+
+    def _watch_until(self, kind: str, name: str, namespace: str, obj: dict | None, seconds: float,
+                     rule) -> dict | None:
+        """The workload after watching it for up to `seconds`, or as soon as it is ready."""
+        from kubernetes import watch
+
+        rv = (obj or {}).get("metadata", {}).get("resourceVersion")
+        w = watch.Watch()
+        try:
+            for ev in self.kube.resource("apps/v1", kind).watch(
+                    namespace=namespace, name=name, resource_version=rv, timeout=max(1, math.ceil(seconds)),
+                    watcher=w):
+                if ev["type"] == "ERROR":  # e.g. 410 Gone: resourceVersion too old
+                    break
+                obj = None if ev["type"] == "DELETED" else ev["raw_object"]
+                if obj is not None and rule(obj).ready:
+                    w.stop()
+                    return obj
+            else:
+                return obj  # watch timed out: nothing changed
+        except Exception:  # noqa: BLE001 - a broken watch falls back to a plain read
+            time.sleep(0.5)
+        return self.kube.get("apps/v1", kind, name, namespace)

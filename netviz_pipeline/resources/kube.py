@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Literal
 
 from kubernetes import client as k8s
@@ -96,19 +97,24 @@ class Kube:
         api = k8s.ApiClient(cfg)
         self.api = api
         self.dyn = DynamicClient(api)
-        self.core = k8s.CoreV1Api(api)
+
+    @cached_property
+    def core(self) -> k8s.CoreV1Api:
+        """Only exec needs it; built on first use: it imports ~250 generated models (~0.8 s of every
+        run's first step otherwise)."""
+        return k8s.CoreV1Api(self.api)
 
     def resource(self, api_version: str, kind: str):
         return self.dyn.resources.get(api_version=api_version, kind=kind)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         try:
-            return self.resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+            return self.resource(api_version, kind).get(name=name, namespace=namespace, serializer=_json)
         except NotFoundError:
             return None
 
     def list(self, api_version: str, kind: str, namespace: str | None = None, **selectors: str) -> list[dict]:
-        return [i.to_dict() for i in self.resource(api_version, kind).get(namespace=namespace, **selectors).items]
+        return self.resource(api_version, kind).get(namespace=namespace, serializer=_json, **selectors)["items"]
 
     def exec_in_pod(self, namespace: str, label_selector: str, argv: list[str], container: str | None = None,
                     timeout: float = 60) -> tuple[str, int, str]:
@@ -175,6 +181,18 @@ class Kube:
 
     def apply_all(self, objs: Iterable[dict], on_foreign: Literal["skip", "adopt"] = "skip") -> list[ApplyOutcome]:
         return [self.apply(o, on_foreign) for o in objs]
+
+
+def _json(_client, data: dict) -> dict:
+    """The API's JSON as plain dicts: skips the DynamicClient's ResourceInstance wrapping and its
+    `to_dict()` copy back (~0.3 ms per pod; 500 pods cost 0.16 s of CPU per list otherwise). List
+    items get their apiVersion and kind, as ResourceInstance gives them."""
+    kind = data.get("kind", "") if isinstance(data, dict) else ""
+    if kind.endswith("List") and isinstance(data.get("items"), list):
+        for item in data["items"]:
+            item.setdefault("apiVersion", data.get("apiVersion"))
+            item.setdefault("kind", kind[:-len("List")])
+    return data
 
 
 def _api_message(exc: ApiException) -> str:

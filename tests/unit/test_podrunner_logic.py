@@ -287,3 +287,18 @@ def test_parse_ss_and_tracker_keeps_closed_bytes():
 def test_pause_image_blocks_like_pause():
     c = {"name": "p", "image": "registry.k8s.io/pause:3.10"}
     assert podspec.resolve_argv(c, profile(c["image"]), {}) == ["/usr/bin/sleep", "infinity"]
+
+
+def test_stale_udp_targets_when_backends_change_appear_or_go():
+    R = podspec.NatRule
+    old = [R("goflow2/goflow2-netflow nodePort", "198.18.0.1", "udp", 32055, (("198.19.0.4", 2055),)),
+           R("demo/web", "198.19.128.10", "tcp", 80, (("198.19.0.2", 8080),)),
+           R("x/dns", "198.19.128.11", "udp", 53, (("198.19.0.7", 53),))]
+    new = [R("goflow2/goflow2-netflow nodePort", "198.18.0.1", "udp", 32055, (("198.19.0.5", 2055),)),
+           R("demo/web", "198.19.128.10", "tcp", 80, (("198.19.0.3", 8080),)),
+           R("x/dns", "198.19.128.11", "udp", 53, (("198.19.0.7", 53),)),
+           R("y/syslog", "198.19.128.12", "udp", 514, (("198.19.0.8", 514),))]
+    assert podspec.stale_udp_targets(old, new) == [("198.18.0.1", 32055), ("198.19.128.12", 514)]
+    assert podspec.stale_udp_targets(new, []) == [("198.18.0.1", 32055), ("198.19.128.11", 53),
+                                                  ("198.19.128.12", 514)]
+    assert podspec.stale_udp_targets(new, new) == []
