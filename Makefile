@@ -64,7 +64,7 @@ demo: lab-deps
 	  $(VENV)/bin/dagster job execute -m netviz_pipeline -j netviz_deploy
 	@$(LAB) summary --settings $(DEMO_DIR)/netviz.yaml --dagster-home $(DEMO_DIR)/dagster
 
-# Flow aggregator figures (docs/flows.md): real goflow2 v2.2.1 vs the aggregator on this machine,
+# Flow aggregator figures (README, "Flow metrics"): real goflow2 v2.2.1 vs the aggregator on this machine,
 # peak memory with 10M distinct pairs, heavy-hitter error. ~3 minutes; writes bench-results/flows.txt.
 bench-flows: go-binaries venv
 	$(PY) benchmarks/bench_flows.py
