@@ -8,7 +8,9 @@ settings say; fields of objects we manage that someone changed by hand are drift
 """
 from __future__ import annotations
 
+import functools
 import json
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterable, Literal
@@ -16,7 +18,8 @@ from typing import Any, Iterable, Literal
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ApiException, ConflictError, NotFoundError
+from kubernetes.dynamic.exceptions import (ApiException, ConflictError, ForbiddenError, NotFoundError,
+                                           UnauthorizedError)
 from urllib3.util.retry import Retry
 
 FIELD_MANAGER = "netviz-pipeline"
@@ -80,6 +83,26 @@ def foreign_managers(live: dict[str, Any]) -> list[str]:
     return sorted(managers - _CONTROL_PLANE_MANAGERS - {FIELD_MANAGER})
 
 
+STARTING_GRACE_S = 30.0
+
+
+def _while_starting(fn):
+    """A 401/403 from an API server that is not ready yet (just restarted: RBAC and authentication
+    caches still loading) is not an answer: wait for /readyz and try again, up to STARTING_GRACE_S.
+    From a ready server the denial stands and is raised at once."""
+    @functools.wraps(fn)
+    def wrapper(self: "Kube", *args, **kwargs):
+        deadline = time.monotonic() + STARTING_GRACE_S
+        while True:
+            try:
+                return fn(self, *args, **kwargs)
+            except (ForbiddenError, UnauthorizedError):
+                if self.api_ready() or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+    return wrapper
+
+
 class Kube:
     """A thin client over one cluster. Construct with a kubeconfig path (None = in-cluster)."""
 
@@ -104,15 +127,23 @@ class Kube:
         run's first step otherwise)."""
         return k8s.CoreV1Api(self.api)
 
+    def api_ready(self) -> bool:
+        try:
+            return self.api.rest_client.request("GET", f"{self.api.configuration.host}/readyz").status == 200
+        except Exception:  # noqa: BLE001 - unreachable or refused: not ready
+            return False
+
     def resource(self, api_version: str, kind: str):
         return self.dyn.resources.get(api_version=api_version, kind=kind)
 
+    @_while_starting
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         try:
             return self.resource(api_version, kind).get(name=name, namespace=namespace, serializer=_json)
         except NotFoundError:
             return None
 
+    @_while_starting
     def list(self, api_version: str, kind: str, namespace: str | None = None, **selectors: str) -> list[dict]:
         return self.resource(api_version, kind).get(namespace=namespace, serializer=_json, **selectors)["items"]
 
@@ -136,6 +167,7 @@ class Kube:
         resp.close()
         return name, (rc if rc is not None else -1), out
 
+    @_while_starting
     def _ssa(self, obj: dict, *, dry_run: bool, force: bool) -> dict:
         meta = obj["metadata"]
         res = self.resource(obj["apiVersion"], obj["kind"])
