@@ -60,16 +60,9 @@ def _apply_dashboard(stem: str, context, cluster: ClusterResource) -> dg.Materia
 def _discoverable(stem: str, cluster: ClusterResource, grafana: GrafanaResource) -> dg.AssetCheckResult:
     s, sidecar = effective_settings(cluster)
     g = s.grafana
+    wanted = next(c for c in dashboard_configmaps(s) if c["metadata"]["name"] == configmap_name(stem))
     cm = cluster.kube.get("v1", "ConfigMap", configmap_name(stem), g.dashboards_namespace)
-    problems = []
-    if cm is None:
-        problems.append(f"ConfigMap {g.dashboards_namespace}/{configmap_name(stem)} missing")
-    else:
-        if (cm["metadata"].get("labels") or {}).get(g.sidecar_label_key) != g.sidecar_label_value:
-            problems.append(f"ConfigMap lacks the sidecar label {g.sidecar_label_key}={g.sidecar_label_value}")
-        wanted = next(c for c in dashboard_configmaps(s) if c["metadata"]["name"] == configmap_name(stem))
-        if cm.get("data") != wanted["data"]:
-            problems.append("ConfigMap content differs from dashboards/ (edited by hand?)")
+    problems = _configmap_problems(s, wanted, cm)
     if sidecar and not sidecar.watches(g.dashboards_namespace):
         problems.append(f"the sidecar of {sidecar.deployment} does not watch {g.dashboards_namespace}")
     api = grafana.find_dashboard(json.loads((cm or {}).get("data", {}).get(f"{stem}.json", "{}")).get("uid", "")) \
@@ -104,6 +97,19 @@ def goflow2_dashboard_discoverable(cluster: ClusterResource, grafana: GrafanaRes
     return _discoverable("goflow2", cluster, grafana)
 
 
+def _configmap_problems(s: Settings, wanted: dict, live: dict | None) -> list[str]:
+    """How a live dashboard ConfigMap differs from the rendered one (empty: as deployed)."""
+    g, meta = s.grafana, wanted["metadata"]
+    if live is None:
+        return [f"ConfigMap {meta['namespace']}/{meta['name']} missing"]
+    problems = []
+    if (live["metadata"].get("labels") or {}).get(g.sidecar_label_key) != g.sidecar_label_value:
+        problems.append(f"ConfigMap lacks the sidecar label {g.sidecar_label_key}={g.sidecar_label_value}")
+    if live.get("data") != wanted["data"]:
+        problems.append("ConfigMap content differs from dashboards/ (edited by hand?)")
+    return problems
+
+
 def dashboard_drift(cluster: ClusterResource) -> dict[str, str]:
     """stem -> "" when the dashboard ConfigMap is as rendered, else what is wrong (for the health sensor)."""
     s, _ = effective_settings(cluster)
@@ -111,8 +117,5 @@ def dashboard_drift(cluster: ClusterResource) -> dict[str, str]:
     for cm in dashboard_configmaps(s):
         stem = next(iter(cm["data"])).removesuffix(".json")
         live = cluster.kube.get("v1", "ConfigMap", cm["metadata"]["name"], cm["metadata"]["namespace"])
-        out[stem] = ("ConfigMap missing" if live is None else
-                     "content differs from dashboards/ (edited by hand?)" if live.get("data") != cm["data"] else
-                     "sidecar label missing" if (live["metadata"].get("labels") or {}).get(
-                         s.grafana.sidecar_label_key) != s.grafana.sidecar_label_value else "")
+        out[stem] = "; ".join(_configmap_problems(s, cm, live))
     return out

@@ -32,13 +32,6 @@ class ClusterResource(dg.ConfigurableResource):
         return self.kube.list("v1", "Pod", meta["namespace"],
                               label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())))
 
-    def rollout(self, kind: str, name: str, namespace: str) -> tuple[readiness.Readiness, dict | None, list[dict]]:
-        obj = self.kube.get("apps/v1", kind, name, namespace)
-        if obj is None:
-            return readiness.Readiness(False, f"{kind} {namespace}/{name} does not exist"), None, []
-        pods = self.pods_of(obj)
-        return _WORKLOADS[kind](obj, pods), obj, pods
-
     def wait_rollout(self, kind: str, name: str, namespace: str, timeout: float = 120,
                      stuck_after: float = 20, pods_every: float = 2.0
                      ) -> tuple[readiness.Readiness, dict | None, list[dict]]:

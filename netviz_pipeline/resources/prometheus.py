@@ -66,9 +66,3 @@ class PrometheusResource(dg.ConfigurableResource):
             raise PrometheusError(f"Prometheus reload at {reload_url} failed: {exc}") from exc
         if resp.status_code != 200:
             raise PrometheusError(f"Prometheus refused the new config ({resp.status_code}): {resp.text.strip()[:500]}")
-
-    def ready(self) -> bool:
-        try:
-            return self._session.get(f"{self.url}/-/ready", timeout=self.timeout_seconds).status_code == 200
-        except requests.RequestException:
-            return False
