@@ -21,10 +21,10 @@ Every figure is measured in the same run as its baseline, on the same lab:
     for it; then router_softflowd restores it.
 (e) sensor tick with 1, 10 and 50 exporters (extra routers point at the two lab routers' addresses, so
     every exporter is healthy; the sensor only queries Prometheus per router, it never contacts them).
-(f) DaemonSet rollout verification with 3, 50 and 500 kwok nodes: the caretta asset + caretta_rollout
-    check materialised in-process vs `kubectl rollout status`, from a deleted DaemonSet; and the
-    verification of an already rolled-out DaemonSet (time, API requests). Needs the lab started with
-    `--caretta-standins N` (make bench does) so 500 nodes do not start 500 stand-in processes.
+(f) DaemonSet rollout verification with 3, 50 and 500 kwok nodes (plus the 2 real ones, where the
+    Caretta stand-in really runs; kwok pods run nothing): the caretta asset + caretta_rollout check
+    materialised in-process vs `kubectl rollout status`, from a deleted DaemonSet; and the verification
+    of an already rolled-out DaemonSet (time, API requests).
 (g) memory: peak RSS of the dagster CLI process (wait4) and of the flow aggregator in the lab (VmHWM).
 
 Prints a table and writes it to bench-results/bench.txt (and the raw figures to bench.json).
@@ -216,21 +216,8 @@ def reset_deployment(lab: Lab, s) -> float:
         p.unlink()
     wait_until(lambda: all(_gone(ns, n) for n in (s.caretta.namespace, s.goflow2.namespace)), 300,
                "namespaces deleted")
-    time.sleep(1.0)  # let the pod runner stop the pods' processes
+    time.sleep(1.0)  # let the kubelets stop the pods' containers
     return time.monotonic() - t0
-
-
-def podrunner_standin_limit(lab: Lab) -> int | None:
-    pid = (read_state(lab).get("services") or {}).get("podrunner")
-    try:
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except (OSError, TypeError):
-        return None
-    for kv in env:
-        if kv.startswith(b"NETVIZ_LAB_CARETTA_STANDINS="):
-            v = kv.split(b"=", 1)[1]
-            return int(v) if v.strip() else None
-    return None
 
 
 # -- kubectl baseline --------------------------------------------------------------------------------------
@@ -436,7 +423,7 @@ def bench_exporter_stop(lab: Lab, work: Path, window: int = 12, tick_s: float = 
 
 
 def aggregator_memory(lab: Lab) -> dict:
-    """VmRSS/VmHWM of the flow aggregator the pod runner runs (python3 .../flowagg.py)."""
+    """VmRSS/VmHWM of the flow aggregator container (python3 .../flowagg.py), seen from the host."""
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -618,14 +605,9 @@ def main() -> int:
     only = set(a.only.split(","))
     lab = Lab()
     if read_state(lab).get("phase") != "ready":
-        print("the lab is not up: run `python -m netviz_lab up --caretta-standins 3` (or make bench)", file=sys.stderr)
+        print("the lab is not up: run `python -m netviz_lab up` (or make bench)", file=sys.stderr)
         return 2
     nodes = [int(x) for x in a.nodes.split(",")]
-    limit = podrunner_standin_limit(lab)
-    if "scale" in only and max(nodes) > 50 and (limit is None or limit > 10):
-        print(f"the lab runs a Caretta stand-in per node ({limit=}); {max(nodes)} nodes would exhaust memory: "
-              "start it with `python -m netviz_lab up --caretta-standins 3`", file=sys.stderr)
-        return 2
     work = Path(tempfile.mkdtemp(prefix="netviz-bench-"))
     c = Counters(lab)
     r: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
@@ -654,10 +636,10 @@ def main() -> int:
             try:
                 r["scale"] = bench_scale(lab, work, c, nodes)
             finally:
-                print("  back to 3 nodes ...", flush=True)
+                print(f"  back to {lab.nodes} kwok nodes ...", flush=True)
                 delete_daemonset(lab, load(write_settings(lab, work / "netviz.yaml")).caretta.namespace)
-                clusterapi.ensure_nodes(lab, 3)
-                # leave the lab deployed as before: caretta back on the 3 nodes
+                clusterapi.ensure_nodes(lab, lab.nodes)
+                # leave the lab deployed as before: caretta back on the real nodes only
                 run_cli("netviz_deploy", work / "netviz.yaml", work / "dagster-final", c)
     except BaseException:
         print(f"failed; logs and settings kept in {work}; figures so far in {a.out.with_suffix('.partial.json')}",

@@ -12,11 +12,12 @@ import subprocess
 import sys
 import time
 
+from . import nodes
 from . import settings as lab_settings
 from .lab import Lab
 from .proc import list_netns, pid_alive, pid_cmdline, run
 from .supervisor import components, read_state, supervisor_alive, write_state
-from .topology import NETNS_PREFIX, NFT_TABLE, POD_VETH_PREFIX, ROUTERS
+from .topology import NETNS_PREFIX, NFT_TABLE, REAL_NODES, ROUTERS
 
 UP_TIMEOUT = float(os.environ.get("NETVIZ_LAB_UP_TIMEOUT", "300"))
 # Namespace names, ports and the nft table are machine-wide: one lab per machine at a time.
@@ -51,8 +52,9 @@ def require_root() -> None:
 
 def require_binaries(lab: Lab) -> None:
     missing = [str(lab.bin(t)) for t in ("etcd", "kube-apiserver", "kube-controller-manager",
-                                          "kube-scheduler", "kwok", "goflow2") if not lab.bin(t).exists()]
-    if missing or not shutil.which("prometheus") or not shutil.which("softflowd"):
+                                          "kube-scheduler", "kwok", "goflow2", "kubelet", "kube-proxy")
+               if not lab.bin(t).exists()]
+    if missing or not all(shutil.which(t) for t in ("prometheus", "softflowd", "containerd", "runc", "umoci")):
         sys.exit("lab dependencies missing (" + (", ".join(missing) or "Debian packages") +
                  "): run `make lab-deps` first")
 
@@ -60,8 +62,6 @@ def require_binaries(lab: Lab) -> None:
 def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     require_root()
     require_binaries(lab)
-    if args.caretta_standins is not None:  # read by the pod runner (inherits the supervisor's environment)
-        os.environ["NETVIZ_LAB_CARETTA_STANDINS"] = str(args.caretta_standins)
     with machine_lock():
         other = other_lab_running(lab)
         if other:
@@ -75,13 +75,14 @@ def _up(lab: Lab, args: argparse.Namespace) -> int:
     pid = supervisor_alive(lab)
     if pid and read_state(lab).get("phase") == "ready":
         if read_state(lab).get("nodes") == args.nodes:
-            print(f"lab already up (supervisor pid {pid}, {args.nodes} nodes); nothing changed")
+            print(f"lab already up (supervisor pid {pid}, {len(REAL_NODES)} real + {args.nodes} kwok nodes); "
+                  "nothing changed")
             return 0
         from . import cluster
 
         cluster.ensure_nodes(lab, args.nodes)
         write_state(lab, nodes=args.nodes)
-        print(f"lab already up (supervisor pid {pid}); nodes scaled to {args.nodes} "
+        print(f"lab already up (supervisor pid {pid}); kwok nodes scaled to {args.nodes} "
               f"in {time.monotonic() - t0:.1f}s")
         return 0
     if pid is None:
@@ -100,7 +101,8 @@ def _up(lab: Lab, args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         state = read_state(lab)
         if state.get("phase") == "ready":
-            print(f"lab up in {time.monotonic() - t0:.1f}s (supervisor pid {pid}, {args.nodes} nodes)")
+            print(f"lab up in {time.monotonic() - t0:.1f}s (supervisor pid {pid}, {len(REAL_NODES)} real + "
+                  f"{args.nodes} kwok nodes)")
             print(f"  admin kubeconfig:    {lab.admin_kubeconfig}")
             print(f"  pipeline kubeconfig: {lab.pipeline_kubeconfig}")
             print("  settings:            python -m netviz_lab config > netviz.yaml")
@@ -149,6 +151,8 @@ def teardown_everything(lab: Lab, quiet: bool = False, keep_logs: bool = True) -
         for entry in lab.root.iterdir():
             if keep_logs and entry == lab.logs:
                 continue
+            if nodes.mounts_under(entry):  # never recurse into a mounted host path (hostPath volumes)
+                continue
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     return leftovers(lab)
 
@@ -156,11 +160,13 @@ def teardown_everything(lab: Lab, quiet: bool = False, keep_logs: bool = True) -
 def leftovers(lab: Lab) -> list[str]:
     found = [f"netns {n}" for n in list_netns(NETNS_PREFIX)]
     links = run(["ip", "-o", "link", "show"], check=False).stdout
-    hostifs = {r.host_if for r in ROUTERS}
+    hostifs = {r.host_if for r in ROUTERS} | {n.host_if for n in REAL_NODES}
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        if name in hostifs or name.startswith(POD_VETH_PREFIX):
+        if name in hostifs:
             found.append(f"link {name}")
+    found += [f"cgroup {d}" for n in REAL_NODES for d in nodes.cgroup_dirs(n) if d.exists()]
+    found += [f"file {f}" for n in REAL_NODES for f in nodes.runtime_files_outside(lab, n)]
     if "198.18.0.0/15" in run(["ip", "route", "show"], check=False).stdout:
         found.append("route 198.18.0.0/15")
     if NFT_TABLE in run(["nft", "list", "tables"], check=False).stdout:
@@ -195,7 +201,8 @@ def cmd_status(lab: Lab, args: argparse.Namespace) -> int:
     state = read_state(lab)
     pid = supervisor_alive(lab)
     phase = state.get("phase", "down") if pid else "down"
-    print(f"phase: {phase}" + (f" (supervisor pid {pid}, {state.get('nodes')} nodes)" if pid else ""))
+    print(f"phase: {phase}" + (f" (supervisor pid {pid}, {len(REAL_NODES)} real + {state.get('nodes')} kwok nodes)"
+                                   if pid else ""))
     if pid:
         for name, spid in (state.get("services") or {}).items():
             print(f"  {name:28} pid {spid:<8} {'running' if pid_alive(spid) else 'EXITED'}")
@@ -220,14 +227,20 @@ def cmd_kubeconfig(lab: Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_images(lab: Lab, args: argparse.Namespace) -> int:
+    from . import images
+
+    for img in images.ensure_images(lab):
+        print(images.describe(img))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netviz_lab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the lab (idempotent)")
-    up.add_argument("--nodes", type=int, default=3, help="number of simulated (kwok) nodes")
-    up.add_argument("--caretta-standins", type=int, default=None, metavar="N",
-                    help="scale benchmarks only: run Caretta stand-ins on the first N nodes only (pods on "
-                         "the others stay scheduled and Ready, nothing runs); applies when the lab starts")
+    up.add_argument("--nodes", type=int, default=0,
+                    help="simulated (kwok) nodes beside the real ones, for scale tests (nothing runs on them)")
     sub.add_parser("down", help="stop the lab and remove every trace of it")
     sub.add_parser("status", help="show what runs")
     sub.add_parser("config", help="print netviz settings YAML pointing at this lab")
@@ -236,19 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     sm = sub.add_parser("summary", help="print what the demo deployed and where to look")
     sm.add_argument("--settings", default="netviz.yaml")
     sm.add_argument("--dagster-home", default="")
+    sub.add_parser("images", help="build (or reuse) the lab's container images (OCI tarballs for containerd)")
     sv = sub.add_parser("_supervise")
-    sv.add_argument("--nodes", type=int, default=3)
+    sv.add_argument("--nodes", type=int, default=0)
     args = parser.parse_args(argv)
-    if getattr(args, "nodes", 1) < 1:
-        parser.error("--nodes must be at least 1")
-    lab = Lab(nodes=getattr(args, "nodes", 3))
+    if getattr(args, "nodes", 0) < 0:
+        parser.error("--nodes must be 0 or more")
+    lab = Lab(nodes=getattr(args, "nodes", 0))
     if args.cmd == "_supervise":
         from . import supervisor
 
         return supervisor.main(lab)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... status | head` ends quietly
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "config": cmd_config,
-            "kubeconfig": cmd_kubeconfig, "summary": cmd_summary}[args.cmd](lab, args)
+            "kubeconfig": cmd_kubeconfig, "summary": cmd_summary, "images": cmd_images}[args.cmd](lab, args)
 
 
 if __name__ == "__main__":

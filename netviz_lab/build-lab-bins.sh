@@ -17,7 +17,7 @@ have() { [ -x "$bin/$1" ]; }
 # paths. A small module of our own requires it and replaces each staging module with its published
 # v0.<minor>.<patch> version instead; etcd's server is built from the same graph so versions agree.
 build_k8s() {
-  local v=$KUBERNETES_VERSION tools="kube-apiserver kube-controller-manager kube-scheduler kubectl"
+  local v=$KUBERNETES_VERSION tools="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
   local missing=0 t
   for t in $tools etcd; do have "$t-$v" || have "etcd-$ETCD_VERSION" || missing=1; done
   for t in $tools; do have "$t-$v" || missing=1; done

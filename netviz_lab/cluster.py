@@ -1,18 +1,20 @@
-"""Lab component: a real Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler)
-with kwok simulating the nodes, so the pipeline's Deployments/DaemonSets really roll out.
+"""Lab component: a real Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler),
+real nodes beside it (nodes.py) and kwok simulating as many more nodes as scale tests want.
 
 Why it looks like this:
-- Every listener is on 127.0.0.1 except kwok's kubelet endpoint, which must be on the nodes' InternalIP
-  (topology.NODE_IP, on the router component's nvz-mgmt interface) because the API server reaches a
-  node's "kubelet" there for exec/logs. The API server advertises NODE_IP (the `kubernetes` Service
-  endpoint) but only listens on loopback.
+- etcd, the controller-manager and the scheduler listen on 127.0.0.1. The API server listens on every
+  address because the real nodes and their pods reach it at NODE_IP (it advertises NODE_IP: the
+  `kubernetes` Service endpoint); hostnet's input chain admits only loopback and the lab's range.
+- kwok's kubelet endpoint must be on the kwok nodes' InternalIP (topology.NODE_IP, on the router
+  component's nvz-mgmt interface) because the API server reaches a node's "kubelet" there for exec/logs.
 - Certificates come from pki.py (one CA); clients authenticate with certs only. The pipeline gets its
-  own user `netviz-pipeline`, restricted by manifests/rbac/netviz-pipeline.yaml.
+  own user `netviz-pipeline`, restricted by manifests/rbac/netviz-pipeline.yaml; kubelets are
+  `system:node:<name>` (Node authorizer), kube-proxy is `system:kube-proxy`.
 - etcd runs with --unsafe-no-fsync (a throwaway lab; speed matters more than crash safety).
 - Single instances, so --leader-elect=false (saves the lease round-trips at start).
 - kwok's kubelet server has NO authentication and maps `kubectl exec` to commands run locally as root
   (ClusterExec in the kwok config). It only listens on NODE_IP, which only the host and the lab's
-  namespaces can reach.
+  namespaces can reach, and hostnet drops it from anything but loopback.
 
 teardown() also kills leftovers of a crashed run: processes whose executable is one of our binaries
 AND whose command line mentions this lab's root directory, nothing else.
@@ -69,6 +71,11 @@ def cert_specs() -> list[pki.CertSpec]:
         S("kube-controller-manager", "system:kube-controller-manager", client=True),
         S("kube-scheduler", "system:kube-scheduler", client=True),
         S("netviz-pipeline", "netviz-pipeline", client=True),
+        # real nodes: kubelet identities (Node authorizer), their serving certs, kube-proxy
+        *(S(f"node-{n.name}", f"system:node:{n.name}", orgs=("system:nodes",), client=True) for n in topology.REAL_NODES),
+        *(S(f"kubelet-{n.name}", f"system:node:{n.name}", server=True, dns=(n.name,), ips=(n.ip,))
+          for n in topology.REAL_NODES),
+        S("kube-proxy", "system:kube-proxy", client=True),
         # serving certs, so clients (readiness checks, Prometheus) can verify with the lab CA
         S("kwok-serving", "kwok-kubelet", server=True, dns=("localhost",), ips=(topology.NODE_IP, "127.0.0.1")),
         S("kube-controller-manager-serving", "kube-controller-manager", server=True, dns=("localhost",),
@@ -85,14 +92,14 @@ def server_url() -> str:
     return f"https://127.0.0.1:{topology.APISERVER_PORT}"
 
 
-def write_kubeconfig(path: Path, ca: Path, pair: pki.Pair, user: str) -> None:
+def write_kubeconfig(path: Path, ca: Path, pair: pki.Pair, user: str, server: str | None = None) -> None:
     """Self-contained kubeconfig (CA and client cert embedded), mode 0600."""
     import base64
 
     b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
     cfg = {
         "apiVersion": "v1", "kind": "Config", "current-context": "netviz-lab",
-        "clusters": [{"name": "netviz-lab", "cluster": {"server": server_url(),
+        "clusters": [{"name": "netviz-lab", "cluster": {"server": server or server_url(),
                                                         "certificate-authority-data": b64(ca)}}],
         "users": [{"name": user, "user": {"client-certificate-data": b64(pair.cert),
                                           "client-key-data": b64(pair.key)}}],
@@ -144,7 +151,7 @@ def services(lab: Lab) -> list[Service]:
     anon_ctx = _tls(b.ca.cert)
     etcd_url = f"http://127.0.0.1:{topology.ETCD_CLIENT_PORT}"
     peer_url = f"http://127.0.0.1:{topology.ETCD_PEER_PORT}"
-    pool = ipaddress.ip_network(topology.POD_CIDR)
+    pool = ipaddress.ip_network(topology.KWOK_POD_CIDR)
     # kwok allocates from the CIDR's address upwards: start at .1, not the network address.
     kwok_cidr = f"{pool.network_address + 1}/{pool.prefixlen}"
 
@@ -170,7 +177,9 @@ def services(lab: Lab) -> list[Service]:
     apiserver = Service(
         name="kube-apiserver",
         argv=[str(lab.bin("kube-apiserver")), f"--etcd-servers={etcd_url}",
-              "--bind-address=127.0.0.1", f"--secure-port={topology.APISERVER_PORT}",
+              # All addresses: the real nodes and their pods reach it at NODE_IP (the `kubernetes`
+              # Service endpoint); hostnet's input chain admits only loopback and the lab's range.
+              "--bind-address=0.0.0.0", f"--secure-port={topology.APISERVER_PORT}",
               f"--advertise-address={topology.NODE_IP}", *tls("apiserver"), f"--client-ca-file={ca}",
               "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
               f"--service-cluster-ip-range={topology.SERVICE_CIDR}",

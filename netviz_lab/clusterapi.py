@@ -31,6 +31,7 @@ DEFAULT_KERNEL = "6.1.0-28-amd64"  # Debian 12 (bookworm) stock kernel
 REPO = Path(__file__).resolve().parent.parent
 RBAC_MANIFEST = REPO / "manifests" / "rbac" / "netviz-pipeline.yaml"
 CRD_MANIFEST = Path(__file__).resolve().parent / "crds" / "monitoring.coreos.com.yaml"
+KUBELET_CLIENT_MANIFEST = Path(__file__).resolve().parent / "manifests" / "apiserver-kubelet-client.yaml"
 
 
 def api_client(kubeconfig: Path, pool: int = 16) -> k8s.ApiClient:
@@ -80,9 +81,11 @@ def wait_crds_established(dc: DynamicClient, names: list[str], timeout: float = 
 
 
 def apply_base_objects(lab: Lab) -> None:
-    """RBAC of the restricted pipeline user + the monitoring.coreos.com CRDs (waited until Established)."""
+    """RBAC of the restricted pipeline user and of the API server at the kubelets, the
+    monitoring.coreos.com CRDs (waited until Established)."""
     dc = dynamic(lab)
     apply_file(dc, RBAC_MANIFEST)
+    apply_file(dc, KUBELET_CLIENT_MANIFEST)
     crds = [n.split("/", 1)[1] for n in apply_file(dc, CRD_MANIFEST)]
     wait_crds_established(dc, crds)
 

@@ -3,10 +3,11 @@
 - `unreachable 198.18.0.0/15` so lab traffic never leaves through the host's default route
   (the more specific routes of the lab's own veths still win);
 - IPv4 forwarding on, only between lab addresses (nft table `netviz_lab`, chain `forward`), so
-  routers reach pods through NodePorts; the previous sysctl value is restored by teardown;
-- kwok's unauthenticated kubelet port reachable from loopback only;
-- nft chain `nodeports` (NAT, hooked on prerouting and output) that the pod runner fills with the
-  NodePort DNAT rules kube-proxy would install.
+  routers reach the real nodes' NodePorts and nodes reach each other's pods; the previous sysctl
+  value is restored by teardown;
+- kwok's unauthenticated kubelet port reachable from loopback only; the API server (listening on
+  every address so the real nodes reach it) reachable from loopback and the lab's range only.
+NodePorts and ClusterIPs are kube-proxy's, inside each real node's namespace (nodes.py).
 """
 from __future__ import annotations
 
@@ -14,27 +15,18 @@ from pathlib import Path
 
 from .lab import Lab
 from .proc import run
-from .topology import KWOK_SERVER_PORT, LAB_RANGE, NFT_TABLE
+from .topology import APISERVER_PORT, KWOK_SERVER_PORT, LAB_RANGE, NFT_TABLE
 
 _FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 RULESET = f"""
 table ip {NFT_TABLE} {{
-    chain nodeports {{
-    }}
-    chain prerouting {{
-        type nat hook prerouting priority dstnat; policy accept;
-        jump nodeports
-    }}
-    chain output {{
-        type nat hook output priority -100; policy accept;
-        jump nodeports
-    }}
     chain input {{
         type filter hook input priority 0; policy accept;
         # kwok's kubelet endpoint runs `kubectl exec` commands as root with no authentication:
         # only the API server (which connects over loopback) may reach it.
         tcp dport {KWOK_SERVER_PORT} iifname != "lo" drop
+        tcp dport {APISERVER_PORT} iifname != "lo" ip saddr != {LAB_RANGE} drop
     }}
     chain forward {{
         type filter hook forward priority 0; policy drop;

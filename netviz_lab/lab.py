@@ -12,6 +12,8 @@ _TOOL_VERSIONS = {
     "kube-controller-manager": versions.KUBERNETES,
     "kube-scheduler": versions.KUBERNETES,
     "kubectl": versions.KUBERNETES,
+    "kubelet": versions.KUBERNETES,
+    "kube-proxy": versions.KUBERNETES,
     "etcd": versions.ETCD,
     "kwok": versions.KWOK,
     "goflow2": versions.GOFLOW2,
@@ -23,7 +25,7 @@ class Lab:
     # State lives under a root-owned 0755 directory: sshd's StrictModes refuses keys elsewhere.
     root: Path = field(default_factory=lambda: Path(os.environ.get("NETVIZ_LAB_DIR", "/var/lib/netviz-lab")))
     cache: Path = field(default_factory=lambda: Path(os.environ.get("NETVIZ_LAB_CACHE", "/var/cache/netviz-lab")))
-    nodes: int = 3
+    nodes: int = 0  # kwok (simulated) nodes, for scale; the real nodes are topology.REAL_NODES
 
     # -- files -------------------------------------------------------------------------------------
     @property
@@ -60,11 +62,6 @@ class Lab:
     def prometheus_config(self) -> Path:
         """The Prometheus config file the pipeline manages in "file" mode."""
         return self.prometheus_dir / "prometheus.yml"
-
-    @property
-    def pods_dir(self) -> Path:
-        """Per-pod volumes materialised by the pod runner."""
-        return self.root / "pods"
 
     def bin(self, tool: str) -> Path:
         """Path of a Go-built binary in the version-keyed cache (see build-lab-bins.sh)."""

@@ -5,7 +5,7 @@ import yaml
 
 from .lab import Lab
 from .prometheus import URL as PROMETHEUS_URL
-from .topology import LINUX_ROUTER, NODE_IP, NODEPORT_NETFLOW, PFSENSE_ROUTER
+from .topology import COLLECTOR_NODE, LINUX_ROUTER, NODEPORT_NETFLOW, PFSENSE_ROUTER
 
 
 def settings(lab: Lab) -> dict:
@@ -13,8 +13,8 @@ def settings(lab: Lab) -> dict:
     return {
         "cluster": {
             "kubeconfig": str(lab.pipeline_kubeconfig),
-            # Routers send NetFlow to this node address (any node's InternalIP works for a NodePort).
-            "node_address": NODE_IP,
+            # Routers send NetFlow to this real node's address; GoFlow2 is pinned to it.
+            "node_address": COLLECTOR_NODE.ip,
         },
         "caretta": {"namespace": "caretta"},
         # Named networks for the flow aggregator's network-pair series (dashboard "Traffic between networks").
@@ -41,7 +41,7 @@ def settings(lab: Lab) -> dict:
                 "ssh_key_file": str(ssh / "id_ed25519"),
                 "known_hosts_file": str(ssh / "known_hosts"),
                 "interface": "lan" if r.platform == "pfsense" else r.lan_if,
-                "collector_address": NODE_IP,
+                "collector_address": COLLECTOR_NODE.ip,
             } | ({"name": "edge-pfsense"} if r is PFSENSE_ROUTER else {})
             for r in (LINUX_ROUTER, PFSENSE_ROUTER)
         ],

@@ -39,9 +39,9 @@ class Service:
 
 
 def components() -> list[ModuleType]:
-    from . import cluster, hostnet, podrunner, prometheus, router
+    from . import cluster, hostnet, nodes, prometheus, router
 
-    return [hostnet, router, cluster, prometheus, podrunner]
+    return [hostnet, router, cluster, prometheus, nodes]
 
 
 def read_state(lab: Lab) -> dict:

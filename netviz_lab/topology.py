@@ -3,8 +3,11 @@
     host (root netns)
       nvz-mgmt   198.18.0.1/24  <-> nvz-router:mgmt0   198.18.0.2/24   (SSH, NetFlow export)
       nvz-pfmgmt 198.18.5.1/24  <-> nvz-pfsense:mgmt0  198.18.5.2/24
-      198.18.0.1 is also every kwok node's InternalIP: NodePorts are DNATed there.
-      pod veths nvzp<hash> (169.254.1.1 host side) <-> pod netns eth0 (pod IP from POD_CIDR)
+      198.18.0.1 is also every kwok node's InternalIP (kwok pods run nothing) and where the API server
+      is reached from the real nodes and pods (the `kubernetes` Service endpoint).
+      nvz-n1     198.18.6.1/24  <-> nvz-node-1:eth0     198.18.6.2/24  real node netviz-node-1, pods 198.19.64.0/24
+      nvz-n2     198.18.7.1/24  <-> nvz-node-2:eth0     198.18.7.2/24  real node netviz-node-2, pods 198.19.65.0/24
+      (inside each node namespace: containerd, kubelet, kube-proxy; CNI bridge cni0 to its pods)
     nvz-lan  eth0 198.18.1.10 <-> nvz-router lan0 198.18.1.1 | wan0 198.18.2.1 <-> nvz-wan eth0 198.18.2.10
     nvz-pflan eth0 198.18.3.10 <-> nvz-pfsense vtnet1 198.18.3.1 | vtnet0 198.18.4.1 <-> nvz-pfwan eth0 198.18.4.10
 """
@@ -14,9 +17,9 @@ from dataclasses import dataclass
 
 LAB_RANGE = "198.18.0.0/15"
 NODE_IP = "198.18.0.1"  # host side of the management link; InternalIP of every kwok node
-POD_CIDR = "198.19.0.0/17"
+POD_CIDR = "198.19.0.0/17"  # the cluster's pod range (kube-proxy's clusterCIDR)
+KWOK_POD_CIDR = "198.19.0.0/18"  # kwok's simulated pods (addresses only: nothing runs behind them)
 SERVICE_CIDR = "198.19.128.0/20"
-POD_GATEWAY = "169.254.1.1"  # host side of every pod veth (calico-style point-to-point)
 
 APISERVER_PORT = 6443
 ETCD_CLIENT_PORT = 2379
@@ -59,9 +62,34 @@ PFSENSE_ROUTER = Router(
 )
 ROUTERS = (LINUX_ROUTER, PFSENSE_ROUTER)
 
+@dataclass(frozen=True)
+class RealNode:
+    """A real Kubernetes node: a network namespace running containerd, a kubelet and kube-proxy.
+
+    Both real nodes share this machine's kernel, cgroups and mounts; each has its own network
+    namespace (so its kube-proxy rules, CNI bridge and ports are its own), cgroup root, containerd
+    root/state/socket and kubelet root directory."""
+
+    name: str  # Kubernetes node name
+    netns: str
+    host_if: str  # host end of the node's link
+    host_ip: str
+    ip: str  # the node's InternalIP: kubelet, NodePorts
+    pod_cidr: str
+
+    @property
+    def pod_gateway(self) -> str:
+        return self.pod_cidr.rsplit(".", 1)[0] + ".1"
+
+
+REAL_NODES = (
+    RealNode("netviz-node-1", "nvz-node-1", "nvz-n1", "198.18.6.1", "198.18.6.2", "198.19.64.0/24"),
+    RealNode("netviz-node-2", "nvz-node-2", "nvz-n2", "198.18.7.1", "198.18.7.2", "198.19.65.0/24"),
+)
+# Routers send NetFlow to this node's NodePort; the GoFlow2 pod is pinned to it (externalTrafficPolicy Local).
+COLLECTOR_NODE = REAL_NODES[0]
+
 # Every network namespace, host interface and nft table the lab may create: `down` removes exactly these
 # (plus pod namespaces/veths, which carry the prefixes below), so it works even after a crashed `up`.
 NETNS_PREFIX = "nvz-"
-POD_NETNS_PREFIX = "nvz-pod-"
-POD_VETH_PREFIX = "nvzp"
 NFT_TABLE = "netviz_lab"

@@ -15,7 +15,7 @@ def lab() -> Lab:
     lab = Lab()
     if not (supervisor_alive(lab) and read_state(lab).get("phase") == "ready"):
         subprocess.run([sys.executable, "-m", "netviz_lab", "up"], check=True)
-    return Lab(nodes=read_state(lab).get("nodes", 3))
+    return Lab(nodes=read_state(lab).get("nodes", 0))
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,10 @@ FLOWAGG_VOLUME = "flowagg"
 FLOWAGG_DIR = "/etc/netviz-flowagg"
 FLOWS_PORT_NAME = "flow-metrics"
 FLOWAGG_UID = 65534  # nobody: the python image would run as root otherwise
+# netsampler/goflow2 declares `USER flow` by name (`adduser -S flow`: uid 100, group nogroup 65533). A
+# kubelet cannot prove a named user is not root, so runAsNonRoot without a numeric runAsUser ends in
+# CreateContainerConfigError; run as the image's own user, by number.
+GOFLOW2_UID, GOFLOW2_GID = 100, 65533
 
 
 def fifo_script(s: Settings) -> str:
@@ -104,8 +108,9 @@ def deployment(s: Settings, node_name: str | None = None) -> dict:
         "readinessProbe": probe | {"initialDelaySeconds": 2},
         "livenessProbe": probe | {"initialDelaySeconds": 10, "failureThreshold": 3},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": GOFLOW2_UID, "runAsGroup": GOFLOW2_GID,
+                            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
     }
     pod: dict = {"containers": [container], "nodeSelector": {"kubernetes.io/os": "linux"}}
     if node_name:  # externalTrafficPolicy Local only delivers on nodes running the pod

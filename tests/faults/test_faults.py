@@ -159,9 +159,20 @@ def goflow2_pid() -> int | None:
     return None
 
 
+def goflow2_restarts() -> int:
+    """restartCount of the goflow2 container, as the real kubelet reports it."""
+    from netviz_lab import clusterapi
+
+    pods = clusterapi.dynamic(Lab()).resources.get(api_version="v1", kind="Pod").get(
+        namespace="goflow2", label_selector="app=goflow2").to_dict()["items"]
+    return sum(cs["restartCount"] for p in pods for cs in (p.get("status") or {}).get("containerStatuses") or []
+               if cs["name"] == "goflow2")
+
+
 def test_goflow2_killed_relearns_templates_and_flows_resume(healer):
     old = goflow2_pid()
     assert old, "no goflow2 process"
+    restarts = goflow2_restarts()
     os.kill(old, signal.SIGKILL)
     t0 = time.monotonic()
     data = 'sum by (router) (increase(goflow2_flow_process_nf_flowset_records_total{job="netviz-goflow2",type="DataFlowSet"}[10s]))'
@@ -174,9 +185,14 @@ def test_goflow2_killed_relearns_templates_and_flows_resume(healer):
     else:
         pytest.fail("data flowsets not decoded again within 120s after the collector restart")
     recover = time.monotonic() - t0
+    # the kubelet restarted the container (restartPolicy Always); its status report may trail the restart
+    deadline = time.monotonic() + 30
+    while goflow2_restarts() <= restarts and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert goflow2_restarts() > restarts, "the kubelet did not report a restart of the goflow2 container"
     healer.until(lambda r: passed(r, "netflow_arriving"), 60, "fresh")
     record("GoFlow2 killed", detect_s=0.0, recover_s=recover,
-           remedy="pod restarted (restartPolicy); templates re-learned from softflowd's periodic re-send",
+           remedy="the kubelet restarted the container; templates re-learned from softflowd's periodic re-send",
            lost="datagrams during the restart and data flowsets before the next template")
 
 

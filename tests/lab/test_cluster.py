@@ -1,4 +1,5 @@
 """The lab cluster: kwok nodes, real rollouts, the restricted pipeline user, CRDs, kwok exec mapping.
+(The real nodes have their own tests: test_real_nodes.py.)
 
 Needs the running lab (session fixture `lab` from tests/conftest.py). Every object is created in a
 throwaway namespace (or as a server-side dry run) and removed afterwards.
@@ -16,7 +17,8 @@ from netviz_lab import clusterapi
 
 pytestmark = pytest.mark.lab
 
-IMAGE = "registry.k8s.io/pause:3.10"  # never pulled: kwok only simulates the pod lifecycle
+IMAGE = "registry.k8s.io/pause:3.10"  # kwok only simulates the pod lifecycle
+KWOK_ONLY = {"type": "kwok"}  # these tests are about the simulated nodes
 CRDS = ("servicemonitors", "podmonitors", "scrapeconfigs")
 
 
@@ -39,6 +41,14 @@ def ns(admin):
     namespaces.delete(name=name)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def kwok_nodes(lab):
+    """Three simulated nodes for this module (the lab starts with none unless `up --nodes N`)."""
+    clusterapi.ensure_nodes(lab, max(lab.nodes, 3))
+    yield
+    clusterapi.ensure_nodes(lab, lab.nodes)
+
+
 def _kwok_nodes(admin) -> list[dict]:
     nodes = admin.resources.get(api_version="v1", kind="Node").get(label_selector="type=kwok").to_dict()["items"]
     return [n for n in nodes if n["metadata"]["name"].startswith(clusterapi.NODE_PREFIX)]
@@ -57,7 +67,7 @@ def _wait(pred, timeout: float, what: str):
 
 def test_nodes_ready_with_kernel_version(lab, admin):
     nodes = _kwok_nodes(admin)
-    assert len(nodes) >= lab.nodes
+    assert len(nodes) >= 3
     for n in nodes:
         st = n["status"]
         ready = {c["type"]: c["status"] for c in st["conditions"]}.get("Ready")
@@ -71,7 +81,8 @@ def test_nodes_ready_with_kernel_version(lab, admin):
 def test_deployment_and_daemonset_roll_out(admin, ns):
     nodes = len(_kwok_nodes(admin))
     labels = {"app": "nvz-cluster-test"}
-    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": IMAGE}]}}
+    pod = {"metadata": {"labels": labels},
+           "spec": {"nodeSelector": KWOK_ONLY, "containers": [{"name": "c", "image": IMAGE}]}}
     deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
               "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": pod}}
     ds_labels = {"app": "nvz-cluster-test-ds"}
@@ -107,7 +118,7 @@ def test_deployment_and_daemonset_roll_out(admin, ns):
     assert len(pods) == 2 + nodes
     for p in pods:
         assert p["status"]["phase"] == "Running"
-        assert p["status"]["podIP"].startswith("198.19.")  # from topology.POD_CIDR
+        assert p["status"]["podIP"].startswith("198.19.")  # from topology.KWOK_POD_CIDR
         assert p["spec"]["nodeName"].startswith(clusterapi.NODE_PREFIX)
     ds_pods = [p for p in pods if p["metadata"]["labels"].get("app") == ds_labels["app"]]
     assert len({p["spec"]["nodeName"] for p in ds_pods}) == nodes  # one per node
@@ -194,7 +205,8 @@ def test_kubectl_exec_runs_locally_through_kwok(lab, admin, ns):
     """kwok's ClusterExec maps exec in any kwok pod to a local command (as the lab's user, on the host)."""
     pods = admin.resources.get(api_version="v1", kind="Pod")
     pods.create(namespace=ns, body={"metadata": {"name": "exec-target"},
-                                    "spec": {"containers": [{"name": "c", "image": IMAGE}]}})
+                                    "spec": {"nodeSelector": KWOK_ONLY,
+                                             "containers": [{"name": "c", "image": IMAGE}]}})
     _wait(lambda: ((p := pods.get(name="exec-target", namespace=ns).to_dict())["status"].get("phase") == "Running",
                    p["status"]), 30, "pod Running")
     token = uuid.uuid4().hex

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from netviz_lab.__main__ import leftovers
+from netviz_lab import nodes
 from netviz_lab.lab import Lab
 from netviz_lab.supervisor import read_state, supervisor_alive
 
@@ -27,7 +28,13 @@ def lab():
     lab_cmd("down")
 
 
+def _runtime_files() -> set[str]:
+    """What containerd and libcni keep outside the lab root (shim sockets, CNI result cache)."""
+    return {str(p) for d in (nodes.SHIM_SOCKETS, nodes.CNI_CACHE) if d.exists() for p in d.iterdir()}
+
+
 def test_up_twice_then_down_leaves_nothing(lab: Lab):
+    runtime_before = _runtime_files()
     first = lab_cmd("up")
     assert first.returncode == 0, first.stderr
     second = lab_cmd("up")
@@ -37,6 +44,7 @@ def test_up_twice_then_down_leaves_nothing(lab: Lab):
     down = lab_cmd("down")
     assert down.returncode == 0, down.stderr
     assert leftovers(lab) == []
+    assert _runtime_files() <= runtime_before  # the real nodes' pods left no shim socket or CNI cache entry
 
 
 def test_down_after_crashed_up_leaves_nothing(lab: Lab):

@@ -17,7 +17,7 @@ import yaml
 from netviz_lab import settings as lab_settings
 from netviz_lab.lab import Lab
 from netviz_lab.router import router_pids
-from netviz_lab.topology import ROUTERS
+from netviz_lab.topology import LINUX_ROUTER, ROUTERS
 
 pytestmark = pytest.mark.lab
 
@@ -176,14 +176,22 @@ def test_operator_mode_applies_podmonitors_idempotently(lab: Lab, config: Path, 
 
 
 
-def test_canary_through_a_pod_exec_is_seen(lab: Lab, config: Path, tmp_path):
-    """The pod-exec path of the canary check. kwok maps `exec` to a command run on the lab host (not in
-    the pod's network namespace), so the lab's command itself enters the LAN namespace; on a real
-    cluster it would be e.g. `curl` run inside an application pod."""
+def test_canary_through_a_pod_exec_is_seen(lab: Lab, config: Path, tmp_path, admin_api):
+    """The pod-exec path of the canary check, through the real kubelet: the demo client pod sends UDP
+    to a LAN host, so its datagrams cross the Linux router's LAN interface (pod -> node -> host ->
+    router -> lan0) and softflowd exports them with the pod's own address as the source."""
+    from kubernetes import client
     from netviz_pipeline.definitions import defs
 
+    pods = client.CoreV1Api(admin_api).list_namespaced_pod("demo", label_selector="app=client").items
+    pod_ip = next(p.status.pod_ip for p in pods if p.status.phase == "Running" and p.status.pod_ip)
+    send = ("import socket\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"for _ in range(5): s.sendto(b'netviz-canary' * 64, ('{LINUX_ROUTER.lan_host}', 9))\n")
     cfg = yaml.safe_load(config.read_text())
-    cfg["checks"]["canary_pod"] = {"namespace": "demo", "label_selector": "app=client"}
+    cfg["checks"].update({"canary_pod": {"namespace": "demo", "label_selector": "app=client"},
+                          "canary_command": ["python3", "-c", send],
+                          "canary_source": pod_ip, "canary_destination": LINUX_ROUTER.lan_host})
     path = tmp_path / "netviz.yaml"
     path.write_text(yaml.safe_dump(cfg))
     os.environ["NETVIZ_CONFIG"] = str(path)

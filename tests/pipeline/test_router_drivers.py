@@ -28,8 +28,10 @@ pytestmark = pytest.mark.lab
 
 
 def make_settings(lab: Lab, port: int, **router_overrides) -> Settings:
+    """Lab settings with every router exporting to the `collector` fixture's socket on the host."""
     data = lab_settings(lab)
     for r in data["routers"]:
+        r["collector_address"] = NODE_IP
         r["collector_port"] = port
         r.update(router_overrides.get(r["name"], {}))
     return parse_settings(data)

@@ -14,6 +14,6 @@ def test_commands_that_change_the_machine_say_root_is_needed(monkeypatch, comman
     assert "needs root" in str(exc.value) and "sudo" in str(exc.value)
 
 
-def test_nodes_must_be_positive():
+def test_kwok_nodes_must_not_be_negative():
     with pytest.raises(SystemExit):
-        cli.main(["up", "--nodes", "0"])
+        cli.main(["up", "--nodes", "-1"])

@@ -132,3 +132,16 @@ def test_fifo_script_runs_in_sh(settings, tmp_path):
     assert out.returncode == 0, out.stderr
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert out.stdout.strip() == "fd3-fifo -listen x"
+
+
+def test_run_as_non_root_is_provable_by_a_kubelet(settings, make):
+    """A kubelet refuses runAsNonRoot when the image user is a name (goflow2's `USER flow`) and the
+    pod gives no numeric runAsUser: every non-root container must say its uid, and not uid 0."""
+    for s in (settings, make(flows={"enabled": False})):
+        pod = by_name(goflow2.render(s))[("Deployment", "goflow2")]["spec"]["template"]["spec"]
+        for c in pod["containers"]:
+            sc = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+            assert sc.get("runAsNonRoot") is True, c["name"]
+            assert isinstance(sc.get("runAsUser"), int) and sc["runAsUser"] > 0, c["name"]
+    gf = by_name(goflow2.render(settings))[("Deployment", "goflow2")]["spec"]["template"]["spec"]["containers"][0]
+    assert (gf["securityContext"]["runAsUser"], gf["securityContext"]["runAsGroup"]) == (100, 65533)  # upstream `flow`

@@ -1,0 +1,666 @@
+"""The container images the product references, built here with umoci: no docker, no registry.
+
+A real kubelet (containerd + runc) finds images only in containerd's content store, and this machine
+has no registry to pull from. So each image the product references is built locally, under its
+upstream name, from one pinned source each, cached as an OCI-layout tarball keyed by its version and a
+hash of its recipe inputs, and imported with `ctr images import --base-name <repo>`:
+
+| ref | what it is |
+|---|---|
+| `registry.k8s.io/pause:3.10` | our own static C `pause` (below), user 65535:65535 as upstream |
+| `docker.io/netsampler/goflow2:<GOFLOW2>` | the lab's goflow2 build on busybox-static; upstream config: `User: flow` (a name), `Entrypoint: ["./goflow2"]`, no WorkingDir |
+| `docker.io/library/python:3.12-alpine` | SUBSTITUTE: Debian's python3.11 (glibc) + stdlib + busybox, labelled `io.netviz.lab.substitute` |
+| `quay.io/groundcover/caretta:v0.0.16` | STAND-IN: the python substitute + `caretta_standin.py` + nsenter/ss/ip/stdbuf, upstream WORKDIR `/app`, `CMD ./caretta`, user root; labelled `io.netviz.lab.standin` |
+
+Caretta's upstream Dockerfile (groundcover-com/caretta, tag v0.0.16): `FROM alpine:3.17`, `WORKDIR /app`,
+the binary copied to `/app/caretta`, `VOLUME /sys/kernel/debug`, `CMD ./caretta` (shell form, so
+`["/bin/sh", "-c", "./caretta"]`), no ENTRYPOINT, no USER (root). `/app/caretta` here is a /bin/sh script
+that starts the stand-in.
+
+The cache key covers every input: the recipe code version, the pinned image/binary versions, the Debian
+package versions (dpkg-query) of every package whose files an image copies (a build fails if it copies a
+file owned by a package its recipe does not list), the stand-in's content and the pause source. Builds
+happen in a temporary directory and are renamed into place. File mtimes and all timestamps are fixed
+(`EPOCH`), so the same inputs give the same layer and manifest digests.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from . import versions
+from .lab import Lab
+
+# Bump when the recipes below change in a way the other inputs do not capture.
+RECIPE_VERSION = "1"
+EPOCH = 0  # mtime of every file, and the created time of configs and history entries
+EPOCH_RFC3339 = "1970-01-01T00:00:00Z"
+
+PAUSE_TAG = "3.10"
+PYTHON_TAG = "3.12-alpine"
+CARETTA_TAG = "v0.0.16"
+
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SUBSTITUTE_LABEL = "io.netviz.lab.substitute"
+STANDIN_LABEL = "io.netviz.lab.standin"
+STANDIN_TEXT = "netviz lab Caretta stand-in, not Caretta (this kernel has no kprobes)"
+STANDIN = Path(__file__).with_name("caretta_standin.py")
+HOST_PYTHON = "/usr/bin/python3.11"
+HOST_STDLIB = "/usr/lib/python3.11"
+
+# busybox applets installed as /bin/<name> -> /bin/busybox (alpine-like; not ip/nsenter: the Caretta
+# image has the real ones and nothing should shadow them)
+BUSYBOX_APPLETS = (
+    "sh", "ash", "[", "[[", "test", "echo", "printf", "cat", "ls", "mkdir", "rm", "rmdir", "cp", "mv", "ln",
+    "chmod", "chown", "touch", "mkfifo", "sleep", "kill", "ps", "id", "whoami", "env", "pwd", "true", "false",
+    "grep", "sed", "awk", "head", "tail", "tr", "cut", "sort", "uniq", "wc", "tee", "xargs", "find", "stat",
+    "date", "hostname", "uname", "wget", "nc", "nslookup", "ping", "top", "timeout", "readlink", "basename",
+    "dirname", "du", "df", "mount", "tar", "gzip", "gunzip", "vi", "less",
+)
+ALPINE_PASSWD = (
+    "root:x:0:0:root:/root:/bin/sh\n"
+    "bin:x:1:1:bin:/bin:/sbin/nologin\n"
+    "daemon:x:2:2:daemon:/sbin:/sbin/nologin\n"
+    "nobody:x:65534:65534:nobody:/:/sbin/nologin\n"
+)
+ALPINE_GROUP = (
+    "root:x:0:root\n"
+    "bin:x:1:root,bin,daemon\n"
+    "daemon:x:2:root,bin,daemon\n"
+    "users:x:100:\n"
+    "nogroup:x:65533:\n"
+    "nobody:x:65534:\n"
+)
+# what `adduser -S -D -H -h / flow` adds on alpine (a system user in group nogroup)
+FLOW_PASSWD_LINE = "flow:x:100:65533:Linux User,,,:/:/sbin/nologin\n"
+
+PYTHON_PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n"
+PYTHON_GROUP = "root:x:0:root\nnogroup:x:65533:\nnobody:x:65534:\n"
+
+# Python stdlib parts the image leaves out (tests, GUIs, build-time files; the C test extensions).
+STDLIB_DROP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "__pycache__", "lib2to3",
+               "config-3.11-x86_64-linux-gnu"}
+DYNLOAD_DROP = re.compile(r"^(_test|_ctypes_test|_xxtestfuzz|xxlimited|_xxsubinterpreters)")
+CARETTA_TOOLS_SMOKE = (
+    "import shutil, subprocess\n"
+    "for cmd in (['nsenter', '--version'], ['ss', '-V'], ['ip', '-V'], ['stdbuf', '-oL', 'true']):\n"
+    "    assert shutil.which(cmd[0]).startswith('/usr/'), shutil.which(cmd[0])\n"
+    "    subprocess.run(cmd, check=True, capture_output=True)\n")  # no /dev in a bare chroot
+PYTHON_SMOKE = "import json, http.server, ssl, socket, urllib.request, ctypes, hashlib, subprocess, threading"
+
+PAUSE_C = r"""/* pause: the sandbox's first process for the netviz lab's pause image (written for the lab).
+ * Sleeps until SIGTERM or SIGINT, then exits 0. As PID 1 of a pod's shared PID namespace it also
+ * reaps orphaned children whenever SIGCHLD arrives, so they never stay zombies. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t got_stop_signal;
+
+static void handle_stop(int sig) {
+    (void)sig;
+    got_stop_signal = 1;
+}
+
+static void handle_child(int sig) {
+    int saved_errno = errno;
+    (void)sig;
+    while (waitpid(-1, NULL, WNOHANG) > 0) {
+    }
+    errno = saved_errno;
+}
+
+static int install(int sig, void (*fn)(int), int flags) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sa.sa_flags = flags;
+    sigfillset(&sa.sa_mask);
+    return sigaction(sig, &sa, NULL);
+}
+
+int main(int argc, char **argv) {
+    sigset_t blocked, waiting;
+    if (argc > 1 && strcmp(argv[1], "-v") == 0) {
+        puts("pause (netviz lab) " PAUSE_VERSION);
+        return 0;
+    }
+    if (getpid() != 1)
+        fputs("pause: warning: not PID 1, orphans elsewhere are not reaped here\n", stderr);
+    /* Block the signals while installing handlers and between checks; sigsuspend unblocks them
+     * atomically, so a signal arriving just before we wait is not lost. */
+    sigemptyset(&blocked);
+    sigaddset(&blocked, SIGTERM);
+    sigaddset(&blocked, SIGINT);
+    sigaddset(&blocked, SIGCHLD);
+    if (sigprocmask(SIG_BLOCK, &blocked, &waiting) != 0 ||
+        install(SIGTERM, handle_stop, 0) != 0 || install(SIGINT, handle_stop, 0) != 0 ||
+        install(SIGCHLD, handle_child, SA_NOCLDSTOP | SA_RESTART) != 0) {
+        perror("pause: signal setup");
+        return 1;
+    }
+    sigdelset(&waiting, SIGTERM);
+    sigdelset(&waiting, SIGINT);
+    sigdelset(&waiting, SIGCHLD);
+    while (!got_stop_signal)
+        sigsuspend(&waiting);
+    return 0;
+}
+"""
+
+
+class ImageBuildError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Image:
+    ref: str      # fully qualified, e.g. "docker.io/netsampler/goflow2:v2.2.1"
+    tarball: Path  # cached OCI-layout tar, e.g. <cache>/images/goflow2-v2.2.1-<12 hex>.tar
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str                 # cache file stem, e.g. "goflow2"
+    ref: str                  # fully qualified reference, tag included
+    inputs: Mapping[str, str]  # everything the image is made from; the cache key hashes it
+    packages: tuple[str, ...]  # Debian packages whose files the image may copy (checked at build)
+    populate: Callable[[Rootfs], None] = field(compare=False, repr=False)
+    config: tuple[str, ...] = ()  # `umoci config` options
+    base: str | None = None   # name of the recipe whose image this one adds a layer to
+    smoke: tuple[tuple[str, ...], ...] = ()  # commands run chrooted in the finished rootfs
+
+    @property
+    def repo(self) -> str:
+        return self.ref.rsplit(":", 1)[0]
+
+    @property
+    def tag(self) -> str:
+        return self.ref.rsplit(":", 1)[1]
+
+    @property
+    def key(self) -> str:
+        return cache_key(self.inputs)
+
+    def tarball(self, cache: Path) -> Path:
+        return cache / "images" / f"{self.name}-{self.tag}-{self.key}.tar"
+
+
+def normalize(ref: str) -> str:
+    """A reference as containerd's CRI stores it: `python:3.12-alpine` -> `docker.io/library/python:3.12-alpine`."""
+    first, _, rest = ref.partition("/")
+    if not rest:
+        return f"docker.io/library/{ref}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{ref}"
+    return ref
+
+
+def cache_key(inputs: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(inputs), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def sha256_text(data: str | bytes) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def debian_versions(packages: Iterable[str]) -> dict[str, str]:
+    """Installed version of each package ("absent" if not installed), one dpkg-query call."""
+    pkgs = sorted(set(packages))
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Status}\n", *pkgs],
+                         capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        name, version, status = (line.split("\t") + ["", ""])[:3]
+        if status == "installed" and version:
+            found[name] = version
+    return {p: found.get(p, "absent") for p in pkgs}
+
+
+# -- packages the images copy files from ------------------------------------------------------------
+BUSYBOX_PKGS = ("busybox-static",)
+PAUSE_PKGS = ("gcc-12", "libc6-dev")
+PYTHON_PKGS = BUSYBOX_PKGS + (
+    "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
+    # what python3.11 and lib-dynload link against (Debian 12)
+    "libc6", "zlib1g", "libexpat1", "libbz2-1.0", "liblzma5", "libcrypt1", "libssl3", "libffi8",
+    "libsqlite3-0", "libuuid1", "libdb5.3", "libncursesw6", "libtinfo6", "libreadline8", "libnsl2",
+    "libtirpc3", "libgssapi-krb5-2", "libkrb5-3", "libk5crypto3", "libkrb5support0", "libkeyutils1",
+    "libcom-err2",
+)
+CARETTA_PKGS = (
+    "util-linux", "iproute2", "coreutils",
+    # what nsenter, ss, ip and stdbuf link against beyond the python image's libraries
+    "libbpf1", "libbsd0", "libcap2", "libelf1", "libmd0", "libmnl0", "libpcre2-8-0", "libselinux1",
+)
+CARETTA_TOOLS = ("/usr/bin/nsenter", "/usr/bin/ss", "/usr/sbin/ip", "/usr/bin/stdbuf")
+STDBUF_LIB = "/usr/libexec/coreutils/libstdbuf.so"
+
+
+# -- rootfs staging ---------------------------------------------------------------------------------
+class Rootfs:
+    """A rootfs being staged. Host files copied in are remembered for the package-ownership check."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.host_files: set[str] = set()
+
+    def path(self, p: str) -> Path:
+        return self.root / p.lstrip("/")
+
+    def dir(self, p: str, mode: int = 0o755) -> None:
+        d = self.path(p)
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(mode)
+
+    def write(self, p: str, text: str, mode: int = 0o644) -> None:
+        f = self.path(p)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+        f.chmod(mode)
+
+    def symlink(self, p: str, target: str) -> None:
+        link = self.path(p)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(target, link)
+
+    def install(self, src: str | Path, dest: str, mode: int | None = None, host: bool = True) -> None:
+        """Copy the file `src` (symlinks followed) to `dest`; `host`: it comes from a Debian package."""
+        out = self.path(dest)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out, follow_symlinks=True)
+        out.chmod(mode if mode is not None else os.stat(src).st_mode & 0o7777)
+        if host:
+            self.host_files.add(str(src))
+
+    def place(self, host_path: str) -> None:
+        """Copy a host file to the same path, reproducing the symlinks along the way (/lib -> usr/lib,
+        /lib64/ld-linux-x86-64.so.2 -> /lib/x86_64-linux-gnu/...), so paths baked into binaries (the
+        ELF interpreter) and the loader's default search path resolve in the image as on the host."""
+        parts = Path(host_path).parts[1:]
+        cur = Path("/")
+        for i, part in enumerate(parts):
+            cur = cur / part
+            dest = self.path(str(cur))
+            if cur.is_symlink():
+                target = os.readlink(cur)
+                if dest.is_symlink():
+                    if os.readlink(dest) != target:
+                        raise ImageBuildError(f"{cur}: symlink to {target} on the host, to {os.readlink(dest)} here")
+                elif dest.exists():
+                    raise ImageBuildError(f"{cur} is a symlink on the host but a real file/dir in the image")
+                else:
+                    self.symlink(str(cur), target)
+                resolved = os.path.normpath(os.path.join(str(cur.parent), target))
+                return self.place(os.path.join(resolved, *parts[i + 1:]))
+            if i == len(parts) - 1:
+                if not dest.exists():
+                    self.install(cur, str(cur))
+            elif not dest.is_dir():
+                self.dir(str(cur))
+        return None
+
+    def place_with_libs(self, host_path: str, dest: str | None = None) -> None:
+        """Install a host binary (symlinks followed) at `dest` (default: its own path) and every library
+        `ldd` lists for it."""
+        self.install(host_path, dest or host_path)
+        for lib in ldd(host_path):
+            self.place(lib)
+
+    def busybox(self) -> None:
+        self.install("/bin/busybox", "/bin/busybox", mode=0o755)
+        for applet in BUSYBOX_APPLETS:
+            self.symlink(f"/bin/{applet}", "/bin/busybox")
+        self.symlink("/sbin/nologin", "/bin/busybox")
+        self.symlink("/usr/bin/env", "/bin/busybox")  # `#!/usr/bin/env python3`
+
+    def skeleton(self) -> None:
+        for d in ("bin", "dev", "etc", "home", "proc", "run", "sbin", "sys", "usr/bin", "usr/sbin",
+                  "usr/local/bin", "var", "var/tmp"):
+            self.dir(d)
+        self.dir("root", 0o700)
+        self.dir("tmp", 0o1777)
+        self.dir("var/tmp", 0o1777)
+
+
+def ldd(path: str) -> list[str]:
+    """Absolute paths of the shared libraries (and the loader) `path` needs; [] for a static binary."""
+    res = subprocess.run(["ldd", path], capture_output=True, text=True)
+    if res.returncode != 0:
+        if "not a dynamic executable" in res.stdout + res.stderr:
+            return []
+        raise ImageBuildError(f"ldd {path}: {res.stderr.strip() or res.stdout.strip()}")
+    libs = []
+    for line in res.stdout.splitlines():
+        line = line.strip()
+        if "not found" in line:
+            raise ImageBuildError(f"ldd {path}: {line}")
+        m = re.match(r"\S+ => (/\S+)", line) or re.match(r"(/\S+) \(", line)
+        if m:
+            libs.append(m.group(1))
+    return libs
+
+
+def _aliases(p: str) -> list[str]:
+    """The paths dpkg may have recorded for a file on a merged-/usr system."""
+    out = [p, os.path.realpath(p)]
+    for short in ("/lib64/", "/lib/", "/bin/", "/sbin/"):
+        for q in list(out):
+            if q.startswith(short):
+                out.append("/usr" + q)
+            elif q.startswith("/usr" + short):
+                out.append(q[4:])
+    return list(dict.fromkeys(out))
+
+
+def owners(paths: Iterable[str]) -> dict[str, str]:
+    """Debian package owning each host path (merged-/usr aliases tried), "" if none."""
+    paths = sorted(set(paths))
+    alias = {a: p for p in paths for a in _aliases(p)}
+    out = subprocess.run(["dpkg", "-S", *alias], capture_output=True, text=True).stdout
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        pkgs, sep, path = line.partition(": ")
+        if sep and path in alias and "diversion" not in pkgs:
+            found.setdefault(alias[path], pkgs.split(",")[0].strip().split(":")[0])
+    return {p: found.get(p, "") for p in paths}
+
+
+# -- recipes ----------------------------------------------------------------------------------------
+def _populate_pause(rootfs: Rootfs) -> None:
+    src = rootfs.root.parent / "pause.c"
+    src.write_text(PAUSE_C)
+    binary = rootfs.path("pause")
+    subprocess.run(["gcc", "-static", "-Os", "-s", f'-DPAUSE_VERSION="{PAUSE_TAG}"', "-o", str(binary), str(src)],
+                   check=True, capture_output=True, text=True)
+    src.unlink()
+    binary.chmod(0o755)
+
+
+def _populate_goflow2(binary: Path) -> Callable[[Rootfs], None]:
+    def populate(rootfs: Rootfs) -> None:
+        if not binary.exists():
+            raise ImageBuildError(f"{binary} is missing: run `make lab-deps` (netviz_lab/build-lab-bins.sh)")
+        rootfs.skeleton()
+        rootfs.busybox()
+        rootfs.write("/etc/passwd", ALPINE_PASSWD + FLOW_PASSWD_LINE)
+        rootfs.write("/etc/group", ALPINE_GROUP)
+        rootfs.install(binary, "/goflow2", mode=0o755, host=False)
+    return populate
+
+
+def _copy_stdlib(rootfs: Rootfs) -> None:
+    src, dest = Path(HOST_STDLIB), rootfs.path(HOST_STDLIB)
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        drop = {n for n in names if n in STDLIB_DROP}
+        if Path(directory).name == "lib-dynload":
+            drop |= {n for n in names if DYNLOAD_DROP.match(n)}
+        return drop
+
+    shutil.copytree(src, dest, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+    # Links that leave the tree (sitecustomize.py -> /etc/python3.11/..., Debian's apport hook) are dropped.
+    for link in [p for p in dest.rglob("*") if p.is_symlink()]:
+        target = os.path.normpath(os.path.join(link.parent, os.readlink(link)))
+        if not target.startswith(str(dest) + "/") or not os.path.exists(target):
+            link.unlink()
+    for so in sorted((dest / "lib-dynload").glob("*.so")):
+        for lib in ldd(str(src / "lib-dynload" / so.name)):
+            rootfs.place(lib)
+
+
+def _populate_python(rootfs: Rootfs) -> None:
+    rootfs.skeleton()
+    rootfs.busybox()
+    rootfs.write("/etc/passwd", PYTHON_PASSWD)
+    rootfs.write("/etc/group", PYTHON_GROUP)
+    # glibc (unlike alpine's musl) reads this; files is built into glibc 2.36
+    rootfs.write("/etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n")
+    rootfs.place_with_libs(HOST_PYTHON, "/usr/local/bin/python3.11")
+    rootfs.symlink("/usr/local/bin/python3", "python3.11")
+    rootfs.symlink("/usr/local/bin/python", "python3")
+    _copy_stdlib(rootfs)
+
+
+def _populate_caretta(rootfs: Rootfs) -> None:
+    for tool in CARETTA_TOOLS:
+        rootfs.place_with_libs(tool)
+    rootfs.place_with_libs(STDBUF_LIB)
+    rootfs.dir("/app")
+    rootfs.install(STANDIN, "/app/caretta_standin.py", mode=0o644, host=False)
+    rootfs.write("/app/caretta", "#!/bin/sh\n# netviz lab: Caretta stand-in (this kernel has no kprobes)\n"
+                                 'exec python3 -u /app/caretta_standin.py "$@"\n', mode=0o755)
+
+
+def recipes(lab: Lab) -> list[Recipe]:
+    """The images, in build order (a base before the images that extend it)."""
+    deb = debian_versions(BUSYBOX_PKGS + PAUSE_PKGS + PYTHON_PKGS + CARETTA_PKGS)
+    pick = lambda pkgs: {f"deb:{p}": deb[p] for p in pkgs}  # noqa: E731
+    common = {"recipe": RECIPE_VERSION}
+    goflow2 = lab.bin("goflow2")
+    pause = Recipe(
+        name="pause", ref=f"registry.k8s.io/pause:{PAUSE_TAG}",
+        inputs=common | {"tag": PAUSE_TAG, "pause.c": sha256_text(PAUSE_C)} | pick(PAUSE_PKGS),
+        packages=PAUSE_PKGS, populate=_populate_pause,
+        config=("--config.entrypoint", "/pause", "--config.user", "65535:65535"))
+    flow = Recipe(
+        name="goflow2", ref=f"docker.io/netsampler/goflow2:{versions.GOFLOW2}",
+        inputs=common | {"goflow2": versions.GOFLOW2, "binary": goflow2.name} | pick(BUSYBOX_PKGS),
+        packages=BUSYBOX_PKGS, populate=_populate_goflow2(goflow2),
+        config=("--config.user", "flow", "--config.entrypoint", "./goflow2", "--config.env", PATH_ENV),
+        smoke=(("/bin/sh", "-c", "id flow | grep -q 'uid=100(flow) gid=65533(nogroup)'"),))
+    py_version = deb["python3.11-minimal"]
+    python = Recipe(
+        name="python", ref=f"docker.io/library/python:{PYTHON_TAG}",
+        inputs=common | {"tag": PYTHON_TAG} | pick(PYTHON_PKGS),
+        packages=PYTHON_PKGS, populate=_populate_python,
+        config=("--config.cmd", "python3", "--config.env", PATH_ENV, "--config.env", "LANG=C.UTF-8",
+                "--config.label", f"{SUBSTITUTE_LABEL}=Debian python3 {py_version} (glibc), standing in for "
+                                  f"python:{PYTHON_TAG} (no registry here)"),
+        smoke=(("/usr/local/bin/python3", "-B", "-c", PYTHON_SMOKE),))
+    caretta = Recipe(
+        name="caretta", ref=f"quay.io/groundcover/caretta:{CARETTA_TAG}",
+        inputs=common | {"tag": CARETTA_TAG, "base": f"{python.name}-{python.key}",
+                         "caretta_standin.py": sha256_text(STANDIN.read_bytes())} | pick(CARETTA_PKGS),
+        packages=CARETTA_PKGS + PYTHON_PKGS, populate=_populate_caretta, base=python.name,
+        # upstream: WORKDIR /app, CMD ./caretta (shell form), VOLUME /sys/kernel/debug, no USER
+        config=("--clear=config.cmd", "--config.cmd", "/bin/sh", "--config.cmd", "-c", "--config.cmd", "./caretta",
+                "--config.workingdir", "/app", "--config.volume", "/sys/kernel/debug",
+                "--config.label", f"{STANDIN_LABEL}={STANDIN_TEXT}"),
+        smoke=(("/usr/local/bin/python3", "-B", "-c",
+                "import ast; ast.parse(open('/app/caretta_standin.py').read())"),
+               # as the stand-in runs them: exec'd via PATH (Debian's busybox sh would prefer its applets)
+               ("/usr/local/bin/python3", "-B", "-c", CARETTA_TOOLS_SMOKE)))
+    return [pause, flow, python, caretta]
+
+
+# -- building ---------------------------------------------------------------------------------------
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if res.returncode != 0:
+        raise ImageBuildError(f"{' '.join(cmd)}: {(res.stderr or res.stdout).strip()}")
+    return res
+
+
+def _normalise_mtimes(root: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.utime(os.path.join(dirpath, name), (EPOCH, EPOCH), follow_symlinks=False)
+    os.utime(root, (EPOCH, EPOCH))
+
+
+def _check_packages(recipe: Recipe, rootfs: Rootfs) -> None:
+    if not rootfs.host_files:
+        return
+    stray = {p: o for p, o in owners(rootfs.host_files).items() if o not in recipe.packages}
+    if stray:
+        raise ImageBuildError(f"{recipe.name}: copies files its cache key does not cover (add their packages "
+                              f"to the recipe): " + ", ".join(f"{p} ({o or 'no package'})" for p, o in stray.items()))
+
+
+def _smoke(recipe: Recipe, root: Path) -> None:
+    env = {"PATH": PATH_ENV.split("=", 1)[1], "LANG": "C.UTF-8", "HOME": "/root"}
+    for cmd in recipe.smoke:
+        res = subprocess.run(["chroot", str(root), *cmd], capture_output=True, text=True, env=env)
+        if res.returncode != 0:
+            raise ImageBuildError(f"{recipe.name}: `{' '.join(cmd)}` fails in the image's rootfs: "
+                                  f"{(res.stderr or res.stdout).strip()[-800:]}")
+
+
+def _write_layout_tar(layout: Path, out: Path) -> None:
+    """The layout's files at the tar root (oci-layout, index.json, blobs/), deterministic headers."""
+    def norm(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = EPOCH
+        info.mode = 0o755 if info.isdir() else 0o644
+        return info
+
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(layout.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(layout)), recursive=False, filter=norm)
+
+
+def _extract(tar_path: Path, dest: Path) -> None:
+    with tarfile.open(tar_path) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:  # pragma: no cover - Python < 3.11.4
+            tar.extractall(dest)
+
+
+def manifest_digest(tarball: Path) -> str:
+    """Digest of the (single) manifest in an OCI-layout tarball: what `ctr images ls` shows."""
+    with tarfile.open(tarball) as tar:
+        f = tar.extractfile("index.json")
+        assert f is not None
+        return json.load(f)["manifests"][0]["digest"]
+
+
+def _build(recipe: Recipe, by_name: Mapping[str, Recipe], cache: Path, out: Path) -> None:
+    work = Path(tempfile.mkdtemp(prefix=f".build-{recipe.name}-", dir=out.parent))
+    try:
+        layout, bundle = work / "oci", work / "bundle"
+        if recipe.base:
+            base = by_name[recipe.base]
+            _extract(base.tarball(cache), layout)
+            start = f"{layout}:{base.tag}"
+        else:
+            _run(["umoci", "init", "--layout", str(layout)])
+            _run(["umoci", "new", "--image", f"{layout}:{recipe.tag}"])
+            start = f"{layout}:{recipe.tag}"
+        _run(["umoci", "unpack", "--image", start, str(bundle)])
+        rootfs = Rootfs(bundle / "rootfs")
+        recipe.populate(rootfs)
+        _check_packages(recipe, rootfs)
+        _smoke(recipe, rootfs.root)
+        _normalise_mtimes(rootfs.root)
+        image = f"{layout}:{recipe.tag}"
+        _run(["umoci", "repack", "--image", image, "--history.created", EPOCH_RFC3339,
+              "--history.created_by", f"netviz_lab.images {recipe.name} (recipe {RECIPE_VERSION}, key {recipe.key})",
+              str(bundle)])
+        if recipe.base and by_name[recipe.base].tag != recipe.tag:
+            _run(["umoci", "rm", "--image", start])
+        _run(["umoci", "config", "--image", image, "--no-history", "--created", EPOCH_RFC3339, *recipe.config])
+        _run(["umoci", "gc", "--layout", str(layout)])
+        index = json.loads((layout / "index.json").read_text())
+        names = [m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in index["manifests"]]
+        if names != [recipe.tag]:
+            raise ImageBuildError(f"{recipe.name}: index.json names {names}, expected [{recipe.tag!r}]")
+        tmp_tar = work / "image.tar"
+        _write_layout_tar(layout, tmp_tar)
+        os.replace(tmp_tar, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    with open(directory / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_images(lab: Lab) -> list[Image]:
+    """Build the images not cached yet (in a temporary directory, renamed into place), return all.
+    Idempotent; when everything is cached it only reads versions and checks files."""
+    all_recipes = recipes(lab)
+    by_name = {r.name: r for r in all_recipes}
+    images = [Image(r.ref, r.tarball(lab.cache)) for r in all_recipes]
+    if all(img.tarball.exists() for img in images):
+        return images
+    if os.geteuid() != 0:
+        raise ImageBuildError("building the lab images needs root (umoci unpack, chroot); missing: " +
+                              ", ".join(str(i.tarball) for i in images if not i.tarball.exists()))
+    directory = lab.cache / "images"
+    directory.mkdir(parents=True, exist_ok=True)
+    with _locked(directory):
+        for stale in directory.glob(".build-*"):  # a crashed build (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        for r in all_recipes:
+            out = r.tarball(lab.cache)
+            if out.exists():
+                continue
+            _build(r, by_name, lab.cache, out)
+            for old in directory.glob(f"{r.name}-{r.tag}-*.tar"):  # superseded builds of this image
+                if old != out:
+                    old.unlink()
+    return images
+
+
+# -- importing --------------------------------------------------------------------------------------
+def _ctr(address: str, namespace: str, *args: str) -> str:
+    return _run(["ctr", "--address", address, "-n", namespace, *args]).stdout
+
+
+def present_images(ctr_address: str, namespace: str = "k8s.io") -> dict[str, str]:
+    """ref -> manifest digest of the images complete in the content store and unpacked."""
+    out = _ctr(ctr_address, namespace, "images", "check")
+    found = {}
+    for line in out.splitlines()[1:]:  # REF TYPE DIGEST STATUS SIZE UNPACKED
+        parts = line.split()
+        if len(parts) >= 4 and parts[3] == "complete" and parts[-1] == "true":
+            found[parts[0]] = parts[2]
+    return found
+
+
+def import_images(ctr_address: str, images: list[Image], namespace: str = "k8s.io") -> list[str]:
+    """Import into containerd the images not already there with the same digest; returns the refs
+    imported. `--base-name <repo>` + the index's ref.name (the tag) gives `<repo>:<tag>`."""
+    want = {img.ref: manifest_digest(img.tarball) for img in images}
+    present = present_images(ctr_address, namespace)
+    imported = []
+    for img in images:
+        if present.get(img.ref) == want[img.ref]:
+            continue
+        _ctr(ctr_address, namespace, "images", "import", "--base-name", img.ref.rsplit(":", 1)[0],
+             str(img.tarball))
+        imported.append(img.ref)
+    if imported:
+        present = present_images(ctr_address, namespace)
+        wrong = [r for r in imported if present.get(r) != want[r]]
+        if wrong:
+            raise ImageBuildError(f"imported but not complete and unpacked in containerd with the expected "
+                                  f"digest: {wrong}")
+    return imported
+
+
+def describe(img: Image) -> str:
+    size = img.tarball.stat().st_size if img.tarball.exists() else 0
+    return f"{img.ref:44} {size / 2**20:7.1f} MiB  {img.tarball}"
