@@ -106,6 +106,36 @@ def test_deploy_then_converged_rerun_changes_nothing(lab: Lab, config: Path, adm
         assert meta[asset]["summary"].startswith("converged"), (asset, meta[asset]["summary"])
 
 
+def test_every_netviz_pod_runs_on_a_real_node_and_netflow_crosses_the_real_node_port(lab: Lab, admin_api):
+    """Runs after the deploy test above. Status is the kubelet's (container IDs from containerd), and
+    GoFlow2 counts NetFlow from each router under the router's own address: kube-proxy's NodePort with
+    externalTrafficPolicy Local delivered it without SNAT."""
+    import requests
+    from kubernetes import client
+
+    from netviz_lab.prometheus import URL
+    from netviz_lab.topology import COLLECTOR_NODE, REAL_NODES
+
+    core = client.CoreV1Api(admin_api)
+    real = {n.name for n in REAL_NODES}
+    for ns, app in (("caretta", "caretta"), ("goflow2", "goflow2")):
+        pods = core.list_namespaced_pod(ns, label_selector=f"app={app}").items
+        assert pods, f"no {app} pods"
+        for p in pods:
+            assert p.spec.node_name in real, (p.metadata.name, p.spec.node_name)
+            assert p.status.phase == "Running" and p.status.container_statuses, p.metadata.name
+            for cs in p.status.container_statuses:
+                assert cs.ready and cs.container_id.startswith("containerd://"), (p.metadata.name, cs.name)
+        if app == "caretta":  # the DaemonSet spans both real nodes
+            assert {p.spec.node_name for p in pods} == real
+        else:  # pinned to the node the routers send to
+            assert {p.spec.node_name for p in pods} == {COLLECTOR_NODE.name}
+    q = 'sum by (router) (goflow2_flow_process_nf_total{job="netviz-goflow2"})'
+    rows = requests.get(f"{URL}/api/v1/query", params={"query": q}, timeout=5).json()["data"]["result"]
+    counted = {r["metric"]["router"] for r in rows if float(r["value"][1]) > 0}
+    assert {r.mgmt_ip for r in ROUTERS} <= counted, counted
+
+
 def test_freshness_sensor_records_check_results_from_prometheus(lab: Lab, config: Path):
     """Runs after the deploy test above: the data paths exist."""
     from netviz_pipeline.definitions import defs
