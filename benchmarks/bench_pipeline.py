@@ -217,6 +217,9 @@ def reset_deployment(lab: Lab, s) -> float:
     wait_until(lambda: all(_gone(ns, n) for n in (s.caretta.namespace, s.goflow2.namespace)), 300,
                "namespaces deleted")
     time.sleep(1.0)  # let the kubelets stop the pods' containers
+    # the administrator's one-time step (namespaces, Caretta's cluster RBAC, the pipeline's grant): the
+    # pipeline only verifies these, so a cold deploy starts from an installed, empty cluster
+    clusterapi.install(lab)
     return time.monotonic() - t0
 
 
@@ -236,16 +239,18 @@ class Kubectl:
 
 
 def rendered_manifests(lab: Lab, s) -> list[dict]:
-    """Exactly what netviz_deploy applies to the cluster (render.* with the lab settings)."""
+    """Exactly what netviz_deploy applies to the cluster (render.* with the lab settings, without the
+    install objects, which the pipeline only verifies)."""
     from netviz_pipeline.assets.goflow2 import node_for_address
     from netviz_pipeline.render import caretta as rc
     from netviz_pipeline.render import goflow2 as rg
-    from netviz_pipeline.render import namespace
     from netviz_pipeline.render.dashboards import dashboard_configmaps
+    from netviz_pipeline.render.install import is_install_object
 
     nodes = admin(lab).resources.get(api_version="v1", kind="Node").get().to_dict()["items"]
-    return rc.render(s) + rg.render(s, node_name=node_for_address(nodes, s.cluster.node_address)) + \
-        [namespace(s.grafana.dashboards_namespace)] + dashboard_configmaps(s)  # the asset adds it when missing
+    objs = rc.render(s) + rg.render(s, node_name=node_for_address(nodes, s.cluster.node_address)) + \
+        dashboard_configmaps(s)
+    return [o for o in objs if not is_install_object(o)]  # installed by the administrator, for both
 
 
 def kubectl_deploy(k: Kubectl, manifest: Path, s, c: Counters) -> dict:

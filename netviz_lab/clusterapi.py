@@ -29,7 +29,6 @@ NODE_PREFIX = "kwok-node-"
 NODE_LABEL = ("type", "kwok")
 DEFAULT_KERNEL = "6.1.0-28-amd64"  # Debian 12 (bookworm) stock kernel
 REPO = Path(__file__).resolve().parent.parent
-RBAC_MANIFEST = REPO / "manifests" / "rbac" / "netviz-pipeline.yaml"
 CRD_MANIFEST = Path(__file__).resolve().parent / "crds" / "monitoring.coreos.com.yaml"
 KUBELET_CLIENT_MANIFEST = Path(__file__).resolve().parent / "manifests" / "apiserver-kubelet-client.yaml"
 
@@ -80,14 +79,28 @@ def wait_crds_established(dc: DynamicClient, names: list[str], timeout: float = 
     dc.resources.invalidate_cache()  # make the new kinds resolvable through this client
 
 
+def install(lab: Lab, settings: dict | None = None) -> list[str]:
+    """What the lab's administrator does once: the product's install objects (namespaces, Caretta's
+    cluster RBAC, the pipeline user's grant) for `settings` (default: the lab's), with admin credentials."""
+    from netviz_pipeline import admin
+    from netviz_pipeline.render.install import install_objects
+    from netviz_pipeline.resources.kube import Kube
+    from netviz_pipeline.settings import parse_settings
+
+    from . import settings as lab_settings
+
+    s = parse_settings(settings if settings is not None else lab_settings.settings(lab), check_host=False)
+    return admin.apply(Kube(str(lab.admin_kubeconfig)), install_objects(s))
+
+
 def apply_base_objects(lab: Lab) -> None:
-    """RBAC of the restricted pipeline user and of the API server at the kubelets, the
-    monitoring.coreos.com CRDs (waited until Established)."""
+    """The API server's RBAC at the kubelets, the monitoring.coreos.com CRDs (waited until Established),
+    and the product's install objects for the lab's settings."""
     dc = dynamic(lab)
-    apply_file(dc, RBAC_MANIFEST)
     apply_file(dc, KUBELET_CLIENT_MANIFEST)
     crds = [n.split("/", 1)[1] for n in apply_file(dc, CRD_MANIFEST)]
     wait_crds_established(dc, crds)
+    install(lab)
 
 
 # -- nodes ------------------------------------------------------------------------------------------

@@ -102,6 +102,16 @@ def _readable_file(v: Path | None, info: ValidationInfo) -> Path | None:
     return v
 
 
+def _private_key_file(v: Path | None, info: ValidationInfo) -> Path | None:
+    """Like OpenSSH: a private key others may read is refused (it may already be copied)."""
+    if v is not None and _check_host(info):
+        mode = v.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ValueError(f"{str(v)!r} is readable or writable by group/others (mode {mode:04o}), as OpenSSH "
+                             f"refuses too: chmod 600 {v}")
+    return v
+
+
 def _env_is_set(name: str | None, info: ValidationInfo) -> str | None:
     if name and _check_host(info) and not os.environ.get(name):
         raise ValueError(f"environment variable {name} is not set: export it before running")
@@ -321,6 +331,7 @@ class Router(_Model):
     opnsense: OPNsenseApi | None = None
 
     _files = field_validator("ssh_key_file", "known_hosts_file")(_readable_file)
+    _key_mode = field_validator("ssh_key_file")(_private_key_file)
 
     @field_validator("host")
     @classmethod

@@ -43,10 +43,8 @@ def effective_settings(cluster: ClusterResource, context=None) -> tuple[Settings
 def _apply_dashboard(stem: str, context, cluster: ClusterResource) -> dg.MaterializeResult:
     s, sidecar = effective_settings(cluster, context)
     cms = [cm for cm in dashboard_configmaps(s) if cm["metadata"]["name"] == configmap_name(stem)]
-    objs = []
-    if cluster.kube.get("v1", "Namespace", s.grafana.dashboards_namespace) is None:
-        objs.append(render_namespace(s.grafana.dashboards_namespace))
-    outcomes = cluster.apply(objs + cms)
+    # the namespace is an install object: verified (it must exist), never created by the pipeline
+    outcomes = cluster.apply([render_namespace(s.grafana.dashboards_namespace)] + cms)
     uid = json.loads(next(iter(cms[0]["data"].values())))["uid"]
     return dg.MaterializeResult(metadata=apply_metadata(outcomes) | {
         "configmap": dg.MetadataValue.text(f"{s.grafana.dashboards_namespace}/{configmap_name(stem)}"),

@@ -16,10 +16,22 @@ def labels(app: str, component: str | None = None) -> dict[str, str]:
     return out
 
 
-def namespace(name: str, privileged: bool = False) -> dict:
+def namespace(name: str, pod_security: str | None = None) -> dict:
+    """A Namespace; `pod_security` sets Pod Security Admission's enforced level: "privileged" where
+    Caretta's eBPF DaemonSet runs (it would be refused otherwise), "restricted" where only our hardened
+    pods run, so whoever can write workloads there still cannot start a privileged or hostPath pod."""
     meta: dict = {"name": name, "labels": {"app.kubernetes.io/part-of": "netviz",
                                            "app.kubernetes.io/managed-by": MANAGED_BY}}
-    if privileged:  # Pod Security Admission would refuse a privileged eBPF DaemonSet otherwise
-        meta["labels"] |= {"pod-security.kubernetes.io/enforce": "privileged",
-                           "pod-security.kubernetes.io/warn": "privileged"}
+    if pod_security:
+        meta["labels"] |= {"pod-security.kubernetes.io/enforce": pod_security,
+                           "pod-security.kubernetes.io/warn": pod_security}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def pod_security_level(s, ns: str) -> str | None:
+    """The level a netviz namespace enforces: privileged for Caretta's, restricted for GoFlow2's alone."""
+    if ns == s.caretta.namespace:
+        return "privileged"
+    if ns == s.goflow2.namespace:
+        return "restricted"
+    return None

@@ -5,7 +5,7 @@ per pod) for scraping — never a ClusterIP that would load-balance scrapes acro
 from __future__ import annotations
 
 from ..settings import Settings
-from . import labels, namespace
+from . import labels, namespace, pod_security_level
 
 NAME = "caretta"
 METRICS_PORT = 7117
@@ -67,7 +67,7 @@ def render(s: Settings) -> list[dict]:
     """All Caretta objects, in apply order."""
     ns = s.caretta.namespace
     return [
-        namespace(ns, privileged=True),
+        namespace(ns, pod_security_level(s, ns)),
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": NAME, "namespace": ns, "labels": labels(NAME)}},
         cluster_role(),

@@ -18,7 +18,7 @@ import json
 
 from .. import flowagg
 from ..settings import Settings
-from . import labels, namespace
+from . import labels, namespace, pod_security_level
 
 NAME = "goflow2"
 SELECTOR = {"app": NAME}
@@ -112,7 +112,9 @@ def deployment(s: Settings, node_name: str | None = None) -> dict:
                             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
     }
-    pod: dict = {"containers": [container], "nodeSelector": {"kubernetes.io/os": "linux"}}
+    # RuntimeDefault seccomp: with the containers' settings this meets Pod Security "restricted"
+    pod: dict = {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                 "containers": [container], "nodeSelector": {"kubernetes.io/os": "linux"}}
     if node_name:  # externalTrafficPolicy Local only delivers on nodes running the pod
         pod["nodeSelector"]["kubernetes.io/hostname"] = node_name
     template_meta: dict = {"labels": labels(NAME)}
@@ -157,4 +159,4 @@ def netflow_service(s: Settings) -> dict:
 def render(s: Settings, node_name: str | None = None) -> list[dict]:
     """All GoFlow2 objects, in apply order."""
     flows = [flowagg_configmap(s)] if s.flows.enabled else []
-    return [namespace(s.goflow2.namespace), *flows, deployment(s, node_name), metrics_service(s), netflow_service(s)]
+    return [namespace(s.goflow2.namespace, pod_security_level(s, s.goflow2.namespace)), *flows, deployment(s, node_name), metrics_service(s), netflow_service(s)]

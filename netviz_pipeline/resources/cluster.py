@@ -9,6 +9,7 @@ from typing import Iterable
 import dagster as dg
 
 from .. import readiness
+from ..render import install
 from .config import NetvizConfig
 from .kube import ApplyOutcome, Kube
 
@@ -24,7 +25,24 @@ class ClusterResource(dg.ConfigurableResource):
         return Kube(str(c.kubeconfig) if c.kubeconfig else None, c.context)
 
     def apply(self, objs: Iterable[dict]) -> list[ApplyOutcome]:
-        return self.kube.apply_all(objs, self.config.settings.ownership.on_foreign_manager)
+        """Apply what the pipeline operates; install objects (namespaces, cluster RBAC, the pipeline's
+        own grant) are only verified: an administrator applies those (render/install.py)."""
+        objs = list(objs)
+        self.require_installed([o for o in objs if install.is_install_object(o)])
+        return self.kube.apply_all([o for o in objs if not install.is_install_object(o)],
+                                   self.config.settings.ownership.on_foreign_manager)
+
+    def require_installed(self, wanted: list[dict]) -> None:
+        """Fail before any change, naming each install object that is missing or drifted."""
+        problems = [line for o in wanted for line in
+                    install.drift(o, self.kube.get(o["apiVersion"], o["kind"], o["metadata"]["name"],
+                                                   o["metadata"].get("namespace")))]
+        if problems:
+            raise dg.Failure(
+                description="install objects missing or drifted; nothing was applied. An administrator applies "
+                            "them once (and after settings change): python -m netviz_pipeline.admin apply "
+                            "--kubeconfig <admin kubeconfig>",
+                metadata={"missing_or_drifted": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))})
 
     def pods_of(self, workload: dict) -> list[dict]:
         meta = workload["metadata"]

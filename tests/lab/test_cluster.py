@@ -11,7 +11,6 @@ import time
 import uuid
 
 import pytest
-from kubernetes.dynamic.exceptions import ForbiddenError
 
 from netviz_lab import clusterapi
 
@@ -124,73 +123,6 @@ def test_deployment_and_daemonset_roll_out(admin, ns):
     assert len({p["spec"]["nodeName"] for p in ds_pods}) == nodes  # one per node
 
 
-def test_pipeline_user_allowed_what_the_role_grants(admin, pipeline, ns):
-    fm = dict(field_manager="netviz-pipeline", force_conflicts=True)
-    pipeline.resources.get(api_version="v1", kind="Node").get()
-    pipeline.resources.get(api_version="v1", kind="Namespace").get(name=ns)
-    cms = pipeline.resources.get(api_version="v1", kind="ConfigMap")
-    cms.server_side_apply(body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
-                                "data": {"k": "v"}}, namespace=ns, **fm)
-    assert cms.get(name="cfg", namespace=ns).data.k == "v"
-    pipeline.resources.get(api_version="v1", kind="ServiceAccount").server_side_apply(
-        body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "caretta"}}, namespace=ns, **fm)
-    pipeline.resources.get(api_version="v1", kind="Pod").get(namespace=ns)
-    pipeline.resources.get(api_version="v1", kind="Event").get(namespace=ns)
-    pipeline.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition").get()
-    pipeline.resources.get(api_version="monitoring.coreos.com/v1", kind="ServiceMonitor").server_side_apply(
-        body={"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "sm"},
-              "spec": {"selector": {"matchLabels": {"app": "x"}}, "endpoints": [{"port": "metrics"}]}},
-        namespace=ns, **fm)
-    # bind/escalate only for the `caretta` ClusterRole: a server-side dry run still runs RBAC's escalation
-    # checks, and leaves nothing behind (a real pipeline may own `caretta` in this lab).
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "caretta"},
-            "rules": [{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}]}
-    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": "caretta"},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "caretta"},
-               "subjects": [{"kind": "ServiceAccount", "name": "caretta", "namespace": ns}]}
-    pipeline.resources.get(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRole").server_side_apply(
-        body=role, dry_run="All", **fm)
-    crb = pipeline.resources.get(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRoleBinding")
-    crb.server_side_apply(body=binding, dry_run="All", **fm)
-
-
-@pytest.mark.parametrize("action", [
-    "create-secret", "list-secrets", "delete-namespace", "delete-configmap", "bind-cluster-admin",
-    "escalate-other-role", "create-crd", "delete-node",
-])
-def test_pipeline_user_denied_outside_the_role(pipeline, ns, action):
-    r = lambda av, k: pipeline.resources.get(api_version=av, kind=k)  # noqa: E731
-    rbac = "rbac.authorization.k8s.io/v1"
-    calls = {
-        "create-secret": lambda: r("v1", "Secret").create(
-            body={"metadata": {"name": "s"}, "stringData": {"a": "b"}}, namespace=ns),
-        "list-secrets": lambda: r("v1", "Secret").get(namespace=ns),
-        "delete-namespace": lambda: r("v1", "Namespace").delete(name=ns),
-        "delete-configmap": lambda: r("v1", "ConfigMap").delete(name="cfg", namespace=ns),
-        "bind-cluster-admin": lambda: r(rbac, "ClusterRoleBinding").server_side_apply(
-            body={"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "nvz-test-escalate"},
-                  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                              "name": "cluster-admin"},
-                  "subjects": [{"kind": "User", "name": "netviz-pipeline"}]},
-            field_manager="netviz-pipeline", dry_run="All"),
-        "escalate-other-role": lambda: r(rbac, "ClusterRole").server_side_apply(
-            body={"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "nvz-test-not-caretta"},
-                  "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
-            field_manager="netviz-pipeline", dry_run="All"),
-        "create-crd": lambda: r("apiextensions.k8s.io/v1", "CustomResourceDefinition").create(
-            body={"metadata": {"name": "things.example.com"},
-                  "spec": {"group": "example.com", "scope": "Namespaced",
-                           "names": {"kind": "Thing", "plural": "things"},
-                           "versions": [{"name": "v1", "served": True, "storage": True,
-                                         "schema": {"openAPIV3Schema": {"type": "object"}}}]}},
-            dry_run="All"),
-        "delete-node": lambda: r("v1", "Node").delete(name=clusterapi.node_name(0), dry_run="All"),
-    }
-    with pytest.raises(ForbiddenError):
-        calls[action]()
-
-
 def test_crds_established(admin, pipeline):
     crds = admin.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
     for plural in CRDS:
@@ -210,7 +142,7 @@ def test_kubectl_exec_runs_locally_through_kwok(lab, admin, ns):
     _wait(lambda: ((p := pods.get(name="exec-target", namespace=ns).to_dict())["status"].get("phase") == "Running",
                    p["status"]), 30, "pod Running")
     token = uuid.uuid4().hex
-    for kubeconfig in (lab.admin_kubeconfig, lab.pipeline_kubeconfig):
+    for kubeconfig in (lab.admin_kubeconfig,):  # the pipeline may not exec here (test_least_privilege.py)
         res = subprocess.run([str(lab.bin("kubectl")), f"--kubeconfig={kubeconfig}", "-n", ns, "exec",
                               "exec-target", "--", "echo", token], capture_output=True, text=True, timeout=30)
         assert res.returncode == 0, res.stderr

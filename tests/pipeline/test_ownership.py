@@ -7,6 +7,7 @@ import pytest
 from kubernetes.dynamic import DynamicClient
 
 from netviz_lab.lab import Lab
+from netviz_pipeline.render import install
 from netviz_pipeline.resources.kube import FIELD_MANAGER, Kube
 
 pytestmark = pytest.mark.lab
@@ -26,6 +27,15 @@ def scratch(lab: Lab, admin_api):
     name = f"netviz-ownership-{uuid.uuid4().hex[:8]}"
     ns.server_side_apply(body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
                          field_manager="test-admin")
+    # the administrator grants the pipeline this namespace, as `netviz_pipeline.admin` does for its own
+    rbac = "rbac.authorization.k8s.io/v1"
+    dc.resources.get(api_version=rbac, kind="Role").server_side_apply(body={
+        "apiVersion": rbac, "kind": "Role", "metadata": {"name": install.NAME, "namespace": name},
+        "rules": install.PURPOSE_RULES["workloads"]}, field_manager="test-admin")
+    dc.resources.get(api_version=rbac, kind="RoleBinding").server_side_apply(body={
+        "apiVersion": rbac, "kind": "RoleBinding", "metadata": {"name": install.NAME, "namespace": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": install.NAME},
+        "subjects": [install.Subject.parse(install.DEFAULT_SUBJECT).ref()]}, field_manager="test-admin")
     yield dc, name
     ns.delete(name=name)
 

@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from netviz_lab import clusterapi
 from netviz_lab import settings as lab_settings
 from netviz_lab.lab import Lab
 from netviz_lab.router import router_pids
@@ -186,6 +187,7 @@ def test_operator_mode_applies_podmonitors_idempotently(lab: Lab, config: Path, 
     cfg = yaml.safe_load(config.read_text())
     cfg["prometheus"] = {"url": cfg["prometheus"]["url"], "mode": "operator",
                          "operator": {"labels": {"release": "kube-prometheus-stack"}}}
+    clusterapi.install(lab, cfg)  # a new Prometheus mode: the administrator grants PodMonitors
     path = config.with_name("operator.yaml")
     path.write_text(yaml.safe_dump(cfg))
     resources = {k: v for k, v in defs.resources.items()}
@@ -222,6 +224,7 @@ def test_canary_through_a_pod_exec_is_seen(lab: Lab, config: Path, tmp_path, adm
     cfg["checks"].update({"canary_pod": {"namespace": "demo", "label_selector": "app=client"},
                           "canary_command": ["python3", "-c", send],
                           "canary_source": pod_ip, "canary_destination": LINUX_ROUTER.lan_host})
+    clusterapi.install(lab, cfg)  # the administrator grants exec in the canary pod's namespace (only there)
     path = tmp_path / "netviz.yaml"
     path.write_text(yaml.safe_dump(cfg))
     os.environ["NETVIZ_CONFIG"] = str(path)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from kubernetes.dynamic import DynamicClient
 
+from netviz_lab import clusterapi
 from netviz_lab import settings as lab_settings
 from netviz_lab.lab import Lab
 
@@ -31,8 +32,11 @@ def materialize(config: Path, asset):
 
 
 def settings_with(lab: Lab, tmp_path: Path, **sections) -> Path:
+    """Settings for this test, installed by the lab's administrator first (the pipeline only verifies
+    its namespaces and RBAC, and is granted exactly the namespaces these settings name)."""
     cfg = yaml.safe_load(lab_settings.render(lab))
     cfg.update(sections)
+    clusterapi.install(lab, cfg)
     path = tmp_path / "netviz.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -99,6 +103,8 @@ def grafana_deployment(admin_api):
 def test_dashboards_follow_the_grafana_sidecar_found_in_the_cluster(lab: Lab, tmp_path, grafana_deployment):
     from netviz_pipeline.assets.dashboards import caretta_dashboard, caretta_dashboard_discoverable
 
+    # the sidecar's namespace is where dashboards must go: the administrator grants it too
+    clusterapi.install(lab, yaml.safe_load(lab_settings.render(lab)) | {"grafana": {"dashboards_namespace": "observability"}})
     config = settings_with(lab, tmp_path)  # settings say namespace monitoring, label grafana_dashboard=1
     from netviz_pipeline.definitions import defs
 

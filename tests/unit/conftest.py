@@ -15,6 +15,8 @@ def files(tmp_path):
     for n in names:
         p = tmp_path / n
         p.write_text("scrape_configs: []\n" if n == "prometheus.yml" else "x\n")
+        if n == "id_ed25519":
+            p.chmod(0o600)  # a private key others can read is refused, as by OpenSSH
         out[n] = str(p)
     return out
 

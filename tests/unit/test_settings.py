@@ -209,3 +209,13 @@ def test_input_is_not_mutated(raw):
 def test_key_path_must_be_a_file(raw, tmp_path):
     raw["routers"][0]["known_hosts_file"] = str(tmp_path)  # a directory
     assert errors_of(raw)[0].startswith("routers[0].known_hosts_file: ")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_private_key_others_can_read_is_refused_naming_field_and_fix(raw, files, mode):
+    os.chmod(files["id_ed25519"], mode)
+    errs = errors_of(raw)
+    assert any(e.startswith("routers[0].ssh_key_file:") and f"mode {mode:04o}" in e and
+               f"chmod 600 {files['id_ed25519']}" in e for e in errs), errs
+    os.chmod(files["id_ed25519"], 0o400)
+    parse_settings(raw)  # owner-only is fine

@@ -1,0 +1,275 @@
+"""What an administrator installs once, and the pipeline only verifies: namespaces, Caretta's
+cluster-scoped RBAC, and the pipeline's own grant.
+
+Why split: writing a ClusterRole and binding it needs `escalate`/`bind` and cluster-wide `create` on
+RBAC, and those two verbs are enough to make any identity cluster-admin (widen the role, bind it to
+yourself). So the pipeline's day-to-day identity gets
+- one ClusterRole of cluster-wide reads it needs to decide (nodes, namespaces, Deployments to find
+  Grafana's sidecar, the CRDs and Prometheus resources for `mode: auto`, and `get` on exactly the
+  install objects it verifies), and
+- a namespaced Role in each namespace the settings name, with only what that namespace is for:
+  workloads (Caretta, GoFlow2), dashboards, the chart's Prometheus ConfigMap (that one object),
+  operator monitors, and pod exec only where the canary pod runs;
+- a ValidatingAdmissionPolicy bounding what its Deployments and DaemonSets may contain (Caretta's
+  namespace must allow privileged pods; the pipeline may not use that for anything but Caretta), and
+  Pod Security "restricted" on GoFlow2's namespace.
+No Secrets, no delete, no RBAC writes, no exec anywhere else. `python -m netviz_pipeline.admin` prints or
+applies these with the administrator's credentials.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..settings import Settings
+from . import caretta as render_caretta
+from . import namespace as render_namespace
+from . import pod_security_level
+
+NAME = "netviz-pipeline"  # the pipeline's ClusterRole, Roles, bindings and admission policy
+DEFAULT_SUBJECT = "user:netviz-pipeline"
+INSTALL_KINDS = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                           "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"})
+ADMISSION = "admissionregistration.k8s.io/v1"
+_PART_OF = {"app.kubernetes.io/part-of": "netviz"}
+
+_APPLY = ["get", "list", "watch", "create", "patch"]  # server-side apply creates or patches
+PURPOSE_RULES: dict[str, list[dict]] = {
+    "workloads": [
+        {"apiGroups": [""], "resources": ["serviceaccounts", "services", "configmaps"], "verbs": _APPLY},
+        {"apiGroups": ["apps"], "resources": ["deployments", "daemonsets"], "verbs": _APPLY},
+        {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+    ],
+    "dashboards": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "patch"]}],
+    "monitors": [{"apiGroups": ["monitoring.coreos.com"], "resources": ["podmonitors"],
+                  "verbs": ["get", "list", "create", "patch"]}],
+    # exec over SPDY is a POST (create), over WebSocket a GET (the Python client's upgrade): both needed
+    "canary": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+               {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}],
+}
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who the pipeline runs as: `user:<name>` (a client certificate) or `serviceaccount:<ns>/<name>`."""
+
+    kind: str
+    name: str
+    namespace: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Subject":
+        kind, _, rest = text.partition(":")
+        if kind == "user" and rest:
+            return cls("User", rest)
+        if kind == "serviceaccount" and rest.count("/") == 1 and all(rest.split("/")):
+            ns, name = rest.split("/")
+            return cls("ServiceAccount", name, ns)
+        raise ValueError(f"subject {text!r}: use user:<name> or serviceaccount:<namespace>/<name>")
+
+    @property
+    def username(self) -> str:
+        """As the API server names it in requests (admission's request.userInfo.username)."""
+        return self.name if self.kind == "User" else f"system:serviceaccount:{self.namespace}:{self.name}"
+
+    def ref(self) -> dict:
+        if self.kind == "User":
+            return {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": self.name}
+        return {"kind": "ServiceAccount", "name": self.name, "namespace": self.namespace}
+
+
+def namespace_purposes(s: Settings) -> dict[str, list[str]]:
+    """Each namespace the pipeline writes to, with what for (stable order)."""
+    out: dict[str, list[str]] = {}
+
+    def add(ns: str, purpose: str) -> None:
+        if purpose not in out.setdefault(ns, []):
+            out[ns].append(purpose)
+
+    for ns in (s.caretta.namespace, s.goflow2.namespace):
+        add(ns, "workloads")
+    add(s.grafana.dashboards_namespace, "dashboards")
+    p = s.prometheus
+    if p.mode in ("operator", "auto"):  # auto may pick operator mode when a Prometheus resource exists
+        for ns in ([p.operator.namespace] if p.operator and p.operator.namespace else
+                   [s.caretta.namespace, s.goflow2.namespace]):
+            add(ns, "monitors")
+    if p.chart and p.mode in ("chart", "auto"):
+        add(p.chart.configmap_namespace, "chart")
+    if s.checks.canary_pod:
+        add(s.checks.canary_pod.namespace, "canary")
+    return out
+
+
+def rules_for(purposes: list[str], s: Settings) -> list[dict]:
+    rules: list[dict] = []
+    for purpose in purposes:
+        if purpose == "chart":  # only the chart's server ConfigMap, never the namespace's others
+            rules.append({"apiGroups": [""], "resources": ["configmaps"],
+                          "resourceNames": [s.prometheus.chart.configmap_name], "verbs": ["get", "patch"]})
+        else:
+            rules += PURPOSE_RULES[purpose]
+    return rules
+
+
+def cluster_role() -> dict:
+    """Cluster-wide reads only."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": NAME, "labels": dict(_PART_OF)},
+            "rules": [
+                {"apiGroups": [""], "resources": ["nodes", "namespaces"], "verbs": ["get", "list"]},
+                {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list"]},  # Grafana's sidecar
+                {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                 "verbs": ["get", "list"]},
+                {"apiGroups": ["monitoring.coreos.com"], "resources": ["prometheuses"], "verbs": ["list"]},
+                # verifies (never writes) the install objects below
+                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles", "clusterrolebindings"],
+                 "resourceNames": [render_caretta.NAME], "verbs": ["get"]},
+            ]}
+
+
+def _cel_list(items) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"  # image refs are validated: no quotes inside
+
+
+def admission_policy(s: Settings, subject: Subject) -> list[dict]:
+    """What the pipeline may put in the workloads it writes, enforced by the API server.
+
+    The workloads Role must allow DaemonSets in Caretta's namespace, which Pod Security lets run
+    privileged with host paths (Caretta needs both). Without this policy that grant is a way to root on
+    every node. With it, the pipeline's Deployments and DaemonSets may only run the product's images;
+    only Caretta's image, with its own entrypoint (no command or args), may be privileged or mount
+    host paths, and only /proc and /sys/kernel/debug; no host network, PID or IPC; only the
+    `caretta` or `default` ServiceAccount."""
+    caretta_img = json.dumps(s.caretta.image)
+    images = _cel_list(dict.fromkeys([s.caretta.image, s.goflow2.image, s.flows.image]))
+    workload_namespaces = sorted({s.caretta.namespace, s.goflow2.namespace})
+    checks = [
+        ("variables.containers.all(c, c.image in " + images + ")",
+         "only the netviz images from the settings may run: " + ", ".join(json.loads(images))),
+        ("variables.containers.all(c, c.image == " + caretta_img + " || !has(c.securityContext) || "
+         "!has(c.securityContext.privileged) || !c.securityContext.privileged)",
+         "only Caretta's image may run privileged"),
+        ("variables.containers.all(c, c.image != " + caretta_img + " || (!has(c.command) && !has(c.args)))",
+         "Caretta's image runs with its own entrypoint (no command or args)"),
+        ("!has(variables.pod.volumes) || variables.pod.volumes.all(v, !has(v.hostPath) || "
+         "(v.hostPath.path in ['/proc', '/sys/kernel/debug'] && variables.containers.all(c, c.image == "
+         + caretta_img + ")))", "host paths: only /proc and /sys/kernel/debug, only in Caretta's pods"),
+        ("!(has(variables.pod.hostNetwork) && variables.pod.hostNetwork) && "
+         "!(has(variables.pod.hostPID) && variables.pod.hostPID) && !(has(variables.pod.hostIPC) && variables.pod.hostIPC)",
+         "no host network, PID or IPC namespaces"),
+        ("!has(variables.pod.serviceAccountName) || variables.pod.serviceAccountName in ['caretta', 'default']",
+         "only the caretta or default ServiceAccount"),
+    ]
+    policy = {
+        "apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": NAME, "labels": dict(_PART_OF)},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                                                    "operations": ["CREATE", "UPDATE"],
+                                                    "resources": ["deployments", "daemonsets"]}]},
+            "matchConditions": [{"name": "the-pipeline",
+                                 "expression": f"request.userInfo.username == {json.dumps(subject.username)}"}],
+            "variables": [
+                {"name": "pod", "expression": "object.spec.template.spec"},
+                {"name": "containers", "expression": "variables.pod.containers + "
+                                                     "(has(variables.pod.initContainers) ? variables.pod.initContainers : [])"},
+            ],
+            "validations": [{"expression": e, "message": m, "reason": "Forbidden"} for e, m in checks],
+        },
+    }
+    binding = {
+        "apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": NAME, "labels": dict(_PART_OF)},
+        "spec": {"policyName": NAME, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchExpressions": [
+                     {"key": "kubernetes.io/metadata.name", "operator": "In", "values": workload_namespaces}]}}},
+    }
+    return [policy, binding]
+
+
+def _binding(kind: str, role_kind: str, subject: Subject, namespace: str | None = None) -> dict:
+    meta: dict = {"name": NAME, "labels": dict(_PART_OF)}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": NAME},
+            "subjects": [subject.ref()]}
+
+
+def pipeline_grant(s: Settings, subject: Subject) -> list[dict]:
+    """The pipeline identity's ClusterRole (reads) and one Role + RoleBinding per managed namespace."""
+    out = [cluster_role(), _binding("ClusterRoleBinding", "ClusterRole", subject)]
+    for ns, purposes in namespace_purposes(s).items():
+        out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                    "metadata": {"name": NAME, "namespace": ns, "labels": dict(_PART_OF),
+                                 "annotations": {"netviz.io/purposes": ",".join(purposes)}},
+                    "rules": rules_for(purposes, s)})
+        out.append(_binding("RoleBinding", "Role", subject, ns))
+    return out
+
+
+def install_objects(s: Settings, subject: Subject = Subject.parse(DEFAULT_SUBJECT)) -> list[dict]:
+    """Everything an administrator applies, in apply order: namespaces first, bindings last."""
+    namespaces = [render_namespace(ns, pod_security_level(s, ns)) for ns in namespace_purposes(s)
+                  if ns in (s.caretta.namespace, s.goflow2.namespace, s.grafana.dashboards_namespace)]
+    caretta_rbac = [o for o in render_caretta.render(s) if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    return namespaces + caretta_rbac + admission_policy(s, subject) + pipeline_grant(s, subject)
+
+
+def is_install_object(obj: dict) -> bool:
+    return obj["kind"] in INSTALL_KINDS
+
+
+# -- verification (the pipeline reads what the administrator applied) ---------------------------------
+def _rule_key(rule: dict) -> tuple:
+    return tuple(tuple(sorted(rule.get(k) or ())) for k in ("apiGroups", "resources", "resourceNames", "verbs",
+                                                             "nonResourceURLs"))
+
+
+def _contains(have, want) -> bool:
+    """`want` is `have` with fields the API server defaults left out."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(_contains(have.get(k), v) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(have, list) and len(have) == len(want) and all(map(_contains, have, want))
+    return have == want
+
+
+def drift(wanted: dict, live: dict | None) -> list[str]:
+    """What is missing or different in a live install object, one line each (empty: as installed)."""
+    where = f"{wanted['kind']} {wanted['metadata'].get('namespace', '') + '/' if wanted['metadata'].get('namespace') else ''}" \
+            f"{wanted['metadata']['name']}"
+    if live is None:
+        return [f"{where} is missing"]
+    out = []
+    if wanted["kind"] == "Namespace":
+        have = (live.get("metadata") or {}).get("labels") or {}
+        for k, v in ((wanted["metadata"].get("labels") or {}) | {}).items():
+            if k.startswith("pod-security.kubernetes.io/") and have.get(k) != v:
+                out.append(f"{where}: label {k}={have.get(k)!r}, needs {v!r}")
+    elif wanted["kind"] in ("ClusterRole", "Role"):
+        want = {_rule_key(r) for r in wanted.get("rules") or []}
+        have = {_rule_key(r) for r in live.get("rules") or []}
+        if want - have:
+            out.append(f"{where}: missing rules {sorted(want - have)}")
+        if have - want:
+            out.append(f"{where}: extra rules {sorted(have - want)}")
+    elif wanted["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        have = live.get("spec") or {}
+        for key, value in wanted["spec"].items():  # the API server adds defaults: compare what we set
+            if not _contains(have.get(key), value):
+                out.append(f"{where}: spec.{key} differs from what netviz installs")
+    elif wanted["kind"] in ("ClusterRoleBinding", "RoleBinding"):
+        if live.get("roleRef") != wanted["roleRef"]:
+            out.append(f"{where}: roleRef {live.get('roleRef')}, needs {wanted['roleRef']}")
+        have = [{k: v for k, v in sub.items() if k in ("kind", "name", "namespace")} for sub in live.get("subjects") or []]
+        for sub in wanted["subjects"]:
+            if {k: v for k, v in sub.items() if k in ("kind", "name", "namespace")} not in have:
+                out.append(f"{where}: subject {sub['kind']} {sub.get('namespace', '') and sub['namespace'] + '/'}"
+                           f"{sub['name']} is not bound")
+    return out

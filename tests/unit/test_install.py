@@ -1,0 +1,131 @@
+"""Install objects (what an administrator applies) and the pipeline's grant: least privilege by construction."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from netviz_pipeline.render import install
+from netviz_pipeline.settings import parse_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULTS = {"cluster": {"in_cluster": True, "node_address": "10.0.0.1"}, "prometheus": {"url": "http://prometheus:9090"}}
+
+
+def _settings(**sections):
+    return parse_settings(copy.deepcopy(DEFAULTS) | sections, check_host=False)
+
+
+def _by_key(objs):
+    return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objs}
+
+
+def _grant_rules(objs):
+    return [(o["kind"], o["metadata"].get("namespace"), r) for o in objs if o["kind"] in ("ClusterRole", "Role")
+            and o["metadata"]["name"] == install.NAME for r in o["rules"]]
+
+
+def test_the_pipeline_grant_has_no_escalation_path(make):
+    s = make(checks={"canary_command": ["true"], "canary_source": "198.18.1.20", "canary_destination": "198.18.2.10",
+                     "canary_pod": {"namespace": "demo", "label_selector": "app=client"}},
+             prometheus={"url": "http://127.0.0.1:9090", "mode": "auto",
+                         "chart": {"configmap_namespace": "prom", "configmap_name": "prometheus-server"}})
+    for kind, ns, rule in _grant_rules(install.install_objects(s)):
+        verbs, groups, resources = set(rule["verbs"]), set(rule["apiGroups"]), set(rule["resources"])
+        assert not verbs & {"escalate", "bind", "impersonate", "delete", "deletecollection", "*"}, rule
+        assert "*" not in groups | resources, rule
+        assert "secrets" not in resources and "serviceaccounts/token" not in resources, rule
+        assert not ("rbac.authorization.k8s.io" in groups and verbs - {"get", "list", "watch"}), rule
+        if kind == "ClusterRole":  # cluster-wide: reads only
+            assert verbs <= {"get", "list", "watch"}, rule
+        if "pods/exec" in resources or "pods/attach" in resources:
+            assert (kind, ns) == ("Role", "demo"), rule  # only where the canary pod runs
+        if "rbac.authorization.k8s.io" in groups:
+            assert rule["resourceNames"] == ["caretta"], rule
+
+
+def test_roles_follow_the_namespaces_the_settings_name(make):
+    s = make(caretta={"namespace": "ebpf"}, goflow2={"namespace": "flows"}, grafana={"dashboards_namespace": "grafana"})
+    roles = {o["metadata"]["namespace"]: o for o in install.install_objects(s) if o["kind"] == "Role"}
+    assert set(roles) == {"ebpf", "flows", "grafana"}
+    assert roles["grafana"]["rules"] == install.PURPOSE_RULES["dashboards"]
+    bindings = [o for o in install.install_objects(s) if o["kind"] == "RoleBinding"]
+    assert {b["metadata"]["namespace"] for b in bindings} == set(roles)
+    assert all(b["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "netviz-pipeline"}]
+               for b in bindings)
+
+
+def test_no_exec_without_a_canary_pod_and_chart_access_is_one_configmap():
+    plain = install.install_objects(_settings())
+    assert not any("pods/exec" in r["resources"] for _, _, r in _grant_rules(plain))
+    chart = install.install_objects(_settings(prometheus={
+        "url": "http://p:9090", "mode": "chart", "chart": {"configmap_namespace": "prom", "configmap_name": "srv"}}))
+    role = _by_key(chart)[("Role", "prom", install.NAME)]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["srv"],
+                              "verbs": ["get", "patch"]}]
+
+
+def test_subject_parsing():
+    assert install.Subject.parse("serviceaccount:netviz/dagster").ref() == \
+        {"kind": "ServiceAccount", "name": "dagster", "namespace": "netviz"}
+    for bad in ("netviz-pipeline", "group:admins", "serviceaccount:only-name", "user:"):
+        with pytest.raises(ValueError, match="user:<name> or serviceaccount"):
+            install.Subject.parse(bad)
+
+
+def test_drift_names_what_is_missing_widened_or_unbound():
+    objs = _by_key(install.install_objects(_settings()))
+    role = objs[("ClusterRole", None, "caretta")]
+    assert install.drift(role, None) == ["ClusterRole caretta is missing"]
+    assert install.drift(role, copy.deepcopy(role)) == []
+    widened = copy.deepcopy(role)
+    widened["rules"].append({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]})
+    assert "extra rules" in install.drift(role, widened)[0]  # the privilege-escalation attack shows as drift
+    crb = objs[("ClusterRoleBinding", None, "caretta")]
+    unbound = copy.deepcopy(crb) | {"subjects": [{"kind": "ServiceAccount", "name": "other", "namespace": "x"}]}
+    assert install.drift(crb, unbound) == ["ClusterRoleBinding caretta: subject ServiceAccount caretta/caretta is not bound"]
+    ns = objs[("Namespace", None, "caretta")]
+    plain = {"metadata": {"name": "caretta", "labels": {}}}
+    assert any("pod-security.kubernetes.io/enforce" in p for p in install.drift(ns, plain))
+
+
+def test_the_shipped_manifest_is_the_rendering_for_default_settings():
+    shipped = [d for d in yaml.safe_load_all((ROOT / "manifests/rbac/netviz-pipeline.yaml").read_text()) if d]
+    assert shipped == install.install_objects(_settings())
+
+
+def test_admission_policy_names_the_settings_images_and_the_subject():
+    s = _settings(caretta={"image": "registry.example/caretta:v1"})
+    objs = _by_key(install.install_objects(s, install.Subject.parse("serviceaccount:netviz/dagster")))
+    policy = objs[("ValidatingAdmissionPolicy", None, install.NAME)]
+    exprs = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert '"registry.example/caretta:v1"' in exprs and '"netsampler/goflow2:v2.2.1"' in exprs
+    assert policy["spec"]["matchConditions"][0]["expression"] == \
+        'request.userInfo.username == "system:serviceaccount:netviz:dagster"'
+    binding = objs[("ValidatingAdmissionPolicyBinding", None, install.NAME)]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"] == \
+        ["caretta", "goflow2"]
+    # the API server's defaults are not drift; a changed validation is
+    live = copy.deepcopy(policy)
+    live["spec"]["matchConstraints"] |= {"matchPolicy": "Equivalent", "namespaceSelector": {}, "objectSelector": {}}
+    assert install.drift(policy, live) == []
+    live["spec"]["validations"] = live["spec"]["validations"][1:]
+    assert install.drift(policy, live) == ["ValidatingAdmissionPolicy netviz-pipeline: spec.validations differs "
+                                           "from what netviz installs"]
+
+
+def test_admin_print_renders_for_the_settings_and_rejects_a_bad_subject(tmp_path, capsys):
+    from netviz_pipeline import admin
+
+    path = tmp_path / "netviz.yaml"
+    path.write_text(yaml.safe_dump(DEFAULTS | {"goflow2": {"namespace": "flows"}}))
+    assert admin.main(["print", "--settings", str(path), "--subject", "serviceaccount:ops/netviz"]) == 0
+    docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"} == {"caretta", "flows", "monitoring"}
+    assert all(d["subjects"] == [{"kind": "ServiceAccount", "name": "netviz", "namespace": "ops"}]
+               for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding") and d["metadata"]["name"] == install.NAME)
+    assert admin.main(["print", "--settings", str(path), "--subject", "root"]) == 2
+    assert "user:<name> or serviceaccount:<namespace>/<name>" in capsys.readouterr().err
