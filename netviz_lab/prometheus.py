@@ -2,8 +2,9 @@
 
 The config file is the one the pipeline manages in its "file" mode. It starts with a job of the
 "user's own" (Prometheus scraping itself) so the pipeline can show it merges without disturbing
-other jobs. Prometheus reaches the lab's pods directly (the pod runner routes pod IPs on the host)
-and discovers them through the API server with a read-only kubeconfig written here.
+other jobs. Prometheus reaches the lab's pods directly (the host routes each real node's pod range to
+that node). Debian's build has no Kubernetes discovery, so the lab's settings use file_sd targets that
+the pipeline writes from the pods it finds.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Flows end to end in the lab: real traffic -> real softflowd -> real GoFlow2 -> the flow aggregator
-sidecar (run by the pod runner) -> Prometheus: the lan host -> wan host pair shows up as a top-talker
+sidecar (in the GoFlow2 pod on a real node) -> Prometheus: the lan host -> wan host pair shows up as a top-talker
 series within DEADLINE_S after the traffic ends.
 
 Budget of the deadline: softflowd exports a closed TCP connection within ~2 s (lab timeouts
