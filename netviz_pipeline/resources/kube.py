@@ -89,16 +89,23 @@ STARTING_GRACE_S = 30.0
 def _while_starting(fn):
     """A 401/403 from an API server that is not ready yet (just restarted: RBAC and authentication
     caches still loading) is not an answer: wait for /readyz and try again, up to STARTING_GRACE_S.
-    From a ready server the denial stands and is raised at once."""
+    The denial may predate readiness even when /readyz answers ok a moment later, so a server that is
+    ready is asked once more; its second denial stands and is raised."""
     @functools.wraps(fn)
     def wrapper(self: "Kube", *args, **kwargs):
         deadline = time.monotonic() + STARTING_GRACE_S
+        asked_ready = False
         while True:
             try:
                 return fn(self, *args, **kwargs)
             except (ForbiddenError, UnauthorizedError):
-                if self.api_ready() or time.monotonic() > deadline:
+                if time.monotonic() > deadline:
                     raise
+                if self.api_ready():
+                    if asked_ready:
+                        raise
+                    asked_ready = True
+                    continue
                 time.sleep(1)
     return wrapper
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from netviz_pipeline.assets.goflow2 import node_for_address
 from netviz_pipeline.grafana_sidecar import find_sidecar
@@ -70,3 +71,33 @@ def test_definitions_load_and_jobs_select_what_they_say():
     assert not verify.asset_layer.executable_asset_keys  # checks only: nothing is materialised
     assert {c.name for c in verify.asset_layer.asset_graph.asset_check_keys} >= {"every_panel_has_data",
                                                                                  "netflow_arriving"}
+
+
+def test_a_denial_is_retried_once_when_the_server_turns_ready_and_stands_after():
+    """The first 403 after an API server restart may predate its readiness: ask a ready server once
+    more; a ready server's second denial is the answer. A not-ready server is waited for."""
+    from kubernetes.dynamic.exceptions import ForbiddenError
+
+    from netviz_pipeline.resources import kube as kube_mod
+
+    class Fake:
+        def __init__(self, answers, ready):
+            self.answers, self.ready, self.calls = list(answers), list(ready), 0
+
+        def api_ready(self):
+            return self.ready.pop(0) if self.ready else True
+
+        @kube_mod._while_starting
+        def call(self):
+            self.calls += 1
+            answer = self.answers.pop(0)
+            if answer == "403":
+                raise ForbiddenError(type("E", (Exception,), {"status": 403, "reason": "Forbidden", "body": "",
+                                                              "headers": {}})())
+            return answer
+
+    assert Fake(["403", "ok"], ready=[True]).call() == "ok"  # stale denial: asked again, allowed
+    twice = Fake(["403", "403", "ok"], ready=[True, True])
+    with pytest.raises(ForbiddenError):
+        twice.call()  # a ready server said no twice: that stands
+    assert twice.calls == 2
