@@ -159,4 +159,5 @@ def netflow_service(s: Settings) -> dict:
 def render(s: Settings, node_name: str | None = None) -> list[dict]:
     """All GoFlow2 objects, in apply order."""
     flows = [flowagg_configmap(s)] if s.flows.enabled else []
-    return [namespace(s.goflow2.namespace, pod_security_level(s, s.goflow2.namespace)), *flows, deployment(s, node_name), metrics_service(s), netflow_service(s)]
+    ns = namespace(s.goflow2.namespace, pod_security_level(s, s.goflow2.namespace))
+    return [ns, *flows, deployment(s, node_name), metrics_service(s), netflow_service(s)]

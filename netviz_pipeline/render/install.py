@@ -249,7 +249,7 @@ def drift(wanted: dict, live: dict | None) -> list[str]:
     out = []
     if wanted["kind"] == "Namespace":
         have = (live.get("metadata") or {}).get("labels") or {}
-        for k, v in ((wanted["metadata"].get("labels") or {}) | {}).items():
+        for k, v in (wanted["metadata"].get("labels") or {}).items():
             if k.startswith("pod-security.kubernetes.io/") and have.get(k) != v:
                 out.append(f"{where}: label {k}={have.get(k)!r}, needs {v!r}")
     elif wanted["kind"] in ("ClusterRole", "Role"):
