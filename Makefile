@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LAB := $(PY) -m netviz_lab
 # containerd, runc and the CNI plugins run the real nodes; umoci and busybox-static build their images.
-DEBIAN_PACKAGES := prometheus softflowd openssh-server iproute2 nftables conntrack libpcap-dev gcc curl iputils-ping \
+DEBIAN_PACKAGES := softflowd openssh-server iproute2 nftables conntrack libpcap-dev gcc curl iputils-ping \
 	python3-venv util-linux containerd runc containernetworking-plugins umoci busybox-static libc6-dev
 
 .PHONY: bench bench-flows demo test lab-deps debian-packages go-binaries shim venv images lab-up lab-down unit-test lab-test

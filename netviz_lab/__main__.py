@@ -52,9 +52,9 @@ def require_root() -> None:
 
 def require_binaries(lab: Lab) -> None:
     missing = [str(lab.bin(t)) for t in ("etcd", "kube-apiserver", "kube-controller-manager",
-                                          "kube-scheduler", "kwok", "goflow2", "kubelet", "kube-proxy")
+                                          "kube-scheduler", "kwok", "goflow2", "kubelet", "kube-proxy", "prometheus")
                if not lab.bin(t).exists()]
-    if missing or not all(shutil.which(t) for t in ("prometheus", "softflowd", "containerd", "runc", "umoci")):
+    if missing or not all(shutil.which(t) for t in ("softflowd", "containerd", "runc", "umoci")):
         sys.exit("lab dependencies missing (" + (", ".join(missing) or "Debian packages") +
                  "): run `make lab-deps` first")
 

@@ -64,7 +64,50 @@ go_install() { # tool version package
   rm -rf "$tmp"
 }
 
+# Prometheus v3: module version v0.3xx.y is release 3.xx.y; stamp it so /api/v1/status/buildinfo says so.
+build_prometheus() {
+  local v=$PROMETHEUS_VERSION t
+  local minor=${v#v0.3} release
+  release="3.$((10#${minor%%.*})).${v##*.}"
+  for t in prometheus promtool; do
+    have "$t-$v" && continue
+    echo "building $t $release ($v)" >&2
+    local tmp
+    tmp=$(mktemp -d)
+    GOBIN=$tmp CGO_ENABLED=0 go install -trimpath -ldflags "-s -w \
+      -X github.com/prometheus/common/version.Version=$release \
+      -X github.com/prometheus/common/version.Branch=release \
+      -X github.com/prometheus/common/version.Revision=$v" \
+      "github.com/prometheus/prometheus/cmd/$t@$v"
+    mv "$tmp/$t" "$bin/$t-$v"
+    rm -rf "$tmp"
+  done
+}
+
+# The Operator's go.mod replaces two of its own submodules with local paths, so (like Kubernetes) a small
+# module of ours requires it and replaces them with their published versions.
+build_prometheus_operator() {
+  local v=$PROMETHEUS_OPERATOR_VERSION t
+  have "prometheus-operator-$v" && have "prometheus-config-reloader-$v" && return 0
+  local mod=$cache/src/prometheus-operator-$v m=github.com/prometheus-operator/prometheus-operator
+  mkdir -p "$mod"
+  printf 'module netviz.local/promopbuild\n\ngo 1.24.0\n\nrequire %s %s\n\nreplace %s/pkg/apis/monitoring => %s/pkg/apis/monitoring %s\n\nreplace %s/pkg/client => %s/pkg/client %s\n' \
+    "$m" "$v" "$m" "$m" "$v" "$m" "$m" "$v" >"$mod/go.mod"
+  for t in operator prometheus-config-reloader; do
+    local out=$t-$v
+    [ "$t" = operator ] && out=prometheus-operator-$v
+    have "$out" && continue
+    echo "building $out" >&2
+    (cd "$mod" && go get "$m/cmd/$t@$v" >/dev/null && \
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/prometheus/common/version.Version=${v#v}" \
+        -o "$bin/$out.tmp" "$m/cmd/$t")
+    mv "$bin/$out.tmp" "$bin/$out"
+  done
+}
+
 go_install goflow2 "$GOFLOW2_VERSION" github.com/netsampler/goflow2/v2/cmd/goflow2
 go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 build_k8s
+build_prometheus
+build_prometheus_operator
 ls -l "$bin"

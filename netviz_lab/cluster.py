@@ -76,6 +76,7 @@ def cert_specs() -> list[pki.CertSpec]:
         *(S(f"kubelet-{n.name}", f"system:node:{n.name}", server=True, dns=(n.name,), ips=(n.ip,))
           for n in topology.REAL_NODES),
         S("kube-proxy", "system:kube-proxy", client=True),
+        S("prometheus", "netviz-lab-prometheus", client=True),  # Kubernetes discovery, read-only
         # serving certs, so clients (readiness checks, Prometheus) can verify with the lab CA
         S("kwok-serving", "kwok-kubelet", server=True, dns=("localhost",), ips=(topology.NODE_IP, "127.0.0.1")),
         S("kube-controller-manager-serving", "kube-controller-manager", server=True, dns=("localhost",),
@@ -139,6 +140,7 @@ def setup(lab: Lab) -> None:
     b = bundle(lab)
     write_kubeconfig(lab.admin_kubeconfig, b.ca.cert, b["admin"], "netviz-lab-admin")
     write_kubeconfig(lab.pipeline_kubeconfig, b.ca.cert, b["netviz-pipeline"], "netviz-pipeline")
+    write_kubeconfig(lab.prometheus_kubeconfig, b.ca.cert, b["prometheus"], "netviz-lab-prometheus")
     for who in ("kube-controller-manager", "kube-scheduler", "kwok"):
         write_kubeconfig(kubeconfig(lab, who), b.ca.cert, b[who], who)
     (d / "kwok.yaml").write_text(yaml.safe_dump_all(kwok_config(), sort_keys=False))
@@ -240,7 +242,7 @@ def teardown(lab: Lab) -> None:
     kill_leftovers(lab)
     for p in (_etcd_dir(lab), _dir(lab), lab.pki):
         shutil.rmtree(p, ignore_errors=True)
-    for f in (lab.admin_kubeconfig, lab.pipeline_kubeconfig):
+    for f in (lab.admin_kubeconfig, lab.pipeline_kubeconfig, lab.prometheus_kubeconfig):
         f.unlink(missing_ok=True)
 
 

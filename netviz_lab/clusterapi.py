@@ -31,6 +31,7 @@ DEFAULT_KERNEL = "6.1.0-28-amd64"  # Debian 12 (bookworm) stock kernel
 REPO = Path(__file__).resolve().parent.parent
 CRD_MANIFEST = Path(__file__).resolve().parent / "crds" / "monitoring.coreos.com.yaml"
 KUBELET_CLIENT_MANIFEST = Path(__file__).resolve().parent / "manifests" / "apiserver-kubelet-client.yaml"
+PROMETHEUS_RBAC_MANIFEST = Path(__file__).resolve().parent / "manifests" / "prometheus-discovery.yaml"
 
 
 def api_client(kubeconfig: Path, pool: int = 16) -> k8s.ApiClient:
@@ -94,10 +95,11 @@ def install(lab: Lab, settings: dict | None = None) -> list[str]:
 
 
 def apply_base_objects(lab: Lab) -> None:
-    """The API server's RBAC at the kubelets, the monitoring.coreos.com CRDs (waited until Established),
+    """The API server's RBAC at the kubelets, the lab Prometheus's discovery RBAC, the monitoring.coreos.com CRDs (waited until Established),
     and the product's install objects for the lab's settings."""
     dc = dynamic(lab)
     apply_file(dc, KUBELET_CLIENT_MANIFEST)
+    apply_file(dc, PROMETHEUS_RBAC_MANIFEST)
     crds = [n.split("/", 1)[1] for n in apply_file(dc, CRD_MANIFEST)]
     wait_crds_established(dc, crds)
     install(lab)

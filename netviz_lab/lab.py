@@ -17,6 +17,10 @@ _TOOL_VERSIONS = {
     "etcd": versions.ETCD,
     "kwok": versions.KWOK,
     "goflow2": versions.GOFLOW2,
+    "prometheus": versions.PROMETHEUS,
+    "promtool": versions.PROMETHEUS,
+    "prometheus-operator": versions.PROMETHEUS_OPERATOR,
+    "prometheus-config-reloader": versions.PROMETHEUS_OPERATOR,
 }
 
 
@@ -57,6 +61,11 @@ class Lab:
     @property
     def prometheus_dir(self) -> Path:
         return self.root / "prometheus"
+
+    @property
+    def prometheus_kubeconfig(self) -> Path:
+        """Kubeconfig of the lab Prometheus's own read-only identity, for Kubernetes discovery."""
+        return self.root / "kubeconfig-prometheus.yaml"
 
     @property
     def prometheus_config(self) -> Path:

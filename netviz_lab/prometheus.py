@@ -1,10 +1,12 @@
-"""Prometheus for the lab (component): Debian's package on 127.0.0.1 with the lifecycle API on.
+"""Prometheus for the lab (component): upstream Prometheus v3 (built from its Go module, pinned in
+versions.env) on 127.0.0.1 with the lifecycle API on, outside the cluster as a user's own would be.
 
 The config file is the one the pipeline manages in its "file" mode. It starts with a job of the
 "user's own" (Prometheus scraping itself) so the pipeline can show it merges without disturbing
 other jobs. Prometheus reaches the lab's pods directly (the host routes each real node's pod range to
-that node). Debian's build has no Kubernetes discovery, so the lab's settings use file_sd targets that
-the pipeline writes from the pods it finds.
+that node) and finds them by Kubernetes discovery, as its own read-only identity
+(`lab.prometheus_kubeconfig`, RBAC in manifests/prometheus-discovery.yaml, like the chart's ClusterRole).
+Debian's 2.42 was built without Kubernetes discovery; it is no longer used.
 """
 from __future__ import annotations
 
@@ -27,11 +29,11 @@ INITIAL_CONFIG = {
 }
 
 
-def binary() -> str:
-    path = shutil.which("prometheus")
-    if not path:
-        raise RuntimeError("prometheus is not installed: run `make lab-deps`")
-    return path
+def binary(lab: Lab) -> str:
+    path = lab.bin("prometheus")
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `make lab-deps`")
+    return str(path)
 
 
 def setup(lab: Lab) -> None:
@@ -47,7 +49,7 @@ def _ready() -> bool:
 def services(lab: Lab) -> list[Service]:
     return [Service(
         name="prometheus",
-        argv=[binary(), f"--config.file={lab.prometheus_config}",
+        argv=[binary(lab), f"--config.file={lab.prometheus_config}",
               f"--storage.tsdb.path={lab.prometheus_dir / 'data'}",
               f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
               "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d"],

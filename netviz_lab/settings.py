@@ -26,9 +26,9 @@ def settings(lab: Lab) -> dict:
             "mode": "file",
             "file": {
                 "config_path": str(lab.prometheus_config),
-                # Debian's Prometheus is built without Kubernetes discovery: the pipeline writes
-                # file_sd target files from the pods it finds instead.
-                "discovery": "file_sd",
+                # Prometheus runs outside the cluster: Kubernetes discovery through its own kubeconfig
+                "discovery": "kubernetes",
+                "kubernetes_sd_kubeconfig": str(lab.prometheus_kubeconfig),
             },
         },
         "grafana": {"dashboards_namespace": "monitoring"},

@@ -56,3 +56,17 @@ def make(raw):
 @pytest.fixture
 def settings(make) -> Settings:
     return make()
+
+
+@pytest.fixture
+def promtool() -> str:
+    """The lab's promtool (Prometheus v3, built by `make lab-deps`), else one on PATH."""
+    import shutil
+
+    from netviz_lab.lab import Lab
+
+    built = Lab().bin("promtool")
+    found = str(built) if built.exists() else shutil.which("promtool")
+    if not found:
+        pytest.skip("promtool not built: run `make lab-deps`")
+    return found

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -112,11 +111,10 @@ def test_every_query_substitutes():
         assert "$__" not in substitute(q.expr)
 
 
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
-def test_every_query_parses(tmp_path):
+def test_every_query_parses(tmp_path, promtool):
     rules = [{"record": f"netviz:q{i}", "expr": substitute(q.expr)} for i, (_, q) in enumerate(all_queries())]
     (tmp_path / "r.yml").write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": rules}]}))
-    r = subprocess.run(["promtool", "check", "rules", str(tmp_path / "r.yml")], capture_output=True, text=True)
+    r = subprocess.run([promtool, "check", "rules", str(tmp_path / "r.yml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -129,8 +127,7 @@ def _links(link, client, server, port, role, inst, per_min):
             "values": f"0+{per_min}x10"}
 
 
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
-def test_service_map_queries_build_node_graph_frames(tmp_path):
+def test_service_map_queries_build_node_graph_frames(tmp_path, promtool):
     """Evaluate the node-graph queries on synthetic Caretta series with promtool: a link seen by
     both agents counts once, every edge endpoint is a node, and kinds colour the arcs."""
     qs = {q.ref_id: q for q in panel_queries(load_dashboard(CARETTA)) if q.panel_title == "Service Map"}
@@ -151,7 +148,7 @@ def test_service_map_queries_build_node_graph_frames(tmp_path):
                 {"labels": 'edges{id="11->22",source="11",target="22"}', "value": 10},
                 {"labels": 'edges{id="33->11",source="33",target="11"}', "value": 1}]}]}]}
     (tmp_path / "t.yml").write_text(yaml.safe_dump(test))
-    r = subprocess.run(["promtool", "test", "rules", str(tmp_path / "t.yml")], capture_output=True, text=True)
+    r = subprocess.run([promtool, "test", "rules", str(tmp_path / "t.yml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

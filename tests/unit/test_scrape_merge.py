@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -109,27 +108,25 @@ def test_merge_does_not_alias_our_input(settings):
     assert "netviz-mutated" not in text
 
 
-def _promtool_check(text: str, tmp_path) -> subprocess.CompletedProcess:
+def _promtool_check(promtool: str, text: str, tmp_path) -> subprocess.CompletedProcess:
     p = tmp_path / "prometheus.yml"
     p.write_text(text)
-    return subprocess.run(["promtool", "check", "config", "--syntax-only", str(p)], capture_output=True, text=True)
+    return subprocess.run([promtool, "check", "config", "--syntax-only", str(p)], capture_output=True, text=True)
 
 
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
-def test_merged_file_sd_config_passes_promtool(raw, make, tmp_path):
+def test_merged_file_sd_config_passes_promtool(raw, make, tmp_path, promtool):
     raw["prometheus"]["file"]["discovery"] = "file_sd"
     s = make(prometheus=raw["prometheus"])
     text, _ = merge_scrape_configs(USER_CONFIG.replace("rule_files: [rules.yml]\n", ""), scrape_jobs(s))
-    r = _promtool_check(text, tmp_path)
+    r = _promtool_check(promtool, text, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
-def test_merged_kubernetes_sd_config_passes_promtool(settings, tmp_path):
+def test_merged_kubernetes_sd_config_passes_promtool(settings, tmp_path, promtool):
     kc = tmp_path / "kc.yaml"
     kc.write_text("")
     text, _ = merge_scrape_configs(USER_CONFIG.replace("rule_files: [rules.yml]\n", ""), scrape_jobs(settings))
-    r = _promtool_check(text.replace("/var/lib/netviz-lab/kubeconfig-prometheus.yaml", str(kc)), tmp_path)
+    r = _promtool_check(promtool, text.replace("/var/lib/netviz-lab/kubeconfig-prometheus.yaml", str(kc)), tmp_path)
     if "kubernetes_sd_configs not found" in r.stdout + r.stderr:
         pytest.skip("this promtool is built without Kubernetes SD (Debian's 2.42.0+ds): use discovery file_sd")
     assert r.returncode == 0, r.stdout + r.stderr
