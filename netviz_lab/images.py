@@ -171,6 +171,7 @@ class ImageBuildError(RuntimeError):
 class Image:
     ref: str      # fully qualified, e.g. "docker.io/netsampler/goflow2:v2.2.1"
     tarball: Path  # cached OCI-layout tar, e.g. <cache>/images/goflow2-v2.2.1-<12 hex>.tar
+    on_demand: bool = False  # see Recipe.on_demand
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class Recipe:
     config: tuple[str, ...] = ()  # `umoci config` options
     base: str | None = None   # name of the recipe whose image this one adds a layer to
     smoke: tuple[tuple[str, ...], ...] = ()  # commands run chrooted in the finished rootfs
+    on_demand: bool = False  # imported into the nodes only when asked (not at `up`: ~6 s per node)
 
     @property
     def repo(self) -> str:
@@ -248,6 +250,11 @@ CARETTA_PKGS = (
     "libbpf1", "libbsd0", "libcap2", "libelf1", "libmd0", "libmnl0", "libpcre2-8-0", "libselinux1",
 )
 CARETTA_TOOLS = ("/usr/bin/nsenter", "/usr/bin/ss", "/usr/sbin/ip", "/usr/bin/stdbuf")
+# quay.io/prometheus/busybox's users, which Prometheus's and the Operator's images run on (USER nobody)
+PROM_PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
+PROM_GROUP = "root:x:0:\nnogroup:x:65534:\n"
+PROM_EXAMPLE_CONFIG = ("global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: prometheus\n"
+                       "    static_configs:\n      - targets: ['localhost:9090']\n")
 STDBUF_LIB = "/usr/libexec/coreutils/libstdbuf.so"
 
 
@@ -448,6 +455,62 @@ def _populate_caretta(rootfs: Rootfs) -> None:
                                  'exec python3 -u /app/caretta_standin.py "$@"\n', mode=0o755)
 
 
+def prometheus_release(module_version: str) -> str:
+    """github.com/prometheus/prometheus module v0.3xx.y is Prometheus 3.xx.y (its image tag v3.xx.y)."""
+    m = re.fullmatch(r"v0\.3(\d\d)\.(\d+)", module_version)
+    if not m:
+        raise ImageBuildError(f"{module_version}: expected a Prometheus 3 module version v0.3xx.y")
+    return f"v3.{int(m.group(1))}.{m.group(2)}"
+
+
+def _populate_prometheus_family(binaries: dict[str, Path], prometheus: bool = False) -> Callable[[Rootfs], None]:
+    """busybox + the binaries at /bin/<name>, like upstream's images (quay.io/prometheus/busybox base)."""
+    def populate(rootfs: Rootfs) -> None:
+        for binary in binaries.values():
+            if not binary.exists():
+                raise ImageBuildError(f"{binary} is missing: run `make lab-deps` (netviz_lab/build-lab-bins.sh)")
+        rootfs.skeleton()
+        rootfs.busybox()
+        rootfs.write("/etc/passwd", PROM_PASSWD)
+        rootfs.write("/etc/group", PROM_GROUP)
+        for name, binary in binaries.items():
+            rootfs.install(binary, f"/bin/{name}", mode=0o755, host=False)
+        if prometheus:  # upstream: example config, /prometheus owned by nobody (its WORKDIR and VOLUME)
+            rootfs.write("/etc/prometheus/prometheus.yml", PROM_EXAMPLE_CONFIG)
+            rootfs.dir("/prometheus", 0o775)
+            for d in ("/etc/prometheus", "/etc/prometheus/prometheus.yml", "/prometheus"):
+                os.chown(rootfs.path(d), 65534, 65534)
+    return populate
+
+
+def _prometheus_recipes(lab: Lab, common: dict, busybox: dict) -> list[Recipe]:
+    """Prometheus 3 and the Operator's two images, from the lab's own builds (build-lab-bins.sh)."""
+    tag = prometheus_release(versions.PROMETHEUS)
+    op = versions.PROMETHEUS_OPERATOR
+    nobody = ("--config.user", "nobody", "--config.env", PATH_ENV)
+    prom = Recipe(
+        name="prometheus", ref=f"quay.io/prometheus/prometheus:{tag}",
+        inputs=common | {"prometheus": versions.PROMETHEUS} | busybox, packages=BUSYBOX_PKGS,
+        populate=_populate_prometheus_family({"prometheus": lab.bin("prometheus"), "promtool": lab.bin("promtool")},
+                                             prometheus=True),
+        config=(*nobody, "--config.entrypoint", "/bin/prometheus",
+                "--config.cmd", "--config.file=/etc/prometheus/prometheus.yml",
+                "--config.cmd", "--storage.tsdb.path=/prometheus",
+                "--config.workingdir", "/prometheus", "--config.volume", "/prometheus",
+                "--config.exposedports", "9090/tcp"),
+        smoke=(("/bin/prometheus", "--version"), ("/bin/sh", "-c", "id nobody | grep -q 'uid=65534(nobody)'")),
+        on_demand=True)
+    out = [prom]
+    for name, binary in (("prometheus-config-reloader", "prometheus-config-reloader"), ("prometheus-operator", "operator")):
+        out.append(Recipe(
+            name=name, ref=f"quay.io/prometheus-operator/{name}:{op}",
+            inputs=common | {"prometheus-operator": op, "binary": binary} | busybox, packages=BUSYBOX_PKGS,
+            populate=_populate_prometheus_family({binary: lab.bin(name)}),
+            config=(*nobody, "--config.entrypoint", f"/bin/{binary}"),
+            smoke=((f"/bin/{binary}", "--version"),), on_demand=True))
+    return out
+
+
 def recipes(lab: Lab) -> list[Recipe]:
     """The images, in build order (a base before the images that extend it)."""
     deb = debian_versions(BUSYBOX_PKGS + PAUSE_PKGS + PYTHON_PKGS + CARETTA_PKGS)
@@ -487,7 +550,7 @@ def recipes(lab: Lab) -> list[Recipe]:
                 "import ast; ast.parse(open('/app/caretta_standin.py').read())"),
                # as the stand-in runs them: exec'd via PATH (Debian's busybox sh would prefer its applets)
                ("/usr/local/bin/python3", "-B", "-c", CARETTA_TOOLS_SMOKE)))
-    return [pause, flow, python, caretta]
+    return [pause, flow, python, caretta, *_prometheus_recipes(lab, common, pick(BUSYBOX_PKGS))]
 
 
 # -- building ---------------------------------------------------------------------------------------
@@ -602,7 +665,7 @@ def ensure_images(lab: Lab) -> list[Image]:
     Idempotent; when everything is cached it only reads versions and checks files."""
     all_recipes = recipes(lab)
     by_name = {r.name: r for r in all_recipes}
-    images = [Image(r.ref, r.tarball(lab.cache)) for r in all_recipes]
+    images = [Image(r.ref, r.tarball(lab.cache), r.on_demand) for r in all_recipes]
     if all(img.tarball.exists() for img in images):
         return images
     if os.geteuid() != 0:

@@ -196,7 +196,7 @@ def _node_services(lab: Lab, node: RealNode) -> list[Service]:
         return p.containerd_socket.exists() and run(ctr(lab, node, "version"), check=False, timeout=5).returncode == 0
 
     def import_images() -> None:
-        images.import_images(str(p.containerd_socket), images.ensure_images(lab))
+        images.import_images(str(p.containerd_socket), [i for i in images.ensure_images(lab) if not i.on_demand])
 
     def kube_proxy_ready() -> bool:
         body = cluster._get(f"http://{node.ip}:{nodeconfig.KUBE_PROXY_HEALTHZ_PORT}/healthz")
@@ -213,6 +213,13 @@ def _node_services(lab: Lab, node: RealNode) -> list[Service]:
                 argv=nsenter(node, [str(lab.bin("kube-proxy")), f"--config={p.kube_proxy_config}", "--v=1"]),
                 ready=kube_proxy_ready, ready_timeout=60),
     ]
+
+
+def import_on_demand_images(lab: Lab) -> list[str]:
+    """Import the images only some tests need (Prometheus and the Operator) into every real node;
+    idempotent. Returns what was imported."""
+    wanted = [i for i in images.ensure_images(lab) if i.on_demand]
+    return [ref for node in REAL_NODES for ref in images.import_images(str(paths(lab, node).containerd_socket), wanted)]
 
 
 def node_ready(lab: Lab, name: str) -> bool:

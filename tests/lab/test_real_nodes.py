@@ -208,3 +208,33 @@ def test_daemonset_spans_both_real_nodes_and_cluster_ip_reaches_the_api(lab, adm
     for p in items:
         res = _kubectl(lab, "-n", ns, "exec", p["metadata"]["name"], "--", "python3", "-c", probe)
         assert res.returncode == 0 and res.stdout.strip() in ("200", "401", "403"), res.stdout + res.stderr
+
+
+def test_prometheus_and_operator_images_run_as_upstream_does(lab, admin, ns):
+    """The locally built Prometheus 3 image serves its API under the chart's security context (numeric
+    nobody, non-root); the Operator's two images run their binaries (for the chart and operator modes)."""
+    from netviz_lab import images, nodes
+
+    nodes.import_on_demand_images(lab)  # not imported at `up`: only these tests run them
+    tag = images.prometheus_release(versions.PROMETHEUS)
+    sc = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "allowPrivilegeEscalation": False,
+          "capabilities": {"drop": ["ALL"]}}
+    _create_pod(admin, ns, "prometheus", [{"name": "prometheus", "image": f"quay.io/prometheus/prometheus:{tag}",
+                                           "securityContext": sc,
+                                           "readinessProbe": {"httpGet": {"path": "/-/ready", "port": 9090},
+                                                              "periodSeconds": 1}}])
+    for name, binary in (("prometheus-config-reloader", "prometheus-config-reloader"),
+                         ("prometheus-operator", "operator")):
+        _create_pod(admin, ns, name, [{"name": "c", "image": f"quay.io/prometheus-operator/{name}:"
+                                                             f"{versions.PROMETHEUS_OPERATOR}",
+                                       "args": ["--version"], "securityContext": sc}], restartPolicy="Never")
+    pod = _wait(lambda: ((p := _pod(admin, ns, "prometheus"))["status"].get("phase") == "Running"
+                         and all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}]), p),
+                90, "Prometheus Ready")
+    info = requests.get(f"http://{pod['status']['podIP']}:9090/api/v1/status/buildinfo", timeout=5).json()["data"]
+    assert info["version"] == tag.lstrip("v")
+    for name in ("prometheus-config-reloader", "prometheus-operator"):
+        _wait(lambda: ((p := _pod(admin, ns, name))["status"].get("phase") == "Succeeded", p["status"]), 60,
+              f"{name} --version")
+        out = _kubectl(lab, "-n", ns, "logs", name)
+        assert versions.PROMETHEUS_OPERATOR.lstrip("v") in out.stdout + out.stderr, out.stdout + out.stderr

@@ -64,7 +64,17 @@ def test_recipes_cover_the_images_the_product_references(lab, fixed_debian):
     assert {images.normalize(ref) for ref in product} <= refs
     assert images.normalize(GoFlow2().image) == f"docker.io/netsampler/goflow2:{versions.GOFLOW2}"
     assert refs == {"registry.k8s.io/pause:3.10", "docker.io/netsampler/goflow2:v2.2.1",
-                    "docker.io/library/python:3.12-alpine", "quay.io/groundcover/caretta:v0.0.16"}
+                    "docker.io/library/python:3.12-alpine", "quay.io/groundcover/caretta:v0.0.16",
+                    "quay.io/prometheus/prometheus:v3.16.0",
+                    "quay.io/prometheus-operator/prometheus-config-reloader:v0.85.0",
+                    "quay.io/prometheus-operator/prometheus-operator:v0.85.0"}
+
+
+def test_prometheus_module_versions_map_to_release_tags():
+    assert images.prometheus_release("v0.316.0") == "v3.16.0"
+    assert images.prometheus_release("v0.300.1") == "v3.0.1"
+    with pytest.raises(images.ImageBuildError, match="v0.3xx.y"):
+        images.prometheus_release("v2.53.0")
 
 
 def test_normalize_matches_containerd_cri():
