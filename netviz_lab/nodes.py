@@ -45,7 +45,6 @@ CNI_CACHE = Path("/var/lib/cni/results")
 KERNEL_TUNABLES = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
                    "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
 DEMO_DIR = Path(__file__).with_name("demo")
-FIELD_MANAGER = "netviz-lab"
 
 
 def nodes_dir(lab: Lab) -> Path:

@@ -6,7 +6,6 @@ import os
 
 import dagster as dg
 import pytest
-import yaml
 
 from netviz_lab import clusterapi
 from netviz_lab import settings as lab_settings
