@@ -56,8 +56,38 @@ def quote_argv(argv: list[str] | tuple[str, ...]) -> str:
     return shlex.join(argv)
 
 
+def collect(chan: paramiko.Channel, timeout: float, eof_grace: float, what: str) -> Result:
+    """Read a running command's stdout and stderr to the end, then its exit status.
+
+    sshd may send exit-status before the last of the output (a CI run read `cat` of a file as ''
+    with rc 0), so the output's EOF is awaited too; a daemon the command left holding stdout never
+    sends one, hence the grace period after the exit status."""
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    exited_at = None
+    while True:
+        busy = False
+        while chan.recv_ready():
+            out += chan.recv(65536)
+            busy = True
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+            busy = True
+        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            exited_at = exited_at or time.monotonic()
+            if chan.eof_received or time.monotonic() - exited_at > eof_grace:
+                break
+        if time.monotonic() > deadline:
+            raise RouterError(f"{what} did not finish within {timeout:.0f}s")
+        if not busy:
+            time.sleep(0.005)
+    return Result(chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+
+
 class RouterSession:
     """One SSH connection to one router. Use as a context manager; every call is synchronous."""
+
+    EOF_GRACE = 2.0  # seconds to wait for the output's EOF once the exit status is in
 
     def __init__(self, router: Router, *, connect_timeout: float = CONNECT_TIMEOUT,
                  command_timeout: float = COMMAND_TIMEOUT):
@@ -142,23 +172,7 @@ class RouterSession:
             if stdin is not None:
                 chan.sendall(stdin.encode())
             chan.shutdown_write()
-            out, err = bytearray(), bytearray()
-            deadline = time.monotonic() + timeout
-            while True:
-                busy = False
-                while chan.recv_ready():
-                    out += chan.recv(65536)
-                    busy = True
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                    busy = True
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                if time.monotonic() > deadline:
-                    raise RouterError(f"router {self.name}: `{command}` did not finish within {timeout:.0f}s")
-                if not busy:
-                    time.sleep(0.005)
-            return Result(chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+            return collect(chan, timeout, self.EOF_GRACE, what=f"router {self.name}: `{command}`")
         finally:
             chan.close()
 
