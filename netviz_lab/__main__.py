@@ -1,4 +1,4 @@
-"""`python -m netviz_lab up|down|status|config|kubeconfig` — drive the local lab."""
+"""`python -m netviz_lab up|down|status|config|kubeconfig|summary|images|prometheus` — drive the local lab."""
 from __future__ import annotations
 
 import argparse
@@ -235,6 +235,21 @@ def cmd_images(lab: Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prometheus(lab: Lab, args: argparse.Namespace) -> int:
+    """An in-cluster Prometheus (chart-shaped or Operator-managed) beside the lab's own outside one."""
+    from . import incluster_prometheus as icp
+
+    if read_state(lab).get("phase") != "ready":
+        sys.exit("the lab is not up: run `python -m netviz_lab up` first")
+    if args.mode == "remove":
+        print("\n".join(icp.remove(lab)) or "nothing to remove")
+        icp.wait_gone(lab)
+        return 0
+    t0 = time.monotonic()
+    print(f"{args.mode} Prometheus ready at {icp.deploy(lab, args.mode)} in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netviz_lab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -250,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     sm.add_argument("--settings", default="netviz.yaml")
     sm.add_argument("--dagster-home", default="")
     sub.add_parser("images", help="build (or reuse) the lab's container images (OCI tarballs for containerd)")
+    pm = sub.add_parser("prometheus", help="deploy a Prometheus inside the lab cluster: as the prometheus-community "
+                                          "chart does (chart), or managed by the Prometheus Operator (operator)")
+    pm.add_argument("mode", choices=("chart", "operator", "remove"))
     sv = sub.add_parser("_supervise")
     sv.add_argument("--nodes", type=int, default=0)
     args = parser.parse_args(argv)
@@ -262,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         return supervisor.main(lab)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... status | head` ends quietly
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "config": cmd_config,
-            "kubeconfig": cmd_kubeconfig, "summary": cmd_summary, "images": cmd_images}[args.cmd](lab, args)
+            "kubeconfig": cmd_kubeconfig, "summary": cmd_summary, "images": cmd_images,
+            "prometheus": cmd_prometheus}[args.cmd](lab, args)
 
 
 if __name__ == "__main__":

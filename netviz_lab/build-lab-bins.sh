@@ -105,9 +105,26 @@ build_prometheus_operator() {
   done
 }
 
+# The Operator's CRDs and its example RBAC for itself and for a Prometheus, at the same version (the lab
+# serves monitoring.coreos.com from them and runs the Operator as its project ships it).
+operator_manifests() {
+  local v=$PROMETHEUS_OPERATOR_VERSION dir=$cache/lib/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION
+  [ -s "$dir/crds/monitoring.coreos.com_prometheuses.yaml" ] && [ -s "$dir/rbac-prometheus/prometheus-cluster-role.yaml" ] && return 0
+  local src
+  src=$(cd "$cache/src/prometheus-operator-$v" && \
+    go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/crds" "$dir.tmp/rbac-operator" "$dir.tmp/rbac-prometheus"
+  cp "$src"/example/prometheus-operator-crd/monitoring.coreos.com_*.yaml "$dir.tmp/crds/"
+  cp "$src"/example/rbac/prometheus-operator/*.yaml "$dir.tmp/rbac-operator/"
+  cp "$src"/example/rbac/prometheus/prometheus-*.yaml "$dir.tmp/rbac-prometheus/"
+  chmod -R u+w,go-w "$dir.tmp" && chmod 644 "$dir.tmp"/*/*.yaml
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+}
+
 go_install goflow2 "$GOFLOW2_VERSION" github.com/netsampler/goflow2/v2/cmd/goflow2
 go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 build_k8s
 build_prometheus
 build_prometheus_operator
+operator_manifests
 ls -l "$bin"

@@ -29,8 +29,10 @@ NODE_PREFIX = "kwok-node-"
 NODE_LABEL = ("type", "kwok")
 DEFAULT_KERNEL = "6.1.0-28-amd64"  # Debian 12 (bookworm) stock kernel
 REPO = Path(__file__).resolve().parent.parent
-CRD_MANIFEST = Path(__file__).resolve().parent / "crds" / "monitoring.coreos.com.yaml"
 KUBELET_CLIENT_MANIFEST = Path(__file__).resolve().parent / "manifests" / "apiserver-kubelet-client.yaml"
+# The Operator's CRDs the lab serves from `up` on: what the pipeline writes in operator mode and what
+# the Operator's Prometheus controller watches besides Prometheus itself.
+MONITOR_CRDS = ("podmonitors", "servicemonitors", "probes", "prometheusrules")
 PROMETHEUS_RBAC_MANIFEST = Path(__file__).resolve().parent / "manifests" / "prometheus-discovery.yaml"
 
 
@@ -49,10 +51,18 @@ def dynamic(lab: Lab, kubeconfig: Path | None = None) -> DynamicClient:
     return DynamicClient(api_client(kubeconfig or lab.admin_kubeconfig), cache_file=str(cache))
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 reading of a bare `=` (a plain string; PyYAML's 1.1 resolver calls it a "value" tag and
+    fails): the Operator's CRDs have `=` as an enum value."""
+
+
+_Loader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
+
+
 def apply_file(dc: DynamicClient, path: Path) -> list[str]:
     """Server-side apply every document of a YAML file (field manager netviz-lab). Returns kind/name list."""
     done = []
-    for doc in yaml.safe_load_all(path.read_text()):
+    for doc in yaml.load_all(path.read_text(), Loader=_Loader):
         if not doc:
             continue
         res = dc.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
@@ -95,14 +105,22 @@ def install(lab: Lab, settings: dict | None = None) -> list[str]:
 
 
 def apply_base_objects(lab: Lab) -> None:
-    """The API server's RBAC at the kubelets, the lab Prometheus's discovery RBAC, the monitoring.coreos.com CRDs (waited until Established),
-    and the product's install objects for the lab's settings."""
+    """The API server's RBAC at the kubelets, the lab Prometheus's discovery RBAC, the monitor CRDs
+    (PodMonitor & co., so operator-mode objects can be written), and the product's install objects
+    for the lab's settings. The Prometheus CRD itself (800 kB, 8 s of API server time) comes with the
+    lab's Operator (`netviz_lab prometheus operator`), as on a cluster where the Operator is installed."""
     dc = dynamic(lab)
     apply_file(dc, KUBELET_CLIENT_MANIFEST)
     apply_file(dc, PROMETHEUS_RBAC_MANIFEST)
-    crds = [n.split("/", 1)[1] for n in apply_file(dc, CRD_MANIFEST)]
-    wait_crds_established(dc, crds)
+    apply_operator_crds(lab, lab.operator_crds(MONITOR_CRDS))
     install(lab)
+
+
+def apply_operator_crds(lab: Lab, paths: list[Path]) -> None:
+    """Some of the Prometheus Operator's own CRDs, waited until Established."""
+    dc = dynamic(lab)
+    crds = [n.split("/", 1)[1] for path in paths for n in apply_file(dc, path)]
+    wait_crds_established(dc, crds)
 
 
 # -- nodes ------------------------------------------------------------------------------------------

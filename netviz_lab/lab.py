@@ -76,5 +76,19 @@ class Lab:
         """Path of a Go-built binary in the version-keyed cache (see build-lab-bins.sh)."""
         return self.cache / "bin" / f"{tool}-{_TOOL_VERSIONS[tool]}"
 
+    @property
+    def operator_manifests(self) -> Path:
+        """The Operator's CRDs (crds/) and example RBAC (rbac-operator/, rbac-prometheus/) at its pinned
+        version, copied from its Go module by build-lab-bins.sh."""
+        return self.cache / "lib" / f"prometheus-operator-{versions.PROMETHEUS_OPERATOR}"
+
+    def operator_crds(self, kinds: tuple[str, ...]) -> list[Path]:
+        """The Prometheus Operator's own CRDs for `kinds` (plural resource names)."""
+        d = self.operator_manifests / "crds"
+        files = [d / f"monitoring.coreos.com_{kind}.yaml" for kind in kinds]
+        if missing := [str(f) for f in files if not f.exists()]:
+            raise RuntimeError(f"missing {', '.join(missing)}: run `make lab-deps`")
+        return files
+
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
