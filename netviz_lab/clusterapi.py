@@ -101,7 +101,8 @@ def install(lab: Lab, settings: dict | None = None) -> list[str]:
     from . import settings as lab_settings
 
     s = parse_settings(settings if settings is not None else lab_settings.settings(lab), check_host=False)
-    return admin.apply(Kube(str(lab.admin_kubeconfig)), install_objects(s))
+    kube = Kube(str(lab.admin_kubeconfig))
+    return admin.apply(kube, install_objects(admin.with_found_chart(kube, s)))
 
 
 def apply_base_objects(lab: Lab) -> None:

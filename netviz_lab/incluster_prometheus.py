@@ -6,7 +6,11 @@ chart|operator|remove`), on the real nodes, reachable from the host through a No
   leaves them, written by field manager "helm"), a Deployment with the chart's
   prometheus-config-reloader sidecar that POSTs /-/reload when the mounted ConfigMap changes, and the
   chart's ServiceAccount and ClusterRole for Kubernetes discovery. Helm itself does not run here; its
-  rendering is reproduced (see `chart_objects`), chart defaults kept (1 min scrape interval).
+  rendering is reproduced (`chart_objects`: chart 29.27.0 with default values, as `helm template` and
+  Helm's own labels leave it), chart defaults kept (1 min scrape interval). Differences: the images are
+  the lab's pinned Prometheus and reloader (3.16.0 and v0.85.0, not 3.14.0 and v0.93.1), storage is an
+  emptyDir (no volume provisioner here; the chart's default is an 8 Gi PVC), the Service is a
+  NodePort (ClusterIP by default) so the host reaches it, and the pods stay on the real nodes.
 - **operator**: the Prometheus Operator at its pinned version with the CRDs and RBAC its project ships
   (copied from its Go module), reconciling a `Prometheus` resource into a StatefulSet with its own
   config-reloader; it selects PodMonitors labelled `release: netviz-lab` in every namespace.
@@ -29,7 +33,7 @@ from .topology import COLLECTOR_NODE
 PROMETHEUS_IMAGE = f"quay.io/prometheus/prometheus:{images.prometheus_release(versions.PROMETHEUS)}"
 RELOADER_IMAGE = f"quay.io/prometheus-operator/prometheus-config-reloader:{versions.PROMETHEUS_OPERATOR}"
 OPERATOR_IMAGE = f"quay.io/prometheus-operator/prometheus-operator:{versions.PROMETHEUS_OPERATOR}"
-CHART_VERSION = "27.45.0"  # the chart whose rendering chart_objects reproduces (app v3.x, reloader v0.8x)
+CHART_VERSION = "29.27.0"  # the chart whose `helm template` output chart_objects reproduces (app v3.14.0)
 REAL = {"netviz.io/lab-node": "real"}
 
 CHART_NS, RELEASE = "prometheus", "prometheus"
@@ -61,11 +65,11 @@ def _helm_meta(name: str, namespace: str | None = CHART_NS) -> dict:
     return meta
 
 
-CHART_DEFAULT_CONFIG = {  # the chart's default prometheus.yml, cut to what matters here
+CHART_DEFAULT_CONFIG = {  # the chart's default prometheus.yml, its user jobs cut to Prometheus itself
     "global": {"evaluation_interval": "1m", "scrape_interval": "1m", "scrape_timeout": "10s"},
+    "scrape_configs": [{"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]}],
     "rule_files": ["/etc/config/recording_rules.yml", "/etc/config/alerting_rules.yml",
                    "/etc/config/rules", "/etc/config/alerts"],
-    "scrape_configs": [{"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]}],
 }
 
 
@@ -80,7 +84,7 @@ def chart_objects(config: dict | None = None) -> list[dict]:
     sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _helm_meta(CHART_SERVER)}
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _helm_meta(CHART_SERVER, None),
             "rules": [
-                {"apiGroups": [""], "resources": ["nodes", "nodes/proxy", "nodes/metrics", "services", "endpoints",
+                {"apiGroups": [""], "resources": ["nodes", "nodes/metrics", "services", "endpoints",
                                                   "pods", "ingresses", "configmaps"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status", "ingresses"],
                  "verbs": ["get", "list", "watch"]},
@@ -126,7 +130,7 @@ def chart_objects(config: dict | None = None) -> list[dict]:
                                                   "runAsUser": 65534},
                               "terminationGracePeriodSeconds": 300,
                               "volumes": [{"name": "config-volume", "configMap": {"name": CHART_SERVER}},
-                                          {"name": "storage-volume", "emptyDir": {}}]}}}}
+                                          {"name": "storage-volume", "emptyDir": {}}]}}}}  # PVC by default
     deploy["spec"]["strategy"].pop("rollingUpdate")
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": _helm_meta(CHART_SERVER),
            "spec": {"type": "NodePort", "selector": selector,  # the chart's default is ClusterIP
@@ -184,12 +188,25 @@ def _apply(dc: DynamicClient, docs: list[dict], manager: str) -> None:
                               field_manager=manager, force_conflicts=True)
 
 
-def wait_ready(mode: str, timeout: float = 240) -> float:
-    """Seconds until the Prometheus answers /-/ready through its NodePort."""
+def _rolled_out(dc: DynamicClient, mode: str) -> bool:
+    """The chart's Deployment (Recreate) or the Operator's StatefulSet runs its current template, ready."""
+    kind, name, ns = (("Deployment", CHART_SERVER, CHART_NS) if mode == "chart" else
+                      ("StatefulSet", f"prometheus-{OPERATOR_PROMETHEUS}", OPERATOR_NS))
+    try:
+        obj = dc.resources.get(api_version="apps/v1", kind=kind).get(name=name, namespace=ns).to_dict()
+    except NotFoundError:
+        return False
+    st = obj.get("status") or {}
+    return (st.get("observedGeneration") == obj["metadata"]["generation"] and st.get("replicas") == 1
+            and st.get("updatedReplicas") == 1 and st.get("readyReplicas") == 1)
+
+
+def wait_ready(dc: DynamicClient, mode: str, timeout: float = 240) -> float:
+    """Seconds until the Prometheus is rolled out and answers /-/ready through its NodePort."""
     t0 = time.monotonic()
     while True:
         try:
-            if requests.get(f"{url(mode)}/-/ready", timeout=2).status_code == 200:
+            if _rolled_out(dc, mode) and requests.get(f"{url(mode)}/-/ready", timeout=2).status_code == 200:
                 return time.monotonic() - t0
         except requests.RequestException:
             pass
@@ -198,19 +215,54 @@ def wait_ready(mode: str, timeout: float = 240) -> float:
         time.sleep(1)
 
 
-def deploy(lab: Lab, mode: str) -> str:
-    """Deploys (idempotently) the chart-shaped or Operator-managed Prometheus; returns its URL once ready."""
+def _server_pods(dc: DynamicClient, mode: str) -> list[dict]:
+    ns, selector = ((CHART_NS, "app.kubernetes.io/component=server,app.kubernetes.io/instance=prometheus")
+                    if mode == "chart" else (OPERATOR_NS, f"prometheus={OPERATOR_PROMETHEUS}"))
+    return [p.to_dict() for p in dc.resources.get(api_version="v1", kind="Pod").get(
+        namespace=ns, label_selector=selector).items]
+
+
+def _restart_empty(dc: DynamicClient, mode: str, timeout: float = 240) -> None:
+    """Deletes the server pod (its TSDB is an emptyDir) and waits for its replacement to be ready."""
+    old = {p["metadata"]["uid"] for p in _server_pods(dc, mode)}
+    pods = dc.resources.get(api_version="v1", kind="Pod")
+    for p in _server_pods(dc, mode):
+        pods.delete(name=p["metadata"]["name"], namespace=p["metadata"]["namespace"])
+    deadline = time.monotonic() + timeout
+    while True:
+        now = _server_pods(dc, mode)
+        if now and all(p["metadata"]["uid"] not in old and any(
+                c["type"] == "Ready" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions") or [])
+                for p in now):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the {mode} Prometheus pod was not replaced within {timeout:.0f}s")
+        time.sleep(1)
+
+
+def deploy(lab: Lab, mode: str, empty: bool = False) -> str:
+    """Deploys (idempotently) the chart-shaped or Operator-managed Prometheus; returns its URL once ready.
+    `empty`: restart it without data, so what it holds afterwards came after this call."""
     nodes.import_on_demand_images(lab)
-    dc = clusterapi.dynamic(lab)
-    if mode == "chart":
-        _apply(dc, chart_objects(), "helm")
-    elif mode == "operator":
+    if mode == "operator":
         clusterapi.apply_operator_crds(lab, lab.operator_crds(("prometheuses",)))
-        _apply(clusterapi.dynamic(lab), operator_objects(lab), clusterapi.FIELD_MANAGER)
-    else:
+    elif mode != "chart":
         raise ValueError(f"mode {mode!r}: chart or operator")
-    wait_ready(mode)
+    dc = clusterapi.dynamic(lab)
+    _apply(dc, chart_objects() if mode == "chart" else operator_objects(lab),
+           "helm" if mode == "chart" else clusterapi.FIELD_MANAGER)
+    time.sleep(1)  # let the controller observe a changed template before judging the rollout
+    wait_ready(dc, mode)
+    if empty:
+        _restart_empty(dc, mode)
+        wait_ready(dc, mode)
     return url(mode)
+
+
+def deploy_chart_config(lab: Lab, config: dict) -> None:
+    """What `helm upgrade` with changed values (e.g. extraScrapeConfigs) does to the server ConfigMap."""
+    cm = next(o for o in chart_objects(config) if o["kind"] == "ConfigMap")
+    _apply(clusterapi.dynamic(lab), [cm], "helm")
 
 
 def remove(lab: Lab) -> list[str]:

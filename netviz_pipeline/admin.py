@@ -7,7 +7,9 @@
     check   what is missing or drifted, read with the given kubeconfig (exit 1 if anything is)
 
 The pipeline never writes these (render/install.py says why); run this once, and again when the
-settings' namespaces, Prometheus mode or canary pod change.
+settings' namespaces, Prometheus mode or canary pod change. With `prometheus.mode: auto` and neither
+a chart nor a file section, apply/check (and print given --kubeconfig) look for the chart-shaped
+Prometheus server the pipeline would find, and grant its ConfigMap.
 """
 from __future__ import annotations
 
@@ -39,23 +41,40 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ValueError) as e:
         print(e, file=sys.stderr)
         return 2
-    objs = install.install_objects(s, subject)
-    if a.action == "print":
-        sys.stdout.write(yaml.safe_dump_all(objs, sort_keys=False))
-        return 0
     from kubernetes.client.exceptions import ApiException
 
     from .resources.kube import Kube
 
-    kube = Kube(a.kubeconfig, a.context)
+    kube = Kube(a.kubeconfig, a.context) if a.action != "print" or a.kubeconfig else None
     try:
+        if kube is not None:
+            s = with_found_chart(kube, s)
+        objs = install.install_objects(s, subject)
+        if a.action == "print":
+            sys.stdout.write(yaml.safe_dump_all(objs, sort_keys=False))
+            return 0
         return _act(a.action, kube, objs)
+    except SettingsError as e:
+        print(e, file=sys.stderr)
+        return 2
     except ApiException as e:
         if e.status in (401, 403):
             print(f"{a.action}: the API server refused ({e.status} {e.reason}): this needs an administrator's "
                   "kubeconfig (--kubeconfig), not the pipeline's", file=sys.stderr)
             return 3
         raise
+
+
+def with_found_chart(kube, s):
+    """With `prometheus.mode: auto` and no chart or file section, the chart-shaped Prometheus server
+    the pipeline would find (prometheus_target), so its ConfigMap is granted; the mode stays auto."""
+    from . import prometheus_target
+
+    p = s.prometheus
+    if p.mode != "auto" or p.chart or p.file:
+        return s
+    found = prometheus_target.discover(kube, s).prometheus
+    return s.model_copy(update={"prometheus": p.model_copy(update={"chart": found.chart})}) if found.chart else s
 
 
 def _act(action: str, kube, objs: list[dict]) -> int:

@@ -254,6 +254,9 @@ class PromOperator(_Model):
 class Prometheus(_Model):
     url: HttpUrl
     mode: Literal["auto", "file", "operator", "chart"] = "auto"
+    # Set on the netviz jobs themselves: the chart's global default (1 min) would leave a fresh deploy
+    # without two samples (what increase() needs) for minutes, and detection slow.
+    scrape_interval_seconds: int = Field(15, ge=1, le=300)
     file: PromFile | None = None
     chart: PromChart | None = None
     operator: PromOperator | None = None

@@ -4,7 +4,8 @@ Fix to the plan: `caretta-caretta.caretta.svc:7117` does not exist and a Service
 load-balance scrapes across per-node agents; every Caretta pod is discovered and scraped instead.
 Modes: `file` (a config file + POST /-/reload; a refused config is rolled back), `chart` (the
 prometheus-community chart's server ConfigMap, reloaded by its sidecar), `operator` (PodMonitors).
-`auto` picks operator when a Prometheus custom resource exists, else chart/file from settings.
+`auto` is resolved once per run by prometheus_target (operator, the settings' chart/file, or a
+chart-shaped server found in the cluster).
 """
 
 import json
@@ -12,33 +13,34 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from kubernetes.client.exceptions import ApiException
 
 from .. import health
 from ..render.scrape import file_sd_targets, merge_scrape_configs, monitors, pod_jobs, scrape_jobs
 from ..resources.cluster import ClusterResource
 from ..resources.prometheus import PrometheusError, PrometheusResource
-from ..settings import Settings
+from .. import prometheus_target
+from ..settings import Settings, SettingsError
 from .caretta import caretta
 from .goflow2 import goflow2
 from .report import apply_metadata
 
 GROUP = "prometheus"
+# In a Prometheus pod, a new config arrives through a volume the kubelet refreshes on its sync period
+# (1 min by default) before the reloader sidecar reloads: the chart's ConfigMap, or the Secret the
+# Operator renders from PodMonitors. Measured in the lab: 40-100 s from the write to the new targets.
+CONFIGMAP_SYNC_SECONDS = 90
+_SYNC_WHY = ("the kubelet copies a changed config into the Prometheus pod on its sync period, about a minute "
+             "(the chart's ConfigMap, or the Secret the Operator renders from the PodMonitors), then the "
+             "reloader sidecar reloads Prometheus")
 
 
-def detect_mode(s: Settings, cluster: ClusterResource) -> str:
-    if s.prometheus.mode != "auto":
-        return s.prometheus.mode
+def resolved_settings(cluster: ClusterResource) -> Settings:
+    """The settings with `prometheus.mode` resolved against the cluster (prometheus_target)."""
     try:
-        if cluster.kube.list("monitoring.coreos.com/v1", "Prometheus"):
-            return "operator"
-    except Exception:  # noqa: BLE001 - CRD absent or not readable: no operator
-        pass
-    if s.prometheus.chart:
-        return "chart"
-    if s.prometheus.file:
-        return "file"
-    raise dg.Failure("prometheus.mode auto found no Prometheus custom resource and settings have neither a "
-                     "prometheus.file nor a prometheus.chart section: set one")
+        return prometheus_target.discover(cluster.kube, cluster.config.settings)
+    except SettingsError as exc:
+        raise dg.Failure(str(exc)) from None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -83,7 +85,15 @@ def apply_file_mode(s: Settings, cluster: ClusterResource, prom: PrometheusResou
 
 def apply_chart_mode(s: Settings, cluster: ClusterResource) -> dict:
     c = s.prometheus.chart
-    cm = cluster.kube.get("v1", "ConfigMap", c.configmap_name, c.configmap_namespace)
+    try:
+        cm = cluster.kube.get("v1", "ConfigMap", c.configmap_name, c.configmap_namespace)
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+        raise dg.Failure(f"the pipeline may not read ConfigMap {c.configmap_namespace}/{c.configmap_name} (the "
+                         "chart's Prometheus server config): an administrator grants it once with `python -m "
+                         "netviz_pipeline.admin apply --kubeconfig <admin kubeconfig>`, which finds the chart's "
+                         "server too when prometheus.mode is auto") from None
     if cm is None:
         raise dg.Failure(f"prometheus.chart: ConfigMap {c.configmap_namespace}/{c.configmap_name} not found")
     new, changed = merge_scrape_configs((cm.get("data") or {}).get(c.key, ""), scrape_jobs(s))
@@ -101,8 +111,8 @@ def apply_chart_mode(s: Settings, cluster: ClusterResource) -> dict:
           description="Scrape jobs netviz-caretta (every pod), netviz-goflow2 and netviz-flows")
 def prometheus_scrape_config(context: dg.AssetExecutionContext, cluster: ClusterResource,
                              prometheus: PrometheusResource) -> dg.MaterializeResult:
-    s = cluster.config.settings
-    mode = detect_mode(s, cluster)
+    s = resolved_settings(cluster)
+    mode = s.prometheus.mode
     if mode == "file":
         meta = apply_file_mode(s, cluster, prometheus)
     elif mode == "chart":
@@ -124,6 +134,9 @@ def scrape_health(s: Settings, prom: PrometheusResource, cluster: ClusterResourc
         table[job] = f"{len(up)} up of {len(mine)} targets, {want} running pods"
         if want == 0:
             problems.append(f"{job}: no running pods to scrape")
+        elif not mine:
+            problems.append(f"{job}: not in Prometheus's loaded config yet" + (
+                f" ({_SYNC_WHY})" if s.prometheus.mode in ("chart", "operator") else ""))
         elif len(up) < want:
             errors = sorted({t.get("lastError", "") for t in mine if t.get("health") != "up"} - {""})
             problems.append(f"{job}: {len(up)}/{want} targets up" + (f" ({'; '.join(errors)[:300]})" if errors else ""))
@@ -138,10 +151,10 @@ def _running(cluster: ClusterResource, ns: str, app: str) -> int:
 @dg.asset_check(asset=prometheus_scrape_config, blocking=True,
                 description="Prometheus scrapes every Caretta pod and the GoFlow2 pod (up == 1)")
 def scrape_targets_up(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.AssetCheckResult:
-    s = cluster.config.settings
-    # discovery refresh (5 s) + the first scrape interval
-    ok, problems, table = health.poll(lambda: scrape_health(s, prometheus, cluster),
-                                      timeout=s.checks.deadline_seconds, interval=1)
+    s = resolved_settings(cluster)
+    # discovery refresh (5 s) + the first scrape interval; in Prometheus pods first the config's way in
+    timeout = s.checks.deadline_seconds + (CONFIGMAP_SYNC_SECONDS if s.prometheus.mode in ("chart", "operator") else 0)
+    ok, problems, table = health.poll(lambda: scrape_health(s, prometheus, cluster), timeout=timeout, interval=1)
     return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.ERROR,
                                metadata={"targets": dg.MetadataValue.json(table),
                                          "problems": dg.MetadataValue.text("; ".join(problems) or "none")})

@@ -20,13 +20,23 @@ GOFLOW2_JOB = "netviz-goflow2"
 FLOWS_JOB = "netviz-flows"  # the flow aggregator sidecar of the GoFlow2 pod (port flow-metrics)
 
 
-def _pod_job(job: str, ns: str, app: str, port_name: str, kubeconfig: str | None) -> dict:
+def intervals(s: Settings) -> tuple[str, str]:
+    """(scrape interval, scrape timeout) of every netviz job: the timeout may not exceed the interval
+    (Prometheus refuses such a config), and a user's global default timeout (10 s) could."""
+    n = s.prometheus.scrape_interval_seconds
+    return f"{n}s", f"{min(n, 10)}s"
+
+
+def _pod_job(s: Settings, job: str, ns: str, app: str, port_name: str, kubeconfig: str | None) -> dict:
     sd: dict = {"role": "pod", "namespaces": {"names": [ns]}}
     if kubeconfig:  # Prometheus running outside the cluster
         sd["kubeconfig_file"] = kubeconfig
     meta = "__meta_kubernetes_pod_"
+    interval, timeout = intervals(s)
     return {
         "job_name": job,
+        "scrape_interval": interval,
+        "scrape_timeout": timeout,
         "metrics_path": "/metrics",
         "kubernetes_sd_configs": [sd],
         "relabel_configs": [
@@ -40,8 +50,9 @@ def _pod_job(job: str, ns: str, app: str, port_name: str, kubeconfig: str | None
     }
 
 
-def _file_sd_job(job: str, directory: str) -> dict:
-    return {"job_name": job, "metrics_path": "/metrics",
+def _file_sd_job(s: Settings, job: str, directory: str) -> dict:
+    interval, timeout = intervals(s)
+    return {"job_name": job, "scrape_interval": interval, "scrape_timeout": timeout, "metrics_path": "/metrics",
             "file_sd_configs": [{"files": [f"{directory}/{job}.json"], "refresh_interval": "5s"}]}
 
 
@@ -49,9 +60,9 @@ def scrape_jobs(s: Settings) -> list[dict]:
     """Prometheus `scrape_configs` entries for file and chart modes."""
     f = s.prometheus.file if s.prometheus.mode == "file" else None
     if f and f.discovery == "file_sd":
-        return [_file_sd_job(job, str(f.targets_dir)) for job, *_ in pod_jobs(s)]
+        return [_file_sd_job(s, job, str(f.targets_dir)) for job, *_ in pod_jobs(s)]
     kubeconfig = str(f.kubernetes_sd_kubeconfig) if f and f.kubernetes_sd_kubeconfig else None
-    return [_pod_job(job, ns, app, port, kubeconfig) for job, ns, app, port in pod_jobs(s)]
+    return [_pod_job(s, job, ns, app, port, kubeconfig) for job, ns, app, port in pod_jobs(s)]
 
 
 def pod_jobs(s: Settings) -> list[tuple[str, str, str, str]]:
@@ -86,6 +97,7 @@ def file_sd_targets(pods: list[dict], app: str, port_name: str) -> list[dict]:
 def monitors(s: Settings) -> list[dict]:
     """Prometheus Operator objects for operator mode: a PodMonitor per component."""
     op = s.prometheus.operator
+    interval, timeout = intervals(s)
     out = []
     for job, ns, app, port in pod_jobs(s):
         out.append({
@@ -94,7 +106,8 @@ def monitors(s: Settings) -> list[dict]:
                          "labels": labels(app, "monitor") | dict(op.labels if op else {})},
             "spec": {"selector": {"matchLabels": {"app": app}},
                      "namespaceSelector": {"matchNames": [ns]},
-                     "podMetricsEndpoints": [{"port": port, "path": "/metrics",
+                     "podMetricsEndpoints": [{"port": port, "path": "/metrics", "interval": interval,
+                                              "scrapeTimeout": timeout,
                                               "relabelings": [{"targetLabel": "job", "replacement": job,
                                                                "action": "replace"},
                                                               {"sourceLabels": ["__meta_kubernetes_pod_node_name"],

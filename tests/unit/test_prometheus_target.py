@@ -1,0 +1,120 @@
+"""Resolving `prometheus.mode: auto` and recognising the chart's Prometheus server (pure logic)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from netviz_pipeline.prometheus_target import ChartServer, chart_server, chart_servers, resolve
+from netviz_pipeline.render.scrape import intervals, monitors, scrape_jobs
+from netviz_pipeline.settings import SettingsError
+
+URL = "http://prometheus-server.monitoring"
+
+
+def chart_deployment(ns="monitoring", name="prometheus-server", cm="prometheus-server", legacy=False,
+                     reloader_args=("--watched-dir=/etc/config", "--reload-url=http://127.0.0.1:9090/-/reload")):
+    """A Deployment shaped as the prometheus-community chart renders its server (29.x, or <= 20.x)."""
+    labels = ({"app": "prometheus", "component": "server", "release": "prometheus"} if legacy else
+              {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/component": "server",
+               "app.kubernetes.io/instance": "prometheus"})
+    return {"metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {"template": {"spec": {
+                "containers": [
+                    {"name": "prometheus-server-configmap-reload", "args": list(reloader_args),
+                     "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/config", "readOnly": True}]},
+                    {"name": "prometheus-server", "args": ["--config.file=/etc/config/prometheus.yml"],
+                     "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/config"}]}],
+                "volumes": [{"name": "config-volume", "configMap": {"name": cm}},
+                            {"name": "storage-volume", "emptyDir": {}}]}}}}
+
+
+def test_chart_server_found_through_its_deployment():
+    assert chart_server(chart_deployment()) == ChartServer("monitoring", "prometheus-server", "prometheus-server")
+
+
+def test_legacy_chart_labels_and_configmap_reload_sidecar_are_recognised():
+    d = chart_deployment(legacy=True, reloader_args=("--volume-dir=/etc/config/", "--webhook-url=http://x"))
+    assert chart_server(d) == ChartServer("monitoring", "prometheus-server", "prometheus-server")
+
+
+@pytest.mark.parametrize("spoil", ["labels", "no-config-volume", "no-reloader", "reloader-elsewhere"])
+def test_not_chart_shaped(spoil):
+    d = chart_deployment()
+    pod = d["spec"]["template"]["spec"]
+    if spoil == "labels":
+        d["metadata"]["labels"]["app.kubernetes.io/name"] = "alertmanager"
+    elif spoil == "no-config-volume":
+        pod["volumes"] = [{"name": "config", "configMap": {"name": "prometheus-server"}}]
+    elif spoil == "no-reloader":
+        pod["containers"] = pod["containers"][1:]
+    else:
+        pod["containers"][0]["args"] = ["--watched-dir=/etc/other"]
+    assert chart_server(d) is None
+
+
+def test_servers_sorted_and_others_ignored():
+    found = chart_servers([chart_deployment(ns="b"), {"metadata": {"name": "x", "namespace": "a"}},
+                           chart_deployment(ns="a", name="mon-prometheus-server", cm="mon-prometheus-server")])
+    assert [(c.namespace, c.configmap) for c in found] == [("a", "mon-prometheus-server"), ("b", "prometheus-server")]
+
+
+@pytest.fixture
+def auto(raw):
+    data = copy.deepcopy(raw)
+    data["prometheus"] = {"url": URL, "mode": "auto"}
+    return data
+
+
+def test_auto_prefers_a_prometheus_resource(make, auto):
+    s = make(prometheus=auto["prometheus"])
+    assert resolve(s, 1, [ChartServer("monitoring", "d", "cm")]).prometheus.mode == "operator"
+
+
+def test_auto_uses_the_one_chart_server_found(make, auto):
+    s = make(prometheus=auto["prometheus"])
+    r = resolve(s, 0, [ChartServer("mon", "prometheus-server", "prometheus-server")]).prometheus
+    assert (r.mode, r.chart.configmap_namespace, r.chart.configmap_name, r.chart.key) == \
+        ("chart", "mon", "prometheus-server", "prometheus.yml")
+    assert s.prometheus.mode == "auto"  # the loaded settings are not changed
+
+
+def test_auto_with_a_file_section_is_file_and_its_jobs_follow_its_discovery(make, raw):
+    """The scrape jobs used to ignore `file.discovery` unless mode was literally "file"."""
+    prom = copy.deepcopy(raw["prometheus"]) | {"mode": "auto"}
+    prom["file"]["discovery"] = "file_sd"
+    r = resolve(make(prometheus=prom), 0, [ChartServer("mon", "d", "cm")])
+    assert r.prometheus.mode == "file"
+    assert all("file_sd_configs" in j for j in scrape_jobs(r))
+
+
+def test_auto_settings_sections_win_over_what_is_found(make, raw):
+    prom = {"url": URL, "mode": "auto", "chart": {"configmap_namespace": "x", "configmap_name": "y"}}
+    r = resolve(make(prometheus=prom), 0, [ChartServer("mon", "d", "cm")]).prometheus
+    assert (r.mode, r.chart.configmap_namespace) == ("chart", "x")
+
+
+def test_auto_with_several_chart_servers_asks_which(make, auto):
+    s = make(prometheus=auto["prometheus"])
+    with pytest.raises(SettingsError) as e:
+        resolve(s, 0, [ChartServer("a", "d", "cm"), ChartServer("b", "d", "cm")])
+    assert "prometheus.chart" in str(e.value) and "a/d" in str(e.value) and "b/d" in str(e.value)
+
+
+def test_auto_with_nothing_found_says_what_to_set(make, auto):
+    with pytest.raises(SettingsError, match="prometheus.file nor a prometheus.chart"):
+        resolve(make(prometheus=auto["prometheus"]), 0, [])
+
+
+def test_explicit_modes_are_left_alone(settings):
+    assert resolve(settings, 1, [ChartServer("a", "d", "cm")]) is settings
+
+
+@pytest.mark.parametrize(("seconds", "want"), [(15, ("15s", "10s")), (5, ("5s", "5s")), (60, ("60s", "10s"))])
+def test_job_interval_and_a_timeout_never_above_it(make, raw, seconds, want):
+    prom = copy.deepcopy(raw["prometheus"]) | {"scrape_interval_seconds": seconds}
+    s = make(prometheus=prom)
+    assert intervals(s) == want
+    assert {(j["scrape_interval"], j["scrape_timeout"]) for j in scrape_jobs(s)} == {want}
+    endpoints = [e for m in monitors(s) for e in m["spec"]["podMetricsEndpoints"]]
+    assert {(e["interval"], e["scrapeTimeout"]) for e in endpoints} == {want}
