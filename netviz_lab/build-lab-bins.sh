@@ -111,7 +111,7 @@ operator_manifests() {
   local v=$PROMETHEUS_OPERATOR_VERSION dir=$cache/lib/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION
   [ -s "$dir/crds/monitoring.coreos.com_prometheuses.yaml" ] && [ -s "$dir/rbac-prometheus/prometheus-cluster-role.yaml" ] && return 0
   local src
-  src=$(cd "$cache/src/prometheus-operator-$v" && \
+  src=$(cd "$cache/src" && \
     go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
   rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/crds" "$dir.tmp/rbac-operator" "$dir.tmp/rbac-prometheus"
   cp "$src"/example/prometheus-operator-crd/monitoring.coreos.com_*.yaml "$dir.tmp/crds/"

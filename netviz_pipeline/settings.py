@@ -24,6 +24,11 @@ from .quantity import parse_quantity
 ENV_VAR = "NETVIZ_CONFIG"
 
 
+def url_join(base, path: str) -> str:
+    """base URL + path with exactly one slash between (pydantic adds a trailing slash only to bare hosts)."""
+    return str(base).rstrip("/") + "/" + path.lstrip("/")
+
+
 class SettingsError(ValueError):
     """Settings are unusable; `errors` holds one `path: message` line per problem."""
 
@@ -61,7 +66,8 @@ def _ip_literal(v: Any) -> str:
 
 
 def _quantity(v: str) -> str:
-    parse_quantity(v)  # raises ValueError with a fix
+    if parse_quantity(v) <= 0:  # raises ValueError with a fix when it is no quantity at all
+        raise ValueError(f"{v!r} must be a positive quantity (e.g. 512Mi)")
     return v
 
 
@@ -269,7 +275,7 @@ class Prometheus(_Model):
 
     @property
     def reload_url(self) -> str:
-        return (self.file and self.file.reload_url) or f"{self.url}/-/reload"
+        return str((self.file and self.file.reload_url) or url_join(self.url, "-/reload"))
 
 
 class Grafana(_Model):

@@ -14,7 +14,7 @@ from ..render import namespace as render_namespace
 from ..render.dashboards import configmap_name, dashboard_configmaps
 from ..resources.cluster import ClusterResource
 from ..resources.grafana import GrafanaResource
-from ..settings import Settings
+from ..settings import Settings, url_join
 from .caretta import caretta
 from .goflow2 import goflow2
 from .report import apply_metadata
@@ -51,7 +51,7 @@ def _apply_dashboard(stem: str, context, cluster: ClusterResource) -> dg.Materia
         "sidecar": dg.MetadataValue.text(sidecar.deployment if sidecar else "no Grafana Deployment found; "
                                          "label and namespace from settings"),
         "dashboard_uid": dg.MetadataValue.text(uid),
-        **({"grafana_url": dg.MetadataValue.url(f"{s.grafana.url}d/{uid}")} if s.grafana.url else {}),
+        **({"grafana_url": dg.MetadataValue.url(url_join(s.grafana.url, f"d/{uid}"))} if s.grafana.url else {}),
     })
 
 

@@ -35,10 +35,18 @@ def in_cluster_prometheus(lab: Lab):
     afterwards, and the lab's own install restored."""
     icp.remove(lab)
     icp.wait_gone(lab)
+    delete_podmonitors(lab)  # so the Operator test starts from a first deploy
     yield
     icp.remove(lab)
     icp.wait_gone(lab)
     clusterapi.install(lab)
+
+
+def delete_podmonitors(lab: Lab) -> None:
+    pm = clusterapi.dynamic(lab).resources.get(api_version="monitoring.coreos.com/v1", kind="PodMonitor")
+    for item in pm.get().items:
+        if item.metadata.name.startswith("netviz-"):
+            pm.delete(name=item.metadata.name, namespace=item.metadata.namespace)
 
 
 def settings_for(lab: Lab, tmp_path: Path, prometheus: dict, **extra) -> Path:

@@ -219,3 +219,27 @@ def test_a_private_key_others_can_read_is_refused_naming_field_and_fix(raw, file
                f"chmod 600 {files['id_ed25519']}" in e for e in errs), errs
     os.chmod(files["id_ed25519"], 0o400)
     parse_settings(raw)  # owner-only is fine
+
+
+@pytest.mark.parametrize(("url", "reload", "link"), [
+    ("http://prom:9090", "http://prom:9090/-/reload", "http://grafana/d/netviz-flows"),
+    ("https://h/sub/path/", "https://h/sub/path/-/reload", "https://h/grafana/d/netviz-flows")])
+def test_urls_join_with_one_slash(make, raw, url, reload, link):
+    """A Grafana under a sub-path used to give `.../grafanad/<uid>`, and a bare Prometheus `//-/reload`."""
+    from netviz_pipeline.settings import url_join
+
+    prom = dict(raw["prometheus"]) | {"url": url}
+    prom["file"] = {k: v for k, v in prom["file"].items() if k != "reload_url"}
+    assert make(prometheus=prom).prometheus.reload_url == reload
+    grafana = "http://grafana" if "prom:" in url else "https://h/grafana"
+    assert url_join(parse_settings(raw | {"grafana": {"url": grafana}}).grafana.url, "d/netviz-flows") == link
+
+
+@pytest.mark.parametrize(("limit", "ok"), [("512Mi", True), ("1.5Gi", True), ("1e9", True), ("0", False),
+                                           ("-1Mi", False), ("512MB", False), ("lots", False)])
+def test_memory_limit_is_a_positive_kubernetes_quantity(raw, limit, ok):
+    raw["caretta"]["resources"] = {"memory_limit": limit}
+    if ok:
+        assert parse_settings(raw).caretta.resources.memory_limit == limit
+    else:
+        assert [e.split(":")[0] for e in errors_of(raw)] == ["caretta.resources.memory_limit"]
