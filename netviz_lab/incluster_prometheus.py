@@ -32,7 +32,6 @@ from .topology import COLLECTOR_NODE
 
 PROMETHEUS_IMAGE = f"quay.io/prometheus/prometheus:{images.prometheus_release(versions.PROMETHEUS)}"
 RELOADER_IMAGE = f"quay.io/prometheus-operator/prometheus-config-reloader:{versions.PROMETHEUS_OPERATOR}"
-OPERATOR_IMAGE = f"quay.io/prometheus-operator/prometheus-operator:{versions.PROMETHEUS_OPERATOR}"
 CHART_VERSION = "29.27.0"  # the chart whose `helm template` output chart_objects reproduces (app v3.14.0)
 REAL = {"netviz.io/lab-node": "real"}
 

@@ -54,9 +54,6 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(yaml.safe_dump_all(objs, sort_keys=False))
             return 0
         return _act(a.action, kube, objs)
-    except SettingsError as e:
-        print(e, file=sys.stderr)
-        return 2
     except ApiException as e:
         if e.status in (401, 403):
             print(f"{a.action}: the API server refused ({e.status} {e.reason}): this needs an administrator's "
@@ -73,7 +70,10 @@ def with_found_chart(kube, s):
     p = s.prometheus
     if p.mode != "auto" or p.chart or p.file:
         return s
-    found = prometheus_target.discover(kube, s).prometheus
+    try:
+        found = prometheus_target.discover(kube, s).prometheus
+    except SettingsError:  # none or several: the pipeline's run says what to set; grant what auto implies
+        return s
     return s.model_copy(update={"prometheus": p.model_copy(update={"chart": found.chart})}) if found.chart else s
 
 

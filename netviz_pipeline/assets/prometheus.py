@@ -15,11 +15,10 @@ from pathlib import Path
 import dagster as dg
 from kubernetes.client.exceptions import ApiException
 
-from .. import health
+from .. import health, prometheus_target
 from ..render.scrape import file_sd_targets, merge_scrape_configs, monitors, pod_jobs, scrape_jobs
 from ..resources.cluster import ClusterResource
 from ..resources.prometheus import PrometheusError, PrometheusResource
-from .. import prometheus_target
 from ..settings import Settings, SettingsError
 from .caretta import caretta
 from .goflow2 import goflow2

@@ -18,7 +18,6 @@ pytestmark = pytest.mark.lab
 
 IMAGE = "registry.k8s.io/pause:3.10"  # kwok only simulates the pod lifecycle
 KWOK_ONLY = {"type": "kwok"}  # these tests are about the simulated nodes
-CRDS = ("servicemonitors", "podmonitors", "scrapeconfigs")
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +123,14 @@ def test_deployment_and_daemonset_roll_out(admin, ns):
 
 
 def test_crds_established(admin, pipeline):
+    """The Operator's own CRDs for the monitor kinds (its Prometheus CRD comes with the Operator)."""
     crds = admin.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
-    for plural in CRDS:
+    for plural in clusterapi.MONITOR_CRDS:
         o = crds.get(name=f"{plural}.monitoring.coreos.com").to_dict()
         conds = {c["type"]: c["status"] for c in o["status"]["conditions"]}
         assert conds["Established"] == "True" and conds["NamesAccepted"] == "True"
         assert o["spec"]["scope"] == "Namespaced"
-    assert pipeline.resources.get(api_version="monitoring.coreos.com/v1alpha1", kind="ScrapeConfig")
+    assert pipeline.resources.get(api_version="monitoring.coreos.com/v1", kind="PodMonitor")
 
 
 def test_kubectl_exec_runs_locally_through_kwok(lab, admin, ns):
