@@ -146,6 +146,7 @@ def write_settings(lab: Lab, path: Path, *, routers: int | None = None, netflow_
                                else base[i]["name"]) for i in range(routers)]
     if netflow_window is not None:
         cfg["checks"]["freshness"] = {"netflow_max_age_seconds": netflow_window, "caretta_max_age_seconds": 20}
+        cfg["prometheus"]["scrape_interval_seconds"] = 5  # the figures below assume a 5 s scrape
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 

@@ -433,6 +433,19 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
+    def _windows_hold_two_scrapes(self):
+        """increase() over a window needs two samples in it: a shorter window never sees data."""
+        every = self.prometheus.scrape_interval_seconds
+        short = [f"checks.freshness.{k} ({v}s)" for k, v in (
+            ("netflow_max_age_seconds", self.checks.freshness.netflow_max_age_seconds),
+            ("caretta_max_age_seconds", self.checks.freshness.caretta_max_age_seconds)) if v < 2 * every]
+        if short:
+            raise ValueError(f"{' and '.join(short)} must be at least twice prometheus.scrape_interval_seconds "
+                             f"({every}s), or the check never sees two samples: raise the window to "
+                             f"{2 * every}s or lower the scrape interval")
+        return self
+
+    @model_validator(mode="after")
     def _unique_routers(self):
         names = [r.name for r in self.routers]
         dup = sorted({n for n in names if names.count(n) > 1})

@@ -243,3 +243,12 @@ def test_memory_limit_is_a_positive_kubernetes_quantity(raw, limit, ok):
         assert parse_settings(raw).caretta.resources.memory_limit == limit
     else:
         assert [e.split(":")[0] for e in errors_of(raw)] == ["caretta.resources.memory_limit"]
+
+
+def test_freshness_windows_must_hold_two_scrapes(raw):
+    raw["prometheus"]["scrape_interval_seconds"] = 15
+    raw["checks"] = dict(raw.get("checks") or {}, freshness={"netflow_max_age_seconds": 12})
+    errs = errors_of(raw)
+    assert any("checks.freshness.netflow_max_age_seconds (12s)" in e and "30s" in e for e in errs), errs
+    raw["prometheus"]["scrape_interval_seconds"] = 5
+    assert parse_settings(raw).checks.freshness.netflow_max_age_seconds == 12
