@@ -165,8 +165,12 @@ def node_body(name: str, kernel: str = DEFAULT_KERNEL) -> dict:
 
 
 def _ready(node: dict) -> bool:
+    """Ready, and the node lifecycle controller has lifted its not-ready taint (it does so a moment
+    after the condition turns; until then nothing without a toleration is scheduled there)."""
     conds = (node.get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+    taints = (node.get("spec") or {}).get("taints") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds) and \
+        not any(t.get("key", "").startswith("node.kubernetes.io/") for t in taints)
 
 
 def ensure_nodes(lab: Lab, n: int, *, kernels: dict[str, str] | None = None, wait: bool = True,
