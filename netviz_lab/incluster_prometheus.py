@@ -28,12 +28,12 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from . import clusterapi, images, nodes, versions
 from .lab import Lab
-from .topology import COLLECTOR_NODE
+from .topology import COLLECTOR_NODE, REAL_NODE_LABEL
 
 PROMETHEUS_IMAGE = f"quay.io/prometheus/prometheus:{images.prometheus_release(versions.PROMETHEUS)}"
 RELOADER_IMAGE = f"quay.io/prometheus-operator/prometheus-config-reloader:{versions.PROMETHEUS_OPERATOR}"
 CHART_VERSION = "29.27.0"  # the chart whose `helm template` output chart_objects reproduces (app v3.14.0)
-REAL = {"netviz.io/lab-node": "real"}
+REAL = dict([REAL_NODE_LABEL])
 
 CHART_NS, RELEASE = "prometheus", "prometheus"
 CHART_SERVER = f"{RELEASE}-server"
@@ -268,6 +268,12 @@ def remove(lab: Lab) -> list[str]:
     """Deletes both in-cluster Prometheuses (namespaces and cluster-scoped RBAC); returns what it deleted."""
     dc = clusterapi.dynamic(lab)
     gone = []
+    try:  # the Prometheus resource first: its StatefulSet is deleted with it (owner reference)
+        dc.resources.get(api_version="monitoring.coreos.com/v1", kind="Prometheus").delete(
+            name=OPERATOR_PROMETHEUS, namespace=OPERATOR_NS)
+        gone.append(f"Prometheus/{OPERATOR_PROMETHEUS}")
+    except Exception:  # noqa: BLE001 - CRD or resource absent
+        pass
     for api, kind, name in (("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", CHART_SERVER),
                             ("rbac.authorization.k8s.io/v1", "ClusterRole", CHART_SERVER),
                             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "prometheus"),
@@ -276,22 +282,11 @@ def remove(lab: Lab) -> list[str]:
                             ("rbac.authorization.k8s.io/v1", "ClusterRole", "prometheus-operator"),
                             ("v1", "Namespace", OPERATOR_NS), ("v1", "Namespace", CHART_NS)):
         try:
-            if kind == "Namespace" and name == OPERATOR_NS:
-                _delete_prometheus_resources(dc)
             dc.resources.get(api_version=api, kind=kind).delete(name=name)
             gone.append(f"{kind}/{name}")
         except NotFoundError:
             pass
     return gone
-
-
-def _delete_prometheus_resources(dc: DynamicClient) -> None:
-    """The Prometheus resource first, while its Operator still runs (it owns the StatefulSet)."""
-    try:
-        dc.resources.get(api_version="monitoring.coreos.com/v1", kind="Prometheus").delete(
-            name=OPERATOR_PROMETHEUS, namespace=OPERATOR_NS)
-    except Exception:  # noqa: BLE001 - CRD or resource absent
-        pass
 
 
 def wait_gone(lab: Lab, timeout: float = 120) -> None:

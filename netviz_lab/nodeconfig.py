@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .topology import POD_CIDR, RealNode
+from .topology import POD_CIDR, REAL_NODE_LABEL, RealNode
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
@@ -193,4 +193,4 @@ def kube_proxy_config(node: RealNode, p: NodePaths) -> dict:
 def kubelet_args(node: RealNode, p: NodePaths, kubelet_bin: Path) -> list[str]:
     return [str(kubelet_bin), f"--config={p.kubelet_config}", f"--kubeconfig={p.kubelet_kubeconfig}",
             f"--hostname-override={node.name}", f"--node-ip={node.ip}", f"--root-dir={p.kubelet_root}",
-            f"--cert-dir={p.dir / 'kubelet-pki'}", "--node-labels=netviz.io/lab-node=real", "--v=1"]
+            f"--cert-dir={p.dir / 'kubelet-pki'}", f"--node-labels={REAL_NODE_LABEL[0]}={REAL_NODE_LABEL[1]}", "--v=1"]

@@ -88,6 +88,8 @@ REAL_NODES = (
 )
 # Routers send NetFlow to this node's NodePort; the GoFlow2 pod is pinned to it (externalTrafficPolicy Local).
 COLLECTOR_NODE = REAL_NODES[0]
+# Every real node's kubelet registers with it; lab workloads select it (kwok nodes run nothing).
+REAL_NODE_LABEL = ("netviz.io/lab-node", "real")
 
 # Every network namespace, host interface and nft table the lab may create: `down` removes exactly these
 # (plus pod namespaces/veths, which carry the prefixes below), so it works even after a crashed `up`.

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from netviz_lab import clusterapi, versions
-from netviz_lab.topology import REAL_NODES
+from netviz_lab.topology import REAL_NODE_LABEL, REAL_NODES
 from netviz_pipeline import readiness
 from netviz_pipeline.render import goflow2 as render_goflow2
 from netviz_lab.settings import settings as lab_settings
@@ -21,7 +21,7 @@ from netviz_pipeline.settings import parse_settings
 pytestmark = pytest.mark.lab
 
 PYTHON = "python:3.12-alpine"  # the lab's documented substitute image (netviz_lab/images.py)
-REAL = {"netviz.io/lab-node": "real"}
+REAL = dict([REAL_NODE_LABEL])
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def _kubectl(lab, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_real_nodes_are_ready_kubelets_with_containerd(admin):
     nodes = {n["metadata"]["name"]: n for n in
-             admin.resources.get(api_version="v1", kind="Node").get(label_selector="netviz.io/lab-node=real")
+             admin.resources.get(api_version="v1", kind="Node").get(label_selector="=".join(REAL_NODE_LABEL))
              .to_dict()["items"]}
     assert set(nodes) == {n.name for n in REAL_NODES}
     for spec in REAL_NODES:
