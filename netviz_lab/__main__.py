@@ -250,6 +250,16 @@ def cmd_prometheus(lab: Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_traffic(lab: Lab, args: argparse.Namespace) -> int:
+    """Make a router's LAN quiet (its traffic client pauses) or busy again."""
+    from . import router
+
+    r = router.router_by_name(args.router)
+    router.set_traffic(lab, r, paused=args.action == "pause")
+    print(f"{r.name}: LAN traffic {'paused' if args.action == 'pause' else 'resumed'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netviz_lab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -268,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     pm = sub.add_parser("prometheus", help="deploy a Prometheus inside the lab cluster: as the prometheus-community "
                                           "chart does (chart), or managed by the Prometheus Operator (operator)")
     pm.add_argument("mode", choices=("chart", "operator", "remove"))
+    tr = sub.add_parser("traffic", help="pause or resume a router's steady LAN traffic (a quiet link on demand)")
+    tr.add_argument("action", choices=("pause", "resume"))
+    tr.add_argument("router", choices=[r.name for r in ROUTERS])
     sv = sub.add_parser("_supervise")
     sv.add_argument("--nodes", type=int, default=0)
     args = parser.parse_args(argv)
@@ -281,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... status | head` ends quietly
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "config": cmd_config,
             "kubeconfig": cmd_kubeconfig, "summary": cmd_summary, "images": cmd_images,
-            "prometheus": cmd_prometheus}[args.cmd](lab, args)
+            "prometheus": cmd_prometheus, "traffic": cmd_traffic}[args.cmd](lab, args)
 
 
 if __name__ == "__main__":

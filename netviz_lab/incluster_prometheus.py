@@ -72,13 +72,15 @@ CHART_DEFAULT_CONFIG = {  # the chart's default prometheus.yml, its user jobs cu
 }
 
 
-def chart_objects(config: dict | None = None) -> list[dict]:
-    """The chart's server objects (default values, release "prometheus"), as `helm template` renders them."""
+def chart_objects(config: dict | None = None, alerting_rules: dict | None = None) -> list[dict]:
+    """The chart's server objects (default values, release "prometheus"), as `helm template` renders them;
+    `alerting_rules`: the value of serverFiles."alerting_rules.yml" (default `{}`)."""
     selector = {"app.kubernetes.io/component": "server", "app.kubernetes.io/name": "prometheus",
                 "app.kubernetes.io/instance": RELEASE}
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _helm_meta(CHART_SERVER),
           "data": {"prometheus.yml": yaml.safe_dump(config or CHART_DEFAULT_CONFIG, sort_keys=False),
-                   "alerting_rules.yml": "{}\n", "alerts": "{}\n", "recording_rules.yml": "{}\n",
+                   "alerting_rules.yml": yaml.safe_dump(alerting_rules or {}, sort_keys=False),
+                   "alerts": "{}\n", "recording_rules.yml": "{}\n",
                    "rules": "{}\n", "allow-snippet-annotations": "false"}}
     sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _helm_meta(CHART_SERVER)}
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _helm_meta(CHART_SERVER, None),
@@ -258,9 +260,10 @@ def deploy(lab: Lab, mode: str, empty: bool = False) -> str:
     return url(mode)
 
 
-def deploy_chart_config(lab: Lab, config: dict) -> None:
-    """What `helm upgrade` with changed values (e.g. extraScrapeConfigs) does to the server ConfigMap."""
-    cm = next(o for o in chart_objects(config) if o["kind"] == "ConfigMap")
+def deploy_chart_config(lab: Lab, config: dict, alerting_rules: dict | None = None) -> None:
+    """What `helm upgrade` with changed values (e.g. extraScrapeConfigs, serverFiles) does to the server
+    ConfigMap."""
+    cm = next(o for o in chart_objects(config, alerting_rules) if o["kind"] == "ConfigMap")
     _apply(clusterapi.dynamic(lab), [cm], "helm")
 
 

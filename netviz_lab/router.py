@@ -345,13 +345,28 @@ def router_service(lab: Lab, r: Router) -> Service:
                    netns=r.name, ready=lambda: booted(lab, r), ready_timeout=30)
 
 
-def traffic_services(r: Router) -> list[Service]:
+def traffic_pause_file(lab: Lab, r: Router) -> Path:
+    """While this file exists the router's LAN client sends nothing: a quiet link (`netviz_lab traffic`)."""
+    return lab.root / "traffic" / f"{r.name}.paused"
+
+
+def set_traffic(lab: Lab, r: Router, paused: bool) -> None:
+    path = traffic_pause_file(lab, r)
+    if paused:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    else:
+        path.unlink(missing_ok=True)
+
+
+def traffic_services(lab: Lab, r: Router) -> list[Service]:
     mod = [sys.executable, "-m", "netviz_lab.traffic"]
     ports = ["--tcp-port", str(TRAFFIC_TCP_PORT), "--udp-port", str(TRAFFIC_UDP_PORT)]
     return [
         Service(name=f"traffic-{r.name}-server", argv=[*mod, "server", "--bind", r.wan_host, *ports],
                 netns=r.wan_ns, ready=lambda: _tcp_open(r.wan_host, TRAFFIC_TCP_PORT), ready_timeout=15),
-        Service(name=f"traffic-{r.name}-client", argv=[*mod, "client", "--server", r.wan_host, *ports],
+        Service(name=f"traffic-{r.name}-client", argv=[*mod, "client", "--server", r.wan_host, *ports,
+                                                       "--pause-file", str(traffic_pause_file(lab, r))],
                 netns=r.lan_ns),
     ]
 
@@ -359,7 +374,7 @@ def traffic_services(r: Router) -> list[Service]:
 def services(lab: Lab) -> list[Service]:
     out = [router_service(lab, r) for r in ROUTERS]
     for r in ROUTERS:
-        out += traffic_services(r)
+        out += traffic_services(lab, r)
     return out
 
 
@@ -449,4 +464,5 @@ def teardown(lab: Lab) -> None:
     if any(line.split()[4].startswith(str(routers)) for line in Path("/proc/self/mountinfo").read_text().splitlines()):
         raise LabError(f"something is mounted under {routers} in the host namespace; not removing it")
     shutil.rmtree(routers, ignore_errors=True)
+    shutil.rmtree(lab.root / "traffic", ignore_errors=True)
     shutil.rmtree(lab.ssh_dir, ignore_errors=True)

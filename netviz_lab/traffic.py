@@ -2,7 +2,8 @@
 
     server (in the router's wan ns): TCP "HTTP-ish" responder on --tcp-port, UDP echo on --udp-port
     client (in the router's lan ns): every --interval seconds one short TCP connection (request,
-                                     response, close), one UDP datagram and its echo, one ICMP echo
+                                     response, close), one UDP datagram and its echo, one ICMP echo;
+                                     sends nothing while --pause-file exists (a quiet link, on demand)
 
 A few packets per second per router; every TCP connection is new, so finished TCP flows keep coming.
 Bounded (`--duration`, default forever) and stops promptly on SIGTERM/SIGINT.
@@ -82,12 +83,16 @@ def ping(server: str, seq: int, timeout: float = 1.0) -> bool:
     return False
 
 
-def client(server: str, tcp_port: int, udp_port: int, interval: float, deadline: float) -> None:
+def client(server: str, tcp_port: int, udp_port: int, interval: float, deadline: float,
+           pause_file: str | None = None) -> None:
     print(f"traffic client -> {server} every {interval}s", flush=True)
     seq = 0
     ok = {"tcp": 0, "udp": 0, "icmp": 0}
     while time.monotonic() < deadline:
         t0 = time.monotonic()
+        if pause_file and os.path.exists(pause_file):
+            time.sleep(interval)
+            continue
         seq += 1
         try:
             with socket.create_connection((server, tcp_port), timeout=2) as c:
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--udp-port", type=int, default=9999)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--duration", type=float, default=0, help="seconds; 0 = until SIGTERM")
+    ap.add_argument("--pause-file", help="client: send nothing while this file exists")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not a.server:
             ap.error("client needs --server")
-        client(a.server, a.tcp_port, a.udp_port, a.interval, deadline)
+        client(a.server, a.tcp_port, a.udp_port, a.interval, deadline, a.pause_file)
     return 0
 
 

@@ -5,6 +5,7 @@ import dagster as dg
 
 from .assets import caretta, dashboards, goflow2, prometheus, routers, verify
 from .jobs import netviz_deploy, netviz_verify
+from .notify import NotifierResource, netviz_run_failure
 from .resources.cluster import ClusterResource
 from .resources.config import NetvizConfig
 from .resources.grafana import GrafanaResource
@@ -21,7 +22,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules(_MODULES),
     asset_checks=dg.load_asset_checks_from_modules(_MODULES),
     jobs=[netviz_deploy, netviz_verify],
-    sensors=[flow_freshness],
+    sensors=[flow_freshness, netviz_run_failure],
     schedules=[verify_schedule],
     resources={
         "config": config,
@@ -29,5 +30,6 @@ defs = dg.Definitions(
         "prometheus": PrometheusResource(config=config),
         "grafana": GrafanaResource(config=config),
         "routers": RoutersResource(config=config),
+        "notifier": NotifierResource(config=config),
     },
 )

@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import dagster as dg
 
-from . import freshness
+from . import exporter_health, freshness
+from . import routers as drivers
 from .remediation import Observation
 from .render.scrape import CARETTA_JOB, GOFLOW2_JOB
 from .resources.prometheus import PrometheusError, PrometheusResource
-from .settings import Settings
+from .resources.router import RouterError
+from .resources.routers import RoutersResource
+from .settings import Router, Settings
+
+PROBE_WORKERS = 8  # routers probed over SSH at once
 
 
 T = TypeVar("T", bound=tuple)
@@ -27,30 +34,97 @@ def poll(evaluate: Callable[[], T], timeout: float, interval: float = 2.0) -> T:
         time.sleep(interval)
 
 
-def netflow_evaluations(s: Settings, prom: PrometheusResource) -> list[tuple[str, bool, dict]]:
-    """(router name, fresh, metadata) for every configured router, from one query for all of them
-    (`sum by (router)`): the cost of a check or sensor tick does not grow with the number of routers."""
+def datagram_counts(s: Settings, prom: PrometheusResource) -> tuple[dict[str, float], str]:
+    """router name -> NetFlow datagrams GoFlow2 counted from its address in the freshness window, from
+    one query for all of them (`sum by (router)`): a tick's cost does not grow with the routers.
+    The second value is the Prometheus error, if the query failed."""
     window = s.checks.freshness.netflow_max_age_seconds
     try:
-        counts, error = freshness.by_label(prom.query(freshness.netflow_by_router_query(window)), "router"), ""
+        counts = freshness.by_label(prom.query(freshness.netflow_by_router_query(window)), "router")
     except PrometheusError as exc:
-        counts, error = {}, str(exc)
-    out = []
-    for r in s.routers:
-        address = freshness.exporter_address(r)
-        datagrams = counts.get(address, 0.0)
-        detail = error or f"{datagrams:.0f} NetFlow datagrams from {address} in the last {window}s"
-        out.append((r.name, datagrams > 0, {"exporter": dg.MetadataValue.text(address),
-                                           "detail": dg.MetadataValue.text(detail)}))
-    return out
+        return {}, str(exc)
+    return {r.name: counts.get(freshness.exporter_address(r), 0.0) for r in s.routers}, ""
 
 
-def netflow_result(s: Settings, prom: PrometheusResource) -> tuple[bool, dict]:
-    evals = netflow_evaluations(s, prom)
-    stale = [name for name, fresh, _ in evals if not fresh]
-    meta = {name: m["detail"] for name, _, m in evals}
-    meta["stale_exporters"] = dg.MetadataValue.text(", ".join(stale) or "none")
-    return not stale, meta
+@dataclass(frozen=True)
+class ExporterLook:
+    """One router's exporter at one look: the verdict and the figures it rests on."""
+
+    router: str
+    verdict: exporter_health.Verdict
+    datagrams: float
+    counters: dict | None
+
+
+def _probe(routers: RoutersResource, s: Settings, r: Router):
+    """(status, counters, error) of one router's exporter; an SSH failure is an answer, not a crash."""
+    try:
+        with routers.session(r) as ssh:
+            st, counters = drivers.probe(ssh, s, r)
+        return st, counters, None
+    except (RouterError, OSError) as exc:
+        return None, None, str(exc)
+
+
+def exporter_looks(s: Settings, prom: PrometheusResource, routers: RoutersResource,
+                   previous: dict[str, list[exporter_health.Sample]], now: float | None = None
+                   ) -> tuple[list[ExporterLook], dict[str, list[exporter_health.Sample]]]:
+    """Look at every router's exporter (SSH, in parallel) and at GoFlow2's count of its datagrams, and
+    decide each one's health (exporter_health.classify). Returns the looks and the samples to keep."""
+    counts, prom_error = datagram_counts(s, prom)
+    with ThreadPoolExecutor(max_workers=max(1, min(PROBE_WORKERS, len(s.routers)))) as pool:
+        probes = list(pool.map(lambda r: _probe(routers, s, r), s.routers))
+    now = time.time() if now is None else now
+    window = s.checks.freshness.netflow_max_age_seconds
+    settle = 2 * s.prometheus.scrape_interval_seconds + 5  # a sent datagram is in Prometheus by then
+    looks, kept = [], {}
+    for r, (st, counters, ssh_error) in zip(s.routers, probes):
+        sample = None
+        if st is not None and counters is not None and st.processes:
+            p = st.processes[0]
+            sample = exporter_health.Sample(now, f"{p.pid}@{p.started}", counters.packets_processed,
+                                            counters.export_packets, counters.export_failures)
+        samples = exporter_health.history(previous.get(r.name, []), sample, now, window)
+        kept[r.name] = samples
+        verdict = exporter_health.classify(
+            reachable_error=ssh_error, running=bool(st and st.running), drift=list(st.drift) if st else [],
+            samples=samples, counters_known=counters is not None, datagrams=counts.get(r.name, 0.0),
+            window_s=window, settle_s=settle, now=now,
+            interface=", ".join(st.interfaces) if st and st.interfaces else "its interface",
+            address=freshness.exporter_address(r), collector=(st and st.collector) or "")
+        if prom_error and verdict.cause not in _SETTLED_BAD:
+            verdict = exporter_health.Verdict(False, "collector-unknown", f"cannot ask Prometheus: {prom_error}")
+        looks.append(ExporterLook(r.name, verdict, counts.get(r.name, 0.0), counters and counters.as_dict()))
+    return looks, kept
+
+
+# Causes another look within a check's deadline will not change: reported at once.
+_SETTLED_BAD = {"router-unreachable", "exporter-down", "misconfigured"}
+
+
+def netflow_check(s: Settings, prom: PrometheusResource, routers: RoutersResource, timeout: float,
+                  interval: float = 3.0) -> tuple[bool, list[ExporterLook]]:
+    """The `netflow_arriving` check: wait (up to `timeout`) until every router's NetFlow is counted or
+    its exporter is seen healthy without it (a quiet link passes once softflowd's counters showed no
+    packets across the wait); an exporter that is down or unreachable fails at once."""
+    deadline = time.monotonic() + timeout
+    samples: dict[str, list[exporter_health.Sample]] = {}
+    while True:
+        looks, samples = exporter_looks(s, prom, routers, samples)
+        if all(lk.verdict.cause == "flowing" for lk in looks) or time.monotonic() > deadline or any(
+                lk.verdict.cause in _SETTLED_BAD for lk in looks):
+            return all(lk.verdict.healthy for lk in looks), looks
+        time.sleep(interval)
+
+
+def looks_table(looks: list[ExporterLook]) -> dg.MetadataValue:
+    """Per-router results as a Dagster table (numbers as numbers, so the UI can sort them)."""
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"router": lk.router, "healthy": lk.verdict.healthy, "cause": lk.verdict.cause,
+                                 "datagrams": int(lk.datagrams), "reason": lk.verdict.reason}) for lk in looks],
+        schema=dg.TableSchema(columns=[dg.TableColumn("router", "string"), dg.TableColumn("healthy", "bool"),
+                                       dg.TableColumn("cause", "string"), dg.TableColumn("datagrams", "int"),
+                                       dg.TableColumn("reason", "string")]))
 
 
 def caretta_result(s: Settings, prom: PrometheusResource) -> tuple[bool, dict]:
@@ -86,13 +160,17 @@ def collection_observations(s: Settings, prom: PrometheusResource) -> list[Obser
     return out
 
 
-def observations(s: Settings, prom: PrometheusResource, dashboard_drift: dict[str, str]) -> list[Observation]:
-    """Everything the health sensor looks at, as subjects the remediation planner understands."""
+def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource, dashboard_drift: dict[str, str],
+                 samples: dict[str, list[exporter_health.Sample]]
+                 ) -> tuple[list[Observation], dict[str, list[exporter_health.Sample]]]:
+    """Everything the health sensor looks at, as subjects the remediation planner understands, and
+    the exporter samples to keep for the next look."""
     out = collection_observations(s, prom)
-    out += [Observation(f"router:{name}", fresh, str(meta["detail"].value))
-            for name, fresh, meta in netflow_evaluations(s, prom)]
+    looks, samples = exporter_looks(s, prom, routers, samples)
+    out += [Observation(f"router:{lk.router}", lk.verdict.healthy, f"{lk.verdict.cause}: {lk.verdict.reason}",
+                        heal=lk.verdict.heal) for lk in looks]
     fresh, meta = caretta_result(s, prom)
     out.append(Observation("caretta", fresh, str(meta["detail"].value)))
     out += [Observation(f"dashboard:{stem}", not problem, problem or "as deployed")
             for stem, problem in dashboard_drift.items()]
-    return out
+    return out, samples

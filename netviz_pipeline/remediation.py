@@ -22,6 +22,7 @@ class Observation:
     subject: str  # "router:<name>", "collector", "scrape", "caretta", "dashboard:<stem>"
     healthy: bool
     detail: str
+    heal: bool = True  # False: re-running a step cannot fix it (e.g. the router is unreachable)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ def plan(observations: list[Observation], state: dict[str, SubjectState], now: f
             continue  # healthy subjects drop out of the state: a later failure starts afresh
         st = state.get(o.subject) or SubjectState(failing_since=now)
         st = SubjectState(st.failing_since or now, st.attempts, st.last_attempt, list(st.tried))
+        new[o.subject] = st
+        if not o.heal:
+            diagnoses[o.subject] = f"{o.detail}; no re-run can fix this, a person must look"
+            continue
         targets = owners(o.subject)
         target = " + ".join(targets)
         due = st.last_attempt is None or now - st.last_attempt >= backoff(policy, st.attempts)
@@ -91,7 +96,6 @@ def plan(observations: list[Observation], state: dict[str, SubjectState], now: f
             diagnoses[o.subject] = f"{o.detail}; " + (f"re-running {target}" if st.last_attempt == now
                                                       else f"waiting for back-off before re-running {target}"
                                                       if not busy else "a remediation run is in flight")
-        new[o.subject] = st
     return Plan(tuple(assets), diagnoses, new)
 
 

@@ -1,14 +1,16 @@
-"""Health between deploys, from data: every minute the `flow_freshness` sensor looks at per-exporter
-NetFlow freshness, Caretta freshness, the scrape jobs, the collector and the dashboards; records the
-results as asset check evaluations (no run needed to see them), and heals within bounds by
-requesting a run of the step that owns a failure (see remediation.py). A schedule also runs the
-checks-only `netviz_verify` job."""
+"""Health between deploys, from data: every 30 s the `flow_freshness` sensor looks at each router's
+exporter (softflowd over SSH and GoFlow2's count of its datagrams: exporter_health.py), Caretta
+freshness, the scrape jobs, the collector and the dashboards; records the results as asset check
+evaluations (no run needed to see them), and heals within bounds by requesting a run of the step that
+owns a failure (see remediation.py). A schedule also runs the checks-only `netviz_verify` job.
+
+Why 30 s: a dead exporter is then seen within 60 s even when a tick takes a connect timeout (10 s)."""
 import json
 import time
 
 import dagster as dg
 
-from . import health, remediation
+from . import exporter_health, health, notify, remediation
 from .assets.caretta import caretta
 from .assets.dashboards import caretta_dashboard, dashboard_drift, goflow2_dashboard
 from .assets.goflow2 import goflow2
@@ -18,8 +20,9 @@ from .assets.verify import end_to_end
 from .jobs import netviz_verify
 from .resources.cluster import ClusterResource
 from .resources.prometheus import PrometheusResource
+from .resources.routers import RoutersResource
 
-FRESHNESS_INTERVAL_S = 60
+FRESHNESS_INTERVAL_S = 30
 REMEDIATION_TAG = "netviz/remediation"
 _HEALABLE = [router_softflowd, goflow2, prometheus_scrape_config, caretta, caretta_dashboard, goflow2_dashboard]
 
@@ -43,12 +46,21 @@ def _evaluation(key: dg.AssetKey, check: str, subjects: list[remediation.Observa
            description="Freshness per exporter and for Caretta, scrape jobs, collector and dashboard drift, "
                        "from data; re-runs the owning step within bounds")
 def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusResource,
-                   cluster: ClusterResource) -> dg.SensorResult:
+                   cluster: ClusterResource, routers: RoutersResource,
+                   notifier: notify.NotifierResource) -> dg.SensorResult:
     s = prometheus.config.settings
     now = time.time()
-    seen = health.observations(s, prometheus, dashboard_drift(cluster))
-    state = remediation.load(json.loads(context.cursor) if context.cursor else None)
-    p = remediation.plan(seen, state, now, busy=remediation_in_flight(context.instance))
+    cursor = load_cursor(context.cursor)
+    seen, samples = health.observations(s, prometheus, routers, dashboard_drift(cluster),
+                                        exporter_health.load(cursor.get("samples")))
+    state = remediation.load(cursor.get("remediation"))
+    busy = remediation_in_flight(context.instance)
+    p = remediation.plan(seen, state, now, busy=busy)
+    # A person hears once per incident: it began, its re-runs gave up, it recovered.
+    messages, announced = notify.transitions(cursor.get("announced") or {}, seen, p, now, busy=busy,
+                                             link=notifier.link())
+    for message in messages:
+        notifier.send(message, log=context.log)
     routers = [o for o in seen if o.subject.startswith("router:")]
     events = [_evaluation(router_softflowd.key, "netflow_arriving", routers, p),
               _evaluation(end_to_end.key, "caretta_links_present", [o for o in seen if o.subject == "caretta"], p)]
@@ -57,7 +69,16 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
     runs = [dg.RunRequest(run_key=f"remediate-{int(now)}", asset_selection=[dg.AssetKey(a) for a in p.assets],
                           tags={REMEDIATION_TAG: "true", "netviz/remediates": ",".join(sorted(p.diagnoses))})
             ] if p.assets else []
-    return dg.SensorResult(asset_events=events, run_requests=runs, cursor=json.dumps(remediation.dump(p.state)))
+    cursor = {"remediation": remediation.dump(p.state), "samples": exporter_health.dump(samples),
+              "announced": announced}
+    return dg.SensorResult(asset_events=events, run_requests=runs, cursor=json.dumps(cursor))
+
+
+def load_cursor(text: str | None) -> dict:
+    """The sensor's memory: remediation state and exporter samples. A cursor written before the
+    samples existed held the remediation state alone."""
+    data = json.loads(text) if text else {}
+    return data if "remediation" in data else {"remediation": data}
 
 
 verify_schedule = dg.ScheduleDefinition(name="netviz_verify_every_15m", job=netviz_verify, cron_schedule="*/15 * * * *",

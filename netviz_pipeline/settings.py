@@ -231,19 +231,32 @@ class PromFile(_Model):
     # "file_sd" the pipeline lists the pods itself and writes file_sd target files instead.
     discovery: Literal["kubernetes", "file_sd"] = "kubernetes"
     file_sd_dir: Path | None = None  # default: <config_path's directory>/netviz-targets
+    # the netviz alert rules, named in the config's rule_files (absolute: Prometheus reads it too)
+    rules_path: Path | None = None  # default: <config_path's directory>/netviz-alerts.yml
 
     _files = field_validator("config_path")(_readable_file)
 
-    @field_validator("kubernetes_sd_kubeconfig", "file_sd_dir")
+    @field_validator("kubernetes_sd_kubeconfig", "file_sd_dir", "rules_path")
     @classmethod
     def _absolute(cls, v: Path | None):
         if v is not None and not v.is_absolute():
             raise ValueError(f"{str(v)!r} is not an absolute path (Prometheus reads it, not us)")
         return v
 
+    @model_validator(mode="after")
+    def _rules_not_the_config(self):
+        if self.rules_file == self.config_path:  # writing the rules would replace the config
+            raise ValueError("rules_path is config_path: name another file for the alert rules "
+                             "(default: netviz-alerts.yml next to the config)")
+        return self
+
     @property
     def targets_dir(self) -> Path:
         return self.file_sd_dir or self.config_path.parent / "netviz-targets"
+
+    @property
+    def rules_file(self) -> Path:
+        return self.rules_path or self.config_path.parent / "netviz-alerts.yml"
 
 
 class PromChart(_Model):
@@ -411,6 +424,17 @@ class Ownership(_Model):
     on_foreign_manager: Literal["skip", "adopt"] = "skip"  # objects another tool (Helm, ...) manages
 
 
+class Notify(_Model):
+    """Chat notifications (Slack-compatible incoming webhook, see notify.py). A webhook URL carries its
+    token, so only the name of the environment variable holding it is written here."""
+
+    webhook_url_env: EnvName | None = None  # None: notifications off
+    timeout_seconds: float = Field(5, gt=0, le=60)  # per attempt; the sensors must not stall on a slow receiver
+    dagster_url: HttpUrl | None = None  # the Dagster UI, for links in messages
+
+    _env = field_validator("webhook_url_env")(_env_is_set)
+
+
 class Settings(_Model):
     cluster: Cluster
     caretta: Caretta = Caretta()
@@ -421,6 +445,7 @@ class Settings(_Model):
     routers: list[Router] = []
     checks: Checks = Checks()
     ownership: Ownership = Ownership()
+    notify: Notify = Notify()
 
     @model_validator(mode="after")
     def _flows_transport(self):
@@ -469,6 +494,8 @@ class Settings(_Model):
             if r.get("opnsense"):
                 for k in ("key_env", "secret_env"):
                     r["opnsense"][k] = f"<ref {r['opnsense'][k]}>"
+        n = data["notify"]
+        n["webhook_url_env"] = n["webhook_url_env"] and f"<ref {n['webhook_url_env']}>"
         return data
 
 

@@ -1,9 +1,11 @@
-"""Plan task 4: scrape jobs for Caretta and GoFlow2 in whichever form the user's Prometheus takes.
+"""Plan task 4: scrape jobs for Caretta and GoFlow2 in whichever form the user's Prometheus takes,
+and the netviz alert rules (render/alerts.py) with them.
 
 Fix to the plan: `caretta-caretta.caretta.svc:7117` does not exist and a Service address would
 load-balance scrapes across per-node agents; every Caretta pod is discovered and scraped instead.
-Modes: `file` (a config file + POST /-/reload; a refused config is rolled back), `chart` (the
-prometheus-community chart's server ConfigMap, reloaded by its sidecar), `operator` (PodMonitors).
+Modes: `file` (a config file and a rule file + POST /-/reload; a refused reload rolls both back),
+`chart` (the prometheus-community chart's server ConfigMap, its prometheus.yml and alerting_rules.yml,
+reloaded by its sidecar), `operator` (PodMonitors and a PrometheusRule).
 `auto` is resolved once per run by prometheus_target (operator, the settings' chart/file, or a
 chart-shaped server found in the cluster).
 """
@@ -16,6 +18,7 @@ import dagster as dg
 from kubernetes.client.exceptions import ApiException
 
 from .. import health, prometheus_target
+from ..render import alerts
 from ..render.scrape import file_sd_targets, merge_scrape_configs, monitors, pod_jobs, scrape_jobs
 from ..resources.cluster import ClusterResource
 from ..resources.prometheus import PrometheusError, PrometheusResource
@@ -66,20 +69,42 @@ def apply_file_mode(s: Settings, cluster: ClusterResource, prom: PrometheusResou
                 _write_atomic(path, text)  # file_sd is re-read by Prometheus; no reload needed
                 changed.append(str(path))
     old = f.config_path.read_text()
-    new, config_changed = merge_scrape_configs(old, scrape_jobs(s))
+    new, jobs_changed = merge_scrape_configs(old, scrape_jobs(s))
+    new, listed = alerts.merge_rule_files(new, str(f.rules_file))
+    config_changed = jobs_changed or listed
+    rules = f.rules_file
+    old_rules = rules.read_text() if rules.exists() else None
+    rules_text = alerts.rule_file_text(s)
+    rules_changed = old_rules != rules_text
+    if rules_changed:
+        rules.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(rules, rules_text)
     if config_changed:
         _write_atomic(f.config_path, new)
+    if config_changed or rules_changed:  # Prometheus re-reads rule files only on a reload too
         try:
             prom.reload(s.prometheus.reload_url)
         except PrometheusError as exc:
-            _write_atomic(f.config_path, old)  # nothing half-applied: the old config stays in force
-            raise dg.Failure(description=f"{exc}; {f.config_path} was restored to its previous content, "
-                                         "so Prometheus and the file agree; re-run when Prometheus answers") from exc
-        changed.append(str(f.config_path))
+            # nothing half-applied: both files go back, so what is in force is what the files say
+            undone = []
+            if config_changed:
+                _write_atomic(f.config_path, old)
+                undone.append(f"{f.config_path} was restored to its previous content")
+            if rules_changed:
+                if old_rules is None:
+                    rules.unlink(missing_ok=True)
+                    undone.append(f"{rules} was removed (it did not exist before)")
+                else:
+                    _write_atomic(rules, old_rules)
+                    undone.append(f"{rules} was restored to its previous content")
+            raise dg.Failure(description=f"{exc}; {' and '.join(undone)}, so Prometheus and the files agree; "
+                                         "re-run when Prometheus answers") from exc
+        changed += [str(path) for path, c in ((f.config_path, config_changed), (rules, rules_changed)) if c]
     return {"changed": dg.MetadataValue.int(len(changed)),
             "summary": dg.MetadataValue.text(("updated " + ", ".join(changed)) if changed
-                                             else "converged: config and targets unchanged, no reload"),
-            "config_path": dg.MetadataValue.path(str(f.config_path))}
+                                             else "converged: config, rules and targets unchanged, no reload"),
+            "config_path": dg.MetadataValue.path(str(f.config_path)),
+            "rules_path": dg.MetadataValue.path(str(rules))}
 
 
 def apply_chart_mode(s: Settings, cluster: ClusterResource) -> dict:
@@ -95,19 +120,29 @@ def apply_chart_mode(s: Settings, cluster: ClusterResource) -> dict:
                          "server too when prometheus.mode is auto") from None
     if cm is None:
         raise dg.Failure(f"prometheus.chart: ConfigMap {c.configmap_namespace}/{c.configmap_name} not found")
-    new, changed = merge_scrape_configs((cm.get("data") or {}).get(c.key, ""), scrape_jobs(s))
+    data = cm.get("data") or {}
+    new, jobs_changed = merge_scrape_configs(data.get(c.key, ""), scrape_jobs(s))
+    new, listed = alerts.merge_rule_files(new, alerts.CHART_RULES_PATH)  # in the chart's default rule_files
+    rules, rules_changed = alerts.merge_chart_alerting_rules(data.get(alerts.CHART_RULES_KEY, ""), s)
+    # Both keys every time: server-side apply deletes a field this manager applied before and leaves
+    # out now, and after an adopt we are the only owner of the one left unchanged.
     body = {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": c.configmap_name, "namespace": c.configmap_namespace}, "data": {c.key: new}}
-    outcomes = cluster.apply([body]) if changed else []
+            "metadata": {"name": c.configmap_name, "namespace": c.configmap_namespace},
+            "data": {c.key: new, alerts.CHART_RULES_KEY: rules}}
+    outcomes = cluster.apply([body]) if jobs_changed or listed or rules_changed else []
     meta = apply_metadata(outcomes)
     meta["extraScrapeConfigs"] = dg.MetadataValue.md(
         "Helm owns this ConfigMap; to survive `helm upgrade`, add to the chart's extraScrapeConfigs:\n```yaml\n"
         + json.dumps(scrape_jobs(s), indent=1) + "\n```")
+    meta["serverFiles"] = dg.MetadataValue.md(
+        "and these values, which render the netviz alert rules into the same ConfigMap (merge the `groups` "
+        "with your own alerting rules if you have any):\n```yaml\n" + alerts.chart_values_snippet(s) + "```")
     return meta
 
 
 @dg.asset(group_name=GROUP, deps=[caretta, goflow2], kinds={"prometheus"},
-          description="Scrape jobs netviz-caretta (every pod), netviz-goflow2 and netviz-flows")
+          description="Scrape jobs netviz-caretta (every pod), netviz-goflow2 and netviz-flows, and the "
+                      "netviz alert rules")
 def prometheus_scrape_config(context: dg.AssetExecutionContext, cluster: ClusterResource,
                              prometheus: PrometheusResource) -> dg.MaterializeResult:
     s = resolved_settings(cluster)
@@ -117,7 +152,7 @@ def prometheus_scrape_config(context: dg.AssetExecutionContext, cluster: Cluster
     elif mode == "chart":
         meta = apply_chart_mode(s, cluster)
     else:
-        meta = apply_metadata(cluster.apply(monitors(s)))
+        meta = apply_metadata(cluster.apply(monitors(s) + [alerts.prometheus_rule(s)]))
     return dg.MaterializeResult(metadata=meta | {"mode": dg.MetadataValue.text(mode)})
 
 
@@ -156,4 +191,40 @@ def scrape_targets_up(cluster: ClusterResource, prometheus: PrometheusResource) 
     ok, problems, table = health.poll(lambda: scrape_health(s, prometheus, cluster), timeout=timeout, interval=1)
     return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.ERROR,
                                metadata={"targets": dg.MetadataValue.json(table),
+                                         "problems": dg.MetadataValue.text("; ".join(problems) or "none")})
+
+
+def rules_health(s: Settings, prom: PrometheusResource) -> tuple[bool, list[str], dict]:
+    """Prometheus has loaded the `netviz` group with every alert we render, none failing to evaluate."""
+    want = alerts.alert_names(s)
+    try:
+        groups = prom.rules()
+    except PrometheusError as exc:
+        return False, [str(exc)], {}
+    ours = [g for g in groups if g.get("name") == alerts.GROUP]
+    loaded = {r.get("name", ""): r for g in ours for r in g.get("rules") or []}
+    table = {n: r.get("state", "") for n, r in loaded.items()}
+    problems = [f"{n}: {r.get('lastError') or 'evaluation failed'}" for n, r in loaded.items() if r.get("health") == "err"]
+    missing = [n for n in want if n not in loaded]
+    if missing:
+        mode = s.prometheus.mode
+        where = {"file": f" (rule file {s.prometheus.file.rules_file}, listed in rule_files)" if s.prometheus.file else "",
+                 "chart": f" ({_SYNC_WHY}; with ownership.on_foreign_manager skip a Helm-owned ConfigMap is left "
+                          "alone: add the serverFiles values from the materialisation to the chart's values)",
+                 "operator": f" ({_SYNC_WHY}; the Prometheus resource's ruleSelector must match "
+                             "prometheus.operator.labels)"}.get(mode, "")
+        problems.insert(0, f"alert rules not loaded in group {alerts.GROUP!r}: {', '.join(missing)}{where}")
+    return not problems, problems, {"alerts": table, "files": sorted({g.get("file", "") for g in ours})}
+
+
+@dg.asset_check(asset=prometheus_scrape_config, blocking=False,
+                description="Prometheus has loaded every netviz alert rule (group netviz)")
+def alert_rules_loaded(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.AssetCheckResult:
+    s = resolved_settings(cluster)
+    # a reload loads a rule file at once; in Prometheus pods the rules first travel like the config
+    timeout = s.checks.deadline_seconds + (CONFIGMAP_SYNC_SECONDS if s.prometheus.mode in ("chart", "operator") else 0)
+    ok, problems, table = health.poll(lambda: rules_health(s, prometheus), timeout=timeout, interval=2)
+    return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={"alerts": dg.MetadataValue.json(table.get("alerts", {})),
+                                         "rule_files": dg.MetadataValue.text(", ".join(table.get("files", [])) or "none"),
                                          "problems": dg.MetadataValue.text("; ".join(problems) or "none")})

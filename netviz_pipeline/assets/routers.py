@@ -61,10 +61,14 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
 
 
 @dg.asset_check(asset=router_softflowd, blocking=True,
-                description="GoFlow2 counts NetFlow from every router (waits for the first export); "
-                            "the flow_freshness sensor re-evaluates it between runs")
-def netflow_arriving(prometheus: PrometheusResource) -> dg.AssetCheckResult:
+                description="Every router's exporter is healthy: GoFlow2 counts its NetFlow, or softflowd runs and "
+                            "its own counters show a quiet link; tells exporter down, unreachable, datagrams lost "
+                            "and collector down apart. The flow_freshness sensor re-evaluates it between runs")
+def netflow_arriving(prometheus: PrometheusResource, routers: RoutersResource) -> dg.AssetCheckResult:
     s = prometheus.config.settings
-    fresh, meta = health.poll(lambda: health.netflow_result(s, prometheus), timeout=s.checks.deadline_seconds)
-    return dg.AssetCheckResult(passed=fresh, severity=dg.AssetCheckSeverity.ERROR, metadata=meta)
+    ok, looks = health.netflow_check(s, prometheus, routers, timeout=s.checks.deadline_seconds)
+    bad = [f"{lk.router}: {lk.verdict.cause}: {lk.verdict.reason}" for lk in looks if not lk.verdict.healthy]
+    return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.ERROR, metadata={
+        "routers": health.looks_table(looks), "problems": dg.MetadataValue.text("; ".join(bad) or "none"),
+        "datagrams": dg.MetadataValue.int(int(sum(lk.datagrams for lk in looks)))})
 

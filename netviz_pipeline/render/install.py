@@ -9,7 +9,8 @@ yourself). So the pipeline's day-to-day identity gets
   install objects it verifies), and
 - a namespaced Role in each namespace the settings name, with only what that namespace is for:
   workloads (Caretta, GoFlow2), dashboards, the chart's Prometheus ConfigMap (that one object),
-  operator monitors, and pod exec only where the canary pod runs;
+  operator monitors and alert rules (PodMonitors, the PrometheusRule), and pod exec only where the
+  canary pod runs;
 - a ValidatingAdmissionPolicy bounding what its Deployments and DaemonSets may contain (Caretta's
   namespace must allow privileged pods; the pipeline may not use that for anything but Caretta), and
   Pod Security "restricted" on GoFlow2's namespace.
@@ -44,7 +45,7 @@ PURPOSE_RULES: dict[str, list[dict]] = {
         {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
     ],
     "dashboards": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "patch"]}],
-    "monitors": [{"apiGroups": ["monitoring.coreos.com"], "resources": ["podmonitors"],
+    "monitors": [{"apiGroups": ["monitoring.coreos.com"], "resources": ["podmonitors", "prometheusrules"],
                   "verbs": ["get", "list", "create", "patch"]}],
     # exec over SPDY is a POST (create), over WebSocket a GET (the Python client's upgrade): both needed
     "canary": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},

@@ -1,4 +1,4 @@
-"""Prometheus as a resource: instant/range queries, targets, and the lifecycle reload (HTTP API)."""
+"""Prometheus as a resource: instant/range queries, targets, loaded rules, and the lifecycle reload (HTTP API)."""
 from __future__ import annotations
 
 import time
@@ -57,6 +57,10 @@ class PrometheusResource(dg.ConfigurableResource):
 
     def targets(self) -> list[dict]:
         return self._api("/api/v1/targets", state="active").get("activeTargets") or []
+
+    def rules(self) -> list[dict]:
+        """The alerting rule groups Prometheus has loaded (each with `name`, `file`, `rules`)."""
+        return self._api("/api/v1/rules", type="alert").get("groups") or []
 
     def reload(self, reload_url: str) -> None:
         """POST /-/reload. A config Prometheus rejects answers 500 and the old config stays."""

@@ -212,3 +212,42 @@ def wait_for(fn: Callable[[], object], timeout: float, interval: float = 0.25):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+# -- softflowd's own counters (`softflowctl statistics`) ---------------------------------------
+@dataclass(frozen=True)
+class SoftflowdCounters:
+    """What softflowd itself counted since it started: tells a quiet link (no packets seen) from an
+    exporter whose datagrams never reach the collector (datagrams sent, none counted there)."""
+
+    packets_processed: int  # packets captured on the watched interface
+    flows_exported: int
+    export_packets: int  # NetFlow datagrams sent
+    export_failures: int  # sendto() errors
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_STAT_PATTERNS = {
+    "packets_processed": re.compile(r"^Packets processed:\s*(\d+)", re.M),
+    "exported": re.compile(r"^Flows exported:\s*(\d+)\s*\(\d+ records\)\s*in\s*(\d+)\s*packets\s*\((\d+) failures\)", re.M),
+}
+
+
+def parse_statistics(text: str) -> SoftflowdCounters | None:
+    """`softflowctl statistics` (softflowd 0.9.9-1.1.x) -> counters; None when the text is not that."""
+    processed = _STAT_PATTERNS["packets_processed"].search(text)
+    exported = _STAT_PATTERNS["exported"].search(text)
+    if not processed or not exported:
+        return None
+    flows, packets, failures = (int(g) for g in exported.groups())
+    return SoftflowdCounters(int(processed.group(1)), flows, packets, failures)
+
+
+def read_counters(session: Session, ctlsock: str | None) -> SoftflowdCounters | None:
+    """Ask the running softflowd over its control socket; None if it has none or does not answer."""
+    if not ctlsock:
+        return None
+    res = session.run(["softflowctl", "-c", ctlsock, "statistics"], timeout=10)
+    return parse_statistics(res.out) if res.rc == 0 else None

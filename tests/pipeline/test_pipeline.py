@@ -205,6 +205,8 @@ def test_operator_mode_applies_podmonitors_idempotently(lab: Lab, config: Path, 
     caretta_pm = pm.get(name="netviz-caretta", namespace="caretta")
     assert caretta_pm.metadata.labels["release"] == "kube-prometheus-stack"
     assert caretta_pm.spec.podMetricsEndpoints[0].port == "prom-metrics"
+    rules = DynamicClient(admin_api).resources.get(api_version="monitoring.coreos.com/v1", kind="PrometheusRule")
+    assert rules.get(name="netviz-alerts", namespace="goflow2").metadata.labels["release"] == "kube-prometheus-stack"
 
 
 

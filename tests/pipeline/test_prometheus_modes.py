@@ -114,6 +114,7 @@ def test_chart_mode_adopt(lab: Lab, tmp_path):
     live = yaml.safe_load(cm.data["prometheus.yml"])
     assert [j["job_name"] for j in live["scrape_configs"]][0] == "prometheus"  # the chart's own jobs stay
     assert live["rule_files"] == icp.CHART_DEFAULT_CONFIG["rule_files"]
+    assert [g["name"] for g in yaml.safe_load(cm.data["alerting_rules.yml"])["groups"]] == ["netviz"]
     assert cm.metadata.labels["app.kubernetes.io/managed-by"] == "Helm"  # still Helm's object
 
 
@@ -132,15 +133,22 @@ def test_chart_mode_skip_then_extra_scrape_configs_pasted_into_the_values(lab: L
         os.environ.pop("NETVIZ_CONFIG")
     meta = res.asset_materializations_for_node("prometheus_scrape_config")[0].metadata
     assert meta["skipped"].value == 1
-    snippet = meta["extraScrapeConfigs"].value
-    jobs = yaml.safe_load(snippet.split("```yaml\n", 1)[1].split("```", 1)[0])
-    # what `helm upgrade --set-file extraScrapeConfigs=...` renders: the user's jobs, then these
+    jobs = yaml.safe_load(_code_block(meta["extraScrapeConfigs"].value))
+    values = yaml.safe_load(_code_block(meta["serverFiles"].value))
+    # what `helm upgrade --set-file extraScrapeConfigs=... -f values.yaml` renders: the user's jobs, then
+    # these; the netviz alert rules as the server's alerting_rules.yml
     cfg = dict(icp.CHART_DEFAULT_CONFIG)
     cfg["scrape_configs"] = icp.CHART_DEFAULT_CONFIG["scrape_configs"] + jobs
-    icp.deploy_chart_config(lab, cfg)
-    prove("chart, skip + extraScrapeConfigs", url, config, tmp_path)
-    live = yaml.safe_load(chart_config(clusterapi.dynamic(lab)).data["prometheus.yml"])
-    assert live == cfg, "with skip the pipeline must never write Helm's ConfigMap"
+    rules = values["serverFiles"]["alerting_rules.yml"]
+    icp.deploy_chart_config(lab, cfg, rules)
+    prove("chart, skip + extraScrapeConfigs + serverFiles", url, config, tmp_path)
+    live = chart_config(clusterapi.dynamic(lab)).data
+    assert yaml.safe_load(live["prometheus.yml"]) == cfg, "with skip the pipeline must never write Helm's ConfigMap"
+    assert yaml.safe_load(live["alerting_rules.yml"]) == rules
+
+
+def _code_block(md: str) -> str:
+    return md.split("```yaml\n", 1)[1].split("```", 1)[0]
 
 
 def test_auto_mode_finds_the_chart_server(lab: Lab, tmp_path):
@@ -163,6 +171,9 @@ def test_operator_mode(lab: Lab, tmp_path):
     assert {"netviz-caretta", "netviz-goflow2", "netviz-flows"} <= jobs, jobs
     pools = {t["scrapePool"] for t in active["data"]["activeTargets"]}
     assert any(p.startswith("podMonitor/caretta/netviz-caretta/") for p in pools), pools
+    # ...and the PrometheusRule into a rule file its Prometheus loaded (alert_rules_loaded passed in prove)
+    groups = requests.get(f"{url}/api/v1/rules", params={"type": "alert"}, timeout=5).json()["data"]["groups"]
+    assert any(g["name"] == "netviz" for g in groups), [g["name"] for g in groups]
 
 
 def test_auto_mode_prefers_the_operator_when_a_prometheus_resource_exists(lab: Lab, tmp_path):

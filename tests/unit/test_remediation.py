@@ -59,3 +59,11 @@ def test_a_down_collector_re_runs_it_and_refreshes_the_scrape_targets():
     p = plan([Observation("collector", False, "GoFlow2 metrics target down")], {}, now=0, policy=P)
     assert p.assets == ("goflow2", "prometheus_scrape_config")
     assert "re-running goflow2 + prometheus_scrape_config" in p.diagnoses["collector"]
+
+
+def test_an_unreachable_router_is_diagnosed_but_never_re_run():
+    down = Observation("router:edge", False, "router-unreachable: timed out", heal=False)
+    p = plan([down], {}, now=0, policy=P)
+    assert p.assets == () and "a person must look" in p.diagnoses["router:edge"]
+    again = plan([down], p.state, now=10_000, policy=P)
+    assert again.assets == () and again.state["router:edge"].attempts == 0

@@ -252,3 +252,14 @@ def test_freshness_windows_must_hold_two_scrapes(raw):
     assert any("checks.freshness.netflow_max_age_seconds (12s)" in e and "30s" in e for e in errs), errs
     raw["prometheus"]["scrape_interval_seconds"] = 5
     assert parse_settings(raw).checks.freshness.netflow_max_age_seconds == 12
+
+
+def test_prometheus_rule_file_defaults_next_to_the_config_and_must_be_absolute(raw, files):
+    f = parse_settings(raw).prometheus.file
+    assert f.rules_file == f.config_path.parent / "netviz-alerts.yml"
+    raw["prometheus"]["file"]["rules_path"] = "rules/netviz.yml"
+    assert errors_of(raw) == ["prometheus.file.rules_path: 'rules/netviz.yml' is not an absolute path "
+                              "(Prometheus reads it, not us)"]
+    raw["prometheus"]["file"]["rules_path"] = files["prometheus.yml"]
+    (err,) = errors_of(raw)
+    assert err.startswith("prometheus.file: rules_path is config_path") and "netviz-alerts.yml" in err

@@ -1,0 +1,112 @@
+"""Is a router's NetFlow exporter healthy? Told apart from what the router and the collector say,
+not from a longer timeout.
+
+A router whose LAN is quiet sends no NetFlow at all (softflowd exports flows, not heartbeats), so
+"no datagrams at the collector" alone cannot tell a quiet link from a dead exporter. Each look
+therefore combines:
+- the exporter over SSH: is softflowd running, as configured, and what do its own counters say
+  (packets captured, NetFlow datagrams sent, send failures)?
+- the collector, through Prometheus: datagrams GoFlow2 counted from this router in the window.
+
+Causes, in the order they are decided (the first that holds wins):
+  router-unreachable  SSH to the router failed                               unhealthy, not re-run
+  exporter-down       no softflowd process                                   unhealthy
+  misconfigured       softflowd runs with other flags than the settings      unhealthy
+  export-failing      softflowd's send failures grew                         unhealthy
+  flowing             GoFlow2 counted datagrams from it in the window        healthy
+  not-received        softflowd sent datagrams GoFlow2 should have counted
+                      by now, and it counted none                            unhealthy
+  flows-open          packets captured, flows not expired yet                healthy
+  quiet               no packets on the interface                            healthy
+  baseline            first look at this softflowd: nothing to compare yet   healthy
+  no-counters         no datagrams, and softflowd's counters are unreadable
+                      (OPNsense's API has none): cannot tell quiet from lost unhealthy
+
+Pure functions over plain data; the sensor keeps the samples in its cursor.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+MAX_SAMPLES = 12  # per router; a window of the default 180 s holds 6 looks 30 s apart
+
+
+@dataclass(frozen=True)
+class Sample:
+    """softflowd's counters at one look. `incarnation` (pid + start time) resets the history when
+    softflowd was restarted, since its counters start from zero again."""
+
+    t: float
+    incarnation: str
+    packets_processed: int
+    export_packets: int
+    export_failures: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    healthy: bool
+    cause: str
+    reason: str
+    heal: bool = True  # would re-running the router step help? (not when the router is unreachable)
+
+
+def history(previous: list[Sample], current: Sample | None, now: float, window_s: float) -> list[Sample]:
+    """Samples of the same softflowd within the window, oldest first, current last (bounded)."""
+    if current is None:
+        return []
+    kept = [p for p in previous if p.incarnation == current.incarnation and now - window_s <= p.t < current.t]
+    return (kept + [current])[-MAX_SAMPLES:]
+
+
+def classify(*, reachable_error: str | None, running: bool, drift: list[str], samples: list[Sample],
+             counters_known: bool, datagrams: float, window_s: int, settle_s: float, now: float,
+             interface: str = "its interface", address: str = "", collector: str = "") -> Verdict:
+    """`samples`: this softflowd's history (see `history`), current last. `settle_s`: how long a
+    datagram takes to show up in Prometheus (scrape interval x 2 + a margin)."""
+    if reachable_error is not None:
+        return Verdict(False, "router-unreachable", f"router unreachable over SSH ({reachable_error}); softflowd "
+                                                    "may still export, but it cannot be checked or restarted",
+                       heal=False)
+    if not running:
+        return Verdict(False, "exporter-down", "softflowd is not running on the router")
+    if drift:
+        return Verdict(False, "misconfigured", "softflowd runs with other settings: " + "; ".join(drift))
+    first, last = (samples[0], samples[-1]) if samples else (None, None)
+    if first is not None and last.export_failures > first.export_failures:
+        return Verdict(False, "export-failing",
+                       f"softflowd failed to send {last.export_failures - first.export_failures} NetFlow datagrams "
+                       f"to {collector or 'the collector'} in the last {now - first.t:.0f}s (sendto errors: no "
+                       "route to the collector?)")
+    if datagrams > 0:
+        return Verdict(True, "flowing", f"{datagrams:.0f} NetFlow datagrams from {address} counted by GoFlow2 "
+                                        f"in the last {window_s}s")
+    if not counters_known:
+        return Verdict(False, "no-counters", f"no NetFlow from {address} in the last {window_s}s, and softflowd's "
+                                             "counters cannot be read here to tell a quiet link from lost datagrams")
+    if len(samples) < 2:
+        return Verdict(True, "baseline", f"no NetFlow from {address} in the last {window_s}s; softflowd runs, "
+                                         "its counters are taken as the baseline for the next look")
+    # Datagrams sent between looks that are old enough to be in Prometheus by now, and inside the window.
+    settled = [p for p in samples if p.t <= now - settle_s]
+    sent = settled[-1].export_packets - settled[0].export_packets if len(settled) >= 2 else 0
+    if sent > 0:
+        return Verdict(False, "not-received",
+                       f"softflowd sent {sent} NetFlow datagrams to {collector or 'the collector'} in the "
+                       f"{settled[-1].t - settled[0].t:.0f}s before {now - settled[-1].t:.0f}s ago, but GoFlow2 counted "
+                       f"none from {address} in the last {window_s}s: a firewall or route between router and "
+                       "collector, a wrong collector address, or NAT changing the source address")
+    seen = last.packets_processed - first.packets_processed
+    if seen > 0:
+        return Verdict(True, "flows-open", f"softflowd captured {seen} packets on {interface} in the last "
+                                           f"{now - first.t:.0f}s; their flows have not expired yet")
+    return Verdict(True, "quiet", f"no traffic: softflowd captured no packets on {interface} in the last "
+                                  f"{now - first.t:.0f}s (a quiet link, not a fault)")
+
+
+def dump(samples: dict[str, list[Sample]]) -> dict:
+    return {k: [asdict(s) for s in v] for k, v in samples.items()}
+
+
+def load(data: dict | None) -> dict[str, list[Sample]]:
+    return {k: [Sample(**s) for s in v] for k, v in (data or {}).items()}

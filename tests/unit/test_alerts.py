@@ -1,0 +1,338 @@
+"""The netviz alert rules: valid for Prometheus (promtool check rules), firing when they should and
+not otherwise (promtool test rules on synthetic series), and merged into users' files without
+disturbing them."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from netviz_pipeline.render import alerts
+
+G, F, C = 'job="netviz-goflow2"', 'job="netviz-flows"', 'job="netviz-caretta"'
+
+
+def _run(promtool: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([promtool, *args], capture_output=True, text=True)
+
+
+def test_rule_file_passes_promtool_check(settings, tmp_path, promtool):
+    path = tmp_path / alerts.RULES_FILE_NAME
+    path.write_text(alerts.rule_file_text(settings))
+    r = _run(promtool, "check", "rules", str(path))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_alert_is_named_timed_and_explained(settings):
+    (group,) = alerts.rule_groups(settings)["groups"]
+    assert group["name"] == "netviz"
+    for rule in group["rules"]:
+        assert rule["alert"].startswith("Netviz") and rule["for"]
+        assert rule["labels"]["severity"] in ("warning", "critical")
+        assert rule["annotations"]["summary"] and len(rule["annotations"]["description"]) > 80
+    assert {"NetvizCollectorDown", "NetvizExporterSilent", "NetvizFlowDrops", "NetvizFlowDecodeErrors",
+            "NetvizAggregatorInputDisconnected", "NetvizAggregatorOverBudget", "NetvizCarettaStale"} <= set(
+        alerts.alert_names(settings))
+    silent = next(r for r in group["rules"] if r["alert"] == "NetvizExporterSilent")
+    assert "quiet LAN" in silent["annotations"]["description"]
+    assert "flow_freshness" in silent["annotations"]["description"]
+
+
+def test_no_aggregator_alerts_without_the_aggregator(make):
+    names = alerts.alert_names(make(flows={"enabled": False}))
+    assert "NetvizCollectorDown" in names and not [n for n in names if n.startswith("NetvizAggregator")]
+
+
+def test_windows_hold_several_scrapes_of_a_slow_interval(make, raw):
+    s = make(prometheus=raw["prometheus"] | {"scrape_interval_seconds": 90},
+             checks=raw["checks"] | {"freshness": {"caretta_max_age_seconds": 180}})
+    rules = {r["alert"]: r for r in alerts.rule_groups(s)["groups"][0]["rules"]}
+    assert "[6m]" in rules["NetvizCarettaStale"]["expr"] and rules["NetvizCollectorDown"]["for"] == "3m"
+    assert "[15m]" in rules["NetvizExporterSilent"]["expr"]  # already longer than four scrapes
+
+
+# -- promtool test rules: fire / do not fire ------------------------------------------------------------
+def _expand(text: str, labels: dict) -> str:
+    """The annotations' templates use only {{ $labels.x }}."""
+    return re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), text)
+
+
+def _alert(rules: dict, name: str, **labels: str) -> dict:
+    rule = rules[name]
+    exp = {**labels, **rule["labels"]}
+    return {"exp_labels": exp, "exp_annotations": {k: _expand(v, exp) for k, v in rule["annotations"].items()}}
+
+
+def _promtool_test(promtool, tmp_path, settings, input_series, checks, interval="1m"):
+    """checks: (alert name, eval time, [expected alert label sets])."""
+    rules_path = tmp_path / "rules.yml"
+    rules_path.write_text(alerts.rule_file_text(settings))
+    rules = {r["alert"]: r for r in alerts.rule_groups(settings)["groups"][0]["rules"]}
+    test = {"rule_files": [str(rules_path)], "evaluation_interval": "1m", "tests": [{
+        "interval": interval,
+        "input_series": [{"series": k, "values": v} for k, v in input_series.items()],
+        "alert_rule_test": [{"alertname": name, "eval_time": at, "exp_alerts": [_alert(rules, name, **e) for e in exp]}
+                            for name, at, exp in checks]}]}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
+    r = _run(promtool, "test", "rules", str(tmp_path / "test.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_collector_down_fires_after_for(settings, tmp_path, promtool):
+    inst = {"job": "netviz-goflow2", "instance": "10.0.0.5:8080"}
+    _promtool_test(promtool, tmp_path, settings,
+                   {f'up{{{G},instance="10.0.0.5:8080"}}': "1 1 1 0x10"},
+                   [("NetvizCollectorDown", "2m", []),
+                    ("NetvizCollectorDown", "4m", []),  # down since 3m: pending for 2m
+                    ("NetvizCollectorDown", "6m", [inst])])
+
+
+def test_collector_never_scraped_fires(settings, tmp_path, promtool):
+    _promtool_test(promtool, tmp_path, settings, {'up{job="prometheus"}': "1x10"},
+                   [("NetvizCollectorDown", "1m", []),
+                    ("NetvizCollectorDown", "5m", [{"job": "netviz-goflow2"}])])
+
+
+def test_exporter_silent_fires_for_one_that_sent_then_stopped_only(settings, tmp_path, promtool):
+    _promtool_test(promtool, tmp_path, settings, {
+        f'up{{{G},instance="gf"}}': "1x120",
+        # sends for an hour, then nothing
+        f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.0.2",version="9"}}': "0+10x60 600x60",
+        # known to GoFlow2 but never sent again since (a counter that never grows)
+        f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.5.2",version="9"}}': "5x120",
+        # sends all along
+        f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.6.2",version="9"}}': "0+3x120",
+    }, [("NetvizExporterSilent", "70m", []),
+        ("NetvizExporterSilent", "100m", [{"router": "198.18.0.2"}])])
+
+
+def test_exporter_silent_leaves_a_down_collector_to_collector_down(settings, tmp_path, promtool):
+    _promtool_test(promtool, tmp_path, settings, {
+        f'up{{{G},instance="gf"}}': "1x60 0x60",
+        f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.0.2",version="9"}}': "0+10x60",
+    }, [("NetvizExporterSilent", "100m", []),
+        ("NetvizCollectorDown", "100m", [{"job": "netviz-goflow2", "instance": "gf"}])])
+
+
+def test_drops_and_decode_errors(settings, tmp_path, promtool):
+    _promtool_test(promtool, tmp_path, settings, {
+        f'goflow2_flow_dropped_packets_total{{{G},instance="gf",remote_ip="198.18.0.2",local_ip="0.0.0.0",local_port="2055"}}': "0+5x40",
+        f'goflow2_flow_dropped_packets_total{{{G},instance="gf",remote_ip="198.18.5.2",local_ip="0.0.0.0",local_port="2055"}}': "3x40",
+        # 198.18.0.2: undecodable datagrams; 198.18.5.2: only templates not known yet (normal after a restart)
+        f'goflow2_flow_decoder_error_total{{{G},instance="gf",router="198.18.0.2",name="netflow"}}': "0+2x40",
+        f'goflow2_flow_decoder_error_total{{{G},instance="gf",router="198.18.5.2",name="netflow"}}': "0+2x40",
+        f'goflow2_flow_process_nf_errors_total{{{G},instance="gf",router="198.18.5.2",error="template_not_found"}}': "0+2x40",
+    }, [("NetvizFlowDrops", "5m", []),
+        ("NetvizFlowDrops", "30m", [{"instance": "gf", "remote_ip": "198.18.0.2"}]),
+        ("NetvizFlowDecodeErrors", "30m", [{"router": "198.18.0.2"}])])
+
+
+def test_aggregator_alerts(settings, tmp_path, promtool):
+    _promtool_test(promtool, tmp_path, settings, {
+        f'up{{{F},instance="a"}}': "1x30",
+        f'up{{{F},instance="b"}}': "1x30",
+        f'netviz_flow_input_connected{{{F},instance="a"}}': "1x5 0x25",
+        f'netviz_flow_input_connected{{{F},instance="b"}}': "1x30",
+        f'netviz_flow_series{{{F},instance="a"}}': "100 300x29",
+        f'netviz_flow_series_budget{{{F},instance="a"}}': "250x30",
+        f'netviz_flow_series{{{F},instance="b"}}': "249x30",  # at most the budget: fine
+        f'netviz_flow_series_budget{{{F},instance="b"}}': "250x30",
+        f'netviz_flow_malformed_lines_total{{{F},instance="a",reason="json"}}': "0+4x30",
+        f'netviz_flow_malformed_lines_total{{{F},instance="b",reason="json"}}': "7x30",
+    }, [("NetvizAggregatorDown", "10m", []),
+        ("NetvizAggregatorInputDisconnected", "6m", []),
+        ("NetvizAggregatorInputDisconnected", "10m", [{"job": "netviz-flows", "instance": "a"}]),
+        ("NetvizAggregatorOverBudget", "5m", [{"job": "netviz-flows", "instance": "a"}]),
+        ("NetvizAggregatorMalformedInput", "25m", [{"instance": "a", "reason": "json"}])])
+
+
+def test_caretta_stale_fires_per_node_and_when_absent(settings, tmp_path, promtool):
+    _promtool_test(promtool, tmp_path, settings, {
+        f'up{{{C},instance="c1",node="n1"}}': "1x40",
+        f'up{{{C},instance="c2",node="n2"}}': "1x40",
+        f'caretta_polls_made{{{C},instance="c1",node="n1"}}': "0+12x10 120x30",  # stops polling at 10m
+        f'caretta_polls_made{{{C},instance="c2",node="n2"}}': "0+12x40",
+    }, [("NetvizCarettaStale", "8m", []),
+        ("NetvizCarettaStale", "25m", [{"node": "n1"}])])
+    _promtool_test(promtool, tmp_path, settings, {'up{job="prometheus"}': "1x10"},
+                   [("NetvizCarettaStale", "7m", [{"job": "netviz-caretta"}])])
+
+
+# -- merges into users' files ---------------------------------------------------------------------------
+USER_CONFIG = """# the user's own config
+global:
+  evaluation_interval: 30s
+rule_files: [/etc/prometheus/rules/own.yml]
+scrape_configs:
+- job_name: prometheus
+  static_configs:
+  - targets: ['127.0.0.1:9090']
+"""
+
+
+def test_rule_file_is_listed_once_and_every_key_kept():
+    path = "/etc/prometheus/netviz-alerts.yml"
+    text, changed = alerts.merge_rule_files(USER_CONFIG, path)
+    cfg = yaml.safe_load(text)
+    assert changed and cfg["rule_files"] == ["/etc/prometheus/rules/own.yml", path]
+    assert cfg["global"] == {"evaluation_interval": "30s"} and cfg["scrape_configs"][0]["job_name"] == "prometheus"
+    assert list(cfg) == ["global", "rule_files", "scrape_configs"]
+    assert alerts.merge_rule_files(text, path) == (text, False)
+
+
+def test_rule_files_added_to_a_config_without_any_and_globs_respected():
+    text, changed = alerts.merge_rule_files("global: {}\n", "/p/netviz-alerts.yml")
+    assert changed and yaml.safe_load(text)["rule_files"] == ["/p/netviz-alerts.yml"]
+    globbed = "rule_files: ['/p/*.yml']\n"
+    assert alerts.merge_rule_files(globbed, "/p/netviz-alerts.yml") == (globbed, False)
+    # Go's filepath.Match: `*` does not cross a directory
+    assert alerts.merge_rule_files("rule_files: ['/*.yml']\n", "/p/netviz-alerts.yml")[1]
+    with pytest.raises(ValueError, match="rule_files"):
+        alerts.merge_rule_files("rule_files: /p/x.yml\n", "/p/netviz-alerts.yml")
+
+
+def test_chart_alerting_rules_from_the_chart_default(settings):
+    text, changed = alerts.merge_chart_alerting_rules("{}\n", settings)
+    assert changed and yaml.safe_load(text) == alerts.rule_groups(settings)
+    assert alerts.merge_chart_alerting_rules(text, settings) == (text, False)
+    assert alerts.merge_chart_alerting_rules("", settings)[1]
+
+
+def test_chart_alerting_rules_keep_the_users_groups_and_replace_ours(settings):
+    user = yaml.safe_dump({"groups": [
+        {"name": "mine", "rules": [{"alert": "Mine", "expr": "vector(1)"}]},
+        {"name": "netviz", "rules": [{"alert": "NetvizOld", "expr": "vector(1)"}]},
+        {"name": "netviz-extra", "rules": []},
+        {"name": "later", "rules": []}]})
+    text, changed = alerts.merge_chart_alerting_rules(user, settings)
+    groups = yaml.safe_load(text)["groups"]
+    assert changed and [g["name"] for g in groups] == ["mine", "netviz", "later"]
+    assert groups[0]["rules"] == [{"alert": "Mine", "expr": "vector(1)"}]
+    assert "NetvizOld" not in text
+    assert alerts.merge_chart_alerting_rules(text, settings) == (text, False)
+    commented = "# kept as written\n" + text
+    assert alerts.merge_chart_alerting_rules(commented, settings) == (commented, False)
+
+
+def test_chart_values_snippet_renders_the_same_rules(settings):
+    values = yaml.safe_load(alerts.chart_values_snippet(settings))
+    assert values == {"serverFiles": {"alerting_rules.yml": alerts.rule_groups(settings)}}
+
+
+def test_prometheus_rule_is_selected_like_the_pod_monitors(make):
+    s = make(prometheus={"url": "http://p:9090", "mode": "operator",
+                         "operator": {"namespace": "monitoring", "labels": {"release": "kube-prometheus-stack"}}})
+    pr = alerts.prometheus_rule(s)
+    assert pr["apiVersion"] == "monitoring.coreos.com/v1" and pr["kind"] == "PrometheusRule"
+    assert pr["metadata"]["name"] == "netviz-alerts" and pr["metadata"]["namespace"] == "monitoring"
+    assert pr["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert pr["metadata"]["labels"]["app.kubernetes.io/part-of"] == "netviz"
+    assert pr["spec"]["groups"] == alerts.rule_groups(s)["groups"]
+    bare = alerts.prometheus_rule(make(prometheus={"url": "http://p:9090", "mode": "operator"}))
+    assert bare["metadata"]["namespace"] == "goflow2"
+
+
+# -- applying them (file and chart modes, with fakes for Prometheus and the cluster) ---------------------
+class FakeProm:
+    def __init__(self, refuse: bool = False):
+        self.refuse, self.reloads = refuse, 0
+
+    def reload(self, url: str) -> None:
+        from netviz_pipeline.resources.prometheus import PrometheusError
+
+        self.reloads += 1
+        if self.refuse:
+            raise PrometheusError("Prometheus refused the new config (500): bad rule")
+
+
+def test_file_mode_writes_the_rules_lists_them_and_reloads_once(settings):
+    from netviz_pipeline.assets.prometheus import apply_file_mode
+
+    f = settings.prometheus.file
+    prom = FakeProm()
+    meta = apply_file_mode(settings, None, prom)
+    assert prom.reloads == 1 and meta["changed"].value == 2
+    assert f.rules_file.read_text() == alerts.rule_file_text(settings)
+    assert yaml.safe_load(f.config_path.read_text())["rule_files"] == [str(f.rules_file)]
+    meta = apply_file_mode(settings, None, prom)
+    assert prom.reloads == 1 and meta["summary"].value.startswith("converged")
+    f.rules_file.write_text("groups: []\n")  # edited by hand: rewritten, and reloaded so it counts
+    apply_file_mode(settings, None, prom)
+    assert prom.reloads == 2 and f.rules_file.read_text() == alerts.rule_file_text(settings)
+
+
+def test_file_mode_refused_reload_restores_both_files(settings):
+    import dagster as dg
+
+    from netviz_pipeline.assets.prometheus import apply_file_mode
+
+    f = settings.prometheus.file
+    before = f.config_path.read_text()
+    with pytest.raises(dg.Failure, match="was restored to its previous content") as e:
+        apply_file_mode(settings, None, FakeProm(refuse=True))
+    assert f.config_path.read_text() == before and not f.rules_file.exists()
+    assert "was removed" in e.value.description
+    apply_file_mode(settings, None, FakeProm())
+    f.rules_file.write_text("groups: []\n")
+    listed = f.config_path.read_text()
+    with pytest.raises(dg.Failure):
+        apply_file_mode(settings, None, FakeProm(refuse=True))
+    assert f.rules_file.read_text() == "groups: []\n" and f.config_path.read_text() == listed
+
+
+class FakeCluster:
+    def __init__(self, data: dict):
+        self.cm = {"metadata": {"name": "prometheus-server", "namespace": "monitoring"}, "data": data}
+        self.applied: list[dict] = []
+        self.kube = self
+
+    def get(self, api_version, kind, name, namespace=None):
+        return self.cm
+
+    def apply(self, objs):
+        self.applied += objs
+        for o in objs:
+            self.cm["data"].update(o["data"])
+        return []
+
+
+def test_chart_mode_applies_both_keys_once_and_offers_the_values(make):
+    from netviz_pipeline.assets.prometheus import apply_chart_mode
+
+    s = make(prometheus={"url": "http://p:9090", "mode": "chart",
+                         "chart": {"configmap_namespace": "monitoring", "configmap_name": "prometheus-server"}})
+    chart = FakeCluster({"prometheus.yml": yaml.safe_dump({"rule_files": [alerts.CHART_RULES_PATH]}),
+                         "alerting_rules.yml": "{}\n", "alerts": "{}\n"})
+    meta = apply_chart_mode(s, chart)
+    (body,) = chart.applied
+    assert set(body["data"]) == {"prometheus.yml", "alerting_rules.yml"}  # never the chart's other keys
+    assert yaml.safe_load(body["data"]["alerting_rules.yml"]) == alerts.rule_groups(s)
+    assert yaml.safe_load(body["data"]["prometheus.yml"])["rule_files"] == [alerts.CHART_RULES_PATH]
+    assert "serverFiles:" in meta["serverFiles"].value and "NetvizCollectorDown" in meta["serverFiles"].value
+    apply_chart_mode(s, chart)
+    assert len(chart.applied) == 1  # converged: nothing applied
+
+
+def test_rules_loaded_check_wants_every_alert_of_the_netviz_group(settings):
+    from netviz_pipeline.assets.prometheus import rules_health
+
+    class Rules:
+        def __init__(self, groups):
+            self.groups = groups
+
+        def rules(self):
+            return self.groups
+
+    names = alerts.alert_names(settings)
+    full = [{"name": "netviz", "file": "/p/netviz-alerts.yml",
+             "rules": [{"name": n, "state": "inactive", "health": "ok"} for n in names]}]
+    ok, problems, table = rules_health(settings, Rules(full))
+    assert ok and not problems and table["alerts"]["NetvizCollectorDown"] == "inactive"
+    assert table["files"] == ["/p/netviz-alerts.yml"]
+    ok, problems, _ = rules_health(settings, Rules([{"name": "other", "rules": full[0]["rules"]}]))
+    assert not ok and "NetvizCarettaStale" in problems[0] and "netviz-alerts.yml" in problems[0]
+    full[0]["rules"][0] |= {"health": "err", "lastError": "many-to-many matching not allowed"}
+    ok, problems, _ = rules_health(settings, Rules(full))
+    assert not ok and problems == [f"{names[0]}: many-to-many matching not allowed"]
