@@ -140,8 +140,10 @@ def caretta_result(s: Settings, prom: PrometheusResource) -> tuple[bool, dict]:
                                         f"in the last {window}s over {links} link series")}
 
 
-def collection_observations(s: Settings, prom: PrometheusResource) -> list[Observation]:
-    """Is each netviz scrape job present (else the scrape config drifted) and is the collector up?"""
+def collection_observations(s: Settings, prom: PrometheusResource, collector: str | None = None) -> list[Observation]:
+    """Is each netviz scrape job present (else the scrape config drifted) and is the collector up?
+    `collector`: why the GoFlow2 Deployment is not available (None = it is). A job with no pod to
+    scrape has no targets at all, so a stopped collector would otherwise look like a lost scrape job."""
     try:
         targets = prom.targets()
     except PrometheusError as exc:
@@ -150,22 +152,25 @@ def collection_observations(s: Settings, prom: PrometheusResource) -> list[Obser
     for t in targets:
         jobs.setdefault(t.get("labels", {}).get("job", ""), []).append(t)
     missing = [j for j in (CARETTA_JOB, GOFLOW2_JOB) if j not in jobs]
+    if GOFLOW2_JOB in missing and collector:
+        missing.remove(GOFLOW2_JOB)
+        jobs[GOFLOW2_JOB] = []  # reported below as the collector being down, with the reason
     out = [Observation("scrape", not missing, f"jobs missing from Prometheus: {', '.join(missing)}" if missing
                        else "netviz scrape jobs present")]
     if GOFLOW2_JOB in jobs:
         up = [t for t in jobs[GOFLOW2_JOB] if t.get("health") == "up"]
         errors = "; ".join(sorted({t.get("lastError", "") for t in jobs[GOFLOW2_JOB]} - {""}))
         out.append(Observation("collector", bool(up), "GoFlow2 metrics target up" if up
-                               else f"GoFlow2 metrics target down: {errors or 'no healthy target'}"))
+                               else f"GoFlow2 metrics target down: {collector or errors or 'no healthy target'}"))
     return out
 
 
 def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource, dashboard_drift: dict[str, str],
-                 samples: dict[str, list[exporter_health.Sample]]
+                 samples: dict[str, list[exporter_health.Sample]], collector: str | None = None
                  ) -> tuple[list[Observation], dict[str, list[exporter_health.Sample]]]:
     """Everything the health sensor looks at, as subjects the remediation planner understands, and
     the exporter samples to keep for the next look."""
-    out = collection_observations(s, prom)
+    out = collection_observations(s, prom, collector)
     looks, samples = exporter_looks(s, prom, routers, samples)
     out += [Observation(f"router:{lk.router}", lk.verdict.healthy, f"{lk.verdict.cause}: {lk.verdict.reason}",
                         heal=lk.verdict.heal) for lk in looks]

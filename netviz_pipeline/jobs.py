@@ -1,16 +1,55 @@
 """netviz_deploy: every asset and its checks. netviz_verify: the checks only, for health.
+netviz_prune_runs: run history retention (Dagster has no setting for it).
 
-Both run in-process: the steps are I/O-bound and share one API client, and the multiprocess
-executor's per-step process start (~1 s each) would dominate a converged run.
+Deploy and verify run in-process: the steps are I/O-bound and share one API client, and the
+multiprocess executor's per-step process start (~1 s each) would dominate a converged run.
 """
-from __future__ import annotations
+
+import time
 
 import dagster as dg
+
+# Run tags the instance's run queue limits (render/instance.py): runs that change the cluster or the
+# routers never overlap, and at most one remediation runs at a time.
+WRITES_TAG = "netviz/writes"
+REMEDIATION_TAG = "netviz/remediation"
 
 ALL_ASSETS = dg.AssetSelection.all()
 
 netviz_deploy = dg.define_asset_job("netviz_deploy", selection=ALL_ASSETS, executor_def=dg.in_process_executor,
+                                    tags={WRITES_TAG: "true"},
                                     description="Deploy every step of the plan and prove each one")
 netviz_verify = dg.define_asset_job("netviz_verify", selection=dg.AssetSelection.all_asset_checks(),
                                     executor_def=dg.in_process_executor,
                                     description="Run every check without changing anything")
+
+
+class PruneConfig(dg.Config):
+    keep_days: int = 30
+
+
+@dg.op(description="Delete runs (and their event logs) that finished more than keep_days ago")
+def prune_runs(context: dg.OpExecutionContext, config: PruneConfig) -> int:
+    cutoff = time.time() - config.keep_days * 86400
+    old = context.instance.get_run_records(filters=dg.RunsFilter(
+        updated_before=_utc(cutoff), statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+                                               dg.DagsterRunStatus.CANCELED]))
+    for record in old:
+        context.instance.delete_run(record.dagster_run.run_id)
+    context.log.info(f"deleted {len(old)} runs older than {config.keep_days} days")
+    return len(old)
+
+
+def _utc(ts: float):
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+@dg.job(executor_def=dg.in_process_executor, description="Keep the run history bounded (default 30 days)")
+def netviz_prune_runs():
+    prune_runs()
+
+
+prune_schedule = dg.ScheduleDefinition(name="netviz_prune_runs_daily", job=netviz_prune_runs, cron_schedule="17 3 * * *",
+                                       default_status=dg.DefaultScheduleStatus.RUNNING)

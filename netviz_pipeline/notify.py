@@ -21,14 +21,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import remediation
+from .jobs import REMEDIATION_TAG
 from .resources.config import NetvizConfig
 from .settings import SettingsError, url_join
 
 _LOG = logging.getLogger(__name__)
 
 NETVIZ_JOBS = ("netviz_deploy", "netviz_verify")
-# Same value as sensors.REMEDIATION_TAG; not imported because sensors.py imports this module.
-REMEDIATION_TAG = "netviz/remediation"
 # subject kind -> the asset check the flow_freshness sensor records it under (see sensors._evaluation)
 _CHECK = {"router": "netflow_arriving", "caretta": "caretta_links_present"}
 

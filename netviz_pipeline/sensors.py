@@ -17,13 +17,13 @@ from .assets.goflow2 import goflow2
 from .assets.prometheus import prometheus_scrape_config
 from .assets.routers import router_softflowd
 from .assets.verify import end_to_end
-from .jobs import netviz_verify
+from .jobs import REMEDIATION_TAG, WRITES_TAG, netviz_verify
+from .render import goflow2 as goflow2_render
 from .resources.cluster import ClusterResource
 from .resources.prometheus import PrometheusResource
 from .resources.routers import RoutersResource
 
 FRESHNESS_INTERVAL_S = 30
-REMEDIATION_TAG = "netviz/remediation"
 _HEALABLE = [router_softflowd, goflow2, prometheus_scrape_config, caretta, caretta_dashboard, goflow2_dashboard]
 
 
@@ -52,7 +52,7 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
     now = time.time()
     cursor = load_cursor(context.cursor)
     seen, samples = health.observations(s, prometheus, routers, dashboard_drift(cluster),
-                                        exporter_health.load(cursor.get("samples")))
+                                        exporter_health.load(cursor.get("samples")), collector_problem(cluster))
     state = remediation.load(cursor.get("remediation"))
     busy = remediation_in_flight(context.instance)
     p = remediation.plan(seen, state, now, busy=busy)
@@ -67,11 +67,24 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
     for subject, why in p.diagnoses.items():
         context.log.warning(f"{subject}: {why}")
     runs = [dg.RunRequest(run_key=f"remediate-{int(now)}", asset_selection=[dg.AssetKey(a) for a in p.assets],
-                          tags={REMEDIATION_TAG: "true", "netviz/remediates": ",".join(sorted(p.diagnoses))})
+                          tags={REMEDIATION_TAG: "true", WRITES_TAG: "true", "netviz/remediates": ",".join(sorted(p.diagnoses))})
             ] if p.assets else []
     cursor = {"remediation": remediation.dump(p.state), "samples": exporter_health.dump(samples),
               "announced": announced}
     return dg.SensorResult(asset_events=events, run_requests=runs, cursor=json.dumps(cursor))
+
+
+def collector_problem(cluster: ClusterResource) -> str | None:
+    """Why the GoFlow2 Deployment serves nothing (deleted, scaled to zero, no ready pod), or None."""
+    s = cluster.config.settings
+    live = cluster.kube.get("apps/v1", "Deployment", goflow2_render.NAME, s.goflow2.namespace)
+    if live is None:
+        return f"Deployment {s.goflow2.namespace}/{goflow2_render.NAME} is gone"
+    if not ((live.get("status") or {}).get("availableReplicas") or 0):
+        replicas = (live.get("spec") or {}).get("replicas")
+        return (f"Deployment {s.goflow2.namespace}/{goflow2_render.NAME} has no available pod "
+                f"(spec.replicas {replicas})")
+    return None
 
 
 def load_cursor(text: str | None) -> dict:

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib  # novm
+except ModuleNotFoundError:  # Python 3.10: tomli, the same parser (a dagster dependency)
+    import tomli as tomllib
 
 from netviz_lab import nodeconfig
 from netviz_lab.nodeconfig import NodePaths

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from netviz_pipeline import notify
+from netviz_pipeline.jobs import REMEDIATION_TAG
 from netviz_pipeline.notify import (Notifier, NotifierResource, check_failed, netviz_run_failure,
                                     recovered, remediation_gave_up, run_failed, transitions)
 from netviz_pipeline.remediation import Observation, Policy, dump, load, plan
@@ -392,7 +392,7 @@ def test_run_failure_sensor_posts_a_failed_netviz_run(hook, resource):
 
 def test_run_failure_sensor_names_remediation_runs_and_skips_other_jobs(hook, resource):
     instance, result = _failed_run("__anonymous_asset_job_flow_freshness",
-                                   {notify.REMEDIATION_TAG: "true", "netviz/remediates": "router:edge"})
+                                   {REMEDIATION_TAG: "true", "netviz/remediates": "router:edge"})
     with _context(instance, result, resource) as context:
         netviz_run_failure(context)
     assert hook.json()["text"].startswith(":x: netviz: run of remediation of router:edge failed")
@@ -402,10 +402,9 @@ def test_run_failure_sensor_names_remediation_runs_and_skips_other_jobs(hook, re
     assert len(hook.posts) == 1
 
 
-def test_the_remediation_tag_matches_the_sensor_and_the_code_location_registers_it():
-    from netviz_pipeline import defs, sensors
+def test_the_code_location_registers_the_failure_sensor():
+    from netviz_pipeline import defs
 
-    assert notify.REMEDIATION_TAG == sensors.REMEDIATION_TAG
     repo = defs.get_repository_def()
     assert repo.get_sensor_def("netviz_run_failure") is netviz_run_failure
     assert "notifier" in repo.get_top_level_resources()

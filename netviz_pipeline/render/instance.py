@@ -1,0 +1,66 @@
+"""The Dagster instance a long-running netviz runs on (`$DAGSTER_HOME/dagster.yaml`), and the service
+units that start its webserver and daemon. Pure rendering; `netviz_pipeline.service` writes and runs it.
+
+Why each setting:
+- storage: SQLite files under DAGSTER_HOME by default (one host, nothing else to run); Postgres when
+  the user names an environment variable holding its URL (the URL carries a password: never inline).
+- run queue: runs that change the system (a deploy, a remediation) never overlap, and at most one
+  remediation runs at a time, whoever launched it; checks-only runs may run beside them.
+- run monitoring: a run whose process died (host reboot, OOM) is marked failed instead of hanging
+  "started" forever, which would also block the queue above.
+- retention: the health sensor ticks every 30 s (2,880 ticks a day); ticks that did nothing are kept
+  for a week, the rest for longer. Runs have no retention setting in Dagster: the daily `netviz_prune_runs`
+  job deletes old runs (jobs.py).
+- telemetry off: a network-visibility service should not phone home.
+"""
+from __future__ import annotations
+
+import shlex
+
+import yaml
+
+from ..jobs import REMEDIATION_TAG, WRITES_TAG
+
+
+def dagster_yaml(postgres_url_env: str | None = None, max_concurrent_runs: int = 4) -> str:
+    config: dict = {
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator",
+            "config": {"max_concurrent_runs": max_concurrent_runs, "tag_concurrency_limits": [
+                {"key": WRITES_TAG, "limit": 1},
+                {"key": REMEDIATION_TAG, "value": "true", "limit": 1}]}},
+        "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "cancel_timeout_seconds": 180,
+                           "max_runtime_seconds": 3600, "poll_interval_seconds": 60},
+        "retention": {"schedule": {"purge_after_days": 90},
+                      "sensor": {"purge_after_days": {"skipped": 7, "failure": 90, "success": 30}}},
+        "telemetry": {"enabled": False},
+        "nux": {"enabled": False},
+    }
+    if postgres_url_env:
+        config["storage"] = {"postgres": {"postgres_url": {"env": postgres_url_env}}}
+    else:
+        config["storage"] = {"sqlite": {"base_dir": {"env": "DAGSTER_HOME"}}}
+    return ("# Written by `python -m netviz_pipeline.service init`; see netviz_pipeline/render/instance.py for why.\n"
+            + yaml.safe_dump(config, sort_keys=False))
+
+
+# dagster-webserver serves the UI and GraphQL; dagster-daemon runs sensors, schedules, the run queue
+# and run monitoring. Both load the same workspace and read the same DAGSTER_HOME.
+def commands(workspace: str, host: str = "127.0.0.1", port: int = 3000) -> dict[str, list[str]]:
+    return {"webserver": ["dagster-webserver", "-w", workspace, "-h", host, "-p", str(port)],
+            "daemon": ["dagster-daemon", "run", "-w", workspace]}
+
+
+def systemd_unit(name: str, argv: list[str], *, venv: str, home: str, settings: str, workdir: str,
+                 user: str, env_file: str | None = None) -> str:
+    """A systemd service for one of the two processes. Secrets (webhook URL, Postgres URL, Grafana token)
+    go in `env_file` (root-readable only), never in the unit, which any user can read."""
+    exe = [f"{venv}/bin/{argv[0]}", *argv[1:]]
+    lines = ["[Unit]", f"Description=netviz {name} (Dagster)", "After=network-online.target",
+             "Wants=network-online.target", "", "[Service]", f"User={user}", f"WorkingDirectory={workdir}",
+             f"Environment=DAGSTER_HOME={home}", f"Environment=NETVIZ_CONFIG={settings}"]
+    if env_file:
+        lines.append(f"EnvironmentFile={env_file}")
+    lines += [f"ExecStart={shlex.join(exe)}", "Restart=on-failure", "RestartSec=5", "", "[Install]",
+              "WantedBy=multi-user.target"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,185 @@
+"""Run netviz as a long-running service on one host: `python -m netviz_pipeline.service …`.
+
+    init   write $DAGSTER_HOME/dagster.yaml (render/instance.py); unchanged file = nothing written
+    units  print (or write) systemd units for dagster-webserver and dagster-daemon
+    start  start both as background processes where there is no systemd (pid files, log files)
+    stop   stop what `start` started (by its pid files, nothing else)
+    status what runs, and where the UI answers
+
+The settings file is validated before anything starts: a service that would fail on its first sensor
+tick must not start at all.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from .render import instance
+from .settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCESSES = ("webserver", "daemon")
+# Not $DAGSTER_HOME/logs: Dagster moves that directory away (its telemetry log queue) even with
+# telemetry off, taking open log files with it.
+SERVICE_DIR = "netviz-service"
+
+
+def _run_dir(home: Path) -> Path:
+    return home / SERVICE_DIR / "run"
+
+
+def _log(home: Path, name: str) -> Path:
+    return home / SERVICE_DIR / "logs" / f"{name}.log"
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def init(home: Path, postgres_url_env: str | None) -> str:
+    path = home / "dagster.yaml"
+    changed = write_if_changed(path, instance.dagster_yaml(postgres_url_env))
+    return f"{'wrote' if changed else 'unchanged:'} {path}"
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (PID 1 here reaps late; a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _ours(pid: int) -> bool:
+    try:
+        return b"dagster" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def running(home: Path) -> dict[str, int]:
+    """name -> pid of the service processes whose pid file points at a live dagster process."""
+    out = {}
+    for name in PROCESSES:
+        try:
+            pid = int((_run_dir(home) / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid) and _ours(pid):
+            out[name] = pid
+    return out
+
+
+def start(home: Path, settings: Path, host: str, port: int, timeout: float = 90) -> list[str]:
+    load_settings(settings)  # raises SettingsError naming every problem, before anything starts
+    if not (home / "dagster.yaml").exists():
+        raise SystemExit(f"{home}/dagster.yaml missing: run `python -m netviz_pipeline.service init --home {home}`")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "NETVIZ_CONFIG": str(settings)}
+    bindir = Path(sys.executable).parent
+    up = running(home)
+    said = []
+    for name, argv in instance.commands(str(ROOT / "workspace.yaml"), host, port).items():
+        if name in up:
+            said.append(f"{name}: already running (pid {up[name]})")
+            continue
+        _log(home, name).parent.mkdir(parents=True, exist_ok=True)
+        _run_dir(home).mkdir(parents=True, exist_ok=True)
+        with open(_log(home, name), "ab") as log:
+            proc = subprocess.Popen([str(bindir / argv[0]), *argv[1:]], cwd=ROOT, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        (_run_dir(home) / f"{name}.pid").write_text(str(proc.pid))
+        said.append(f"{name}: started (pid {proc.pid}, log {_log(home, name)})")
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/server_info", timeout=2).ok:
+                break
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline or "webserver" not in running(home):
+            raise SystemExit(f"the webserver did not answer at {url} within {timeout:.0f}s: see "
+                             f"{_log(home, 'webserver')}")
+        time.sleep(0.5)
+    said.append(f"UI: {url}")
+    return said
+
+
+def stop(home: Path, timeout: float = 30) -> list[str]:
+    said = []
+    for name, pid in running(home).items():
+        os.killpg(pid, signal.SIGTERM)  # its own session: the code server it spawned goes too
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        (_run_dir(home) / f"{name}.pid").unlink(missing_ok=True)
+        said.append(f"{name}: stopped (pid {pid})")
+    return said or ["nothing running"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m netviz_pipeline.service", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    home_default = os.environ.get("DAGSTER_HOME")
+    for name in ("init", "units", "start", "stop", "status"):
+        p = sub.add_parser(name)
+        p.add_argument("--home", type=Path, default=home_default, required=home_default is None,
+                       help="DAGSTER_HOME (default: $DAGSTER_HOME)")
+        if name == "init":
+            p.add_argument("--postgres-url-env", help="store runs in Postgres: NAME of the env var holding its URL")
+        if name in ("units", "start"):
+            p.add_argument("--settings", type=Path, default=os.environ.get("NETVIZ_CONFIG"),
+                           required="NETVIZ_CONFIG" not in os.environ, help="default: $NETVIZ_CONFIG")
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=3000)
+        if name == "units":
+            p.add_argument("--user", default="netviz")
+            p.add_argument("--env-file", help="root-only file with secrets (webhook URL, tokens) for both units")
+            p.add_argument("--out", type=Path, help="write the .service files here instead of printing them")
+    a = ap.parse_args(argv)
+    home = a.home.resolve()
+    try:
+        if a.cmd == "init":
+            print(init(home, a.postgres_url_env))
+        elif a.cmd == "units":
+            venv = str(Path(sys.executable).parent.parent)
+            for name, cmd in instance.commands(str(ROOT / "workspace.yaml"), a.host, a.port).items():
+                text = instance.systemd_unit(name, cmd, venv=venv, home=str(home), settings=str(a.settings.resolve()),
+                                             workdir=str(ROOT), user=a.user, env_file=a.env_file)
+                if a.out:
+                    path = a.out / f"netviz-dagster-{name}.service"
+                    print(f"{'wrote' if write_if_changed(path, text) else 'unchanged:'} {path}")
+                else:
+                    print(f"# netviz-dagster-{name}.service\n{text}")
+        elif a.cmd == "start":
+            print("\n".join(start(home, a.settings.resolve(), a.host, a.port)))
+        elif a.cmd == "stop":
+            print("\n".join(stop(home)))
+        else:
+            up = running(home)
+            print("\n".join(f"{n}: {'running (pid %d)' % up[n] if n in up else 'stopped'}" for n in PROCESSES))
+            return 0 if len(up) == len(PROCESSES) else 3
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

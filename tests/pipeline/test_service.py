@@ -1,0 +1,159 @@
+"""netviz as a service on one host, as the README's recipe runs it: `service init` + `service start`
+(dagster-webserver and dagster-daemon with the recipe's dagster.yaml), default settings, no hand ticks.
+A deploy launched through the webserver (as the UI does) converges the lab; the daemon's sensor then
+finds a killed softflowd and a stopped collector and its remediation runs heal both.
+Times land in bench-results/service.json for the README."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from kubernetes import client
+
+from netviz_lab import router as lab_router
+from netviz_lab import settings as lab_settings
+from netviz_lab.lab import Lab
+from netviz_lab.topology import LINUX_ROUTER
+
+pytestmark = pytest.mark.lab
+RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "service.json"
+LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on InvalidSubsetError { message } } }"""
+RUNS = """query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { results {
+  runId jobName status creationTime startTime endTime tags { key value } } } } }"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _service(*args: str, env: dict) -> str:
+    res = subprocess.run([sys.executable, "-m", "netviz_pipeline.service", *args], env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+class Service:
+    def __init__(self, url: str):
+        self.url = url
+
+    def gql(self, query: str, **variables) -> dict:
+        body = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30).json()
+        assert "errors" not in body, body
+        return body["data"]
+
+    def runs(self, **filters) -> list[dict]:
+        return self.gql(RUNS, f=filters)["runsOrError"]["results"]
+
+    def wait_run(self, pred, timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for run in self.runs():
+                if pred(run) and run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+                    return run
+            time.sleep(1)
+        pytest.fail(f"{what} not finished within {timeout:.0f}s; runs: {self.runs()}")
+
+
+@pytest.fixture(scope="module")
+def service(lab: Lab, tmp_path_factory):
+    """The single-host recipe with the lab's settings, untouched (default windows and intervals)."""
+    d = tmp_path_factory.mktemp("service")
+    settings = d / "netviz.yaml"
+    settings.write_text(lab_settings.render(lab))
+    home, port = d / "dagster", _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "NETVIZ_CONFIG": str(settings)}
+    assert "wrote" in _service("init", env=env)
+    assert "unchanged" in _service("init", env=env)  # idempotent
+    out = _service("start", "--port", str(port), env=env)
+    try:
+        assert "daemon: started" in out and "webserver: started" in out, out
+        assert "already running" in _service("start", "--port", str(port), env=env)
+        yield Service(f"http://127.0.0.1:{port}")
+    finally:
+        print(_service("stop", env=env))
+        assert "nothing running" in _service("stop", env=env)
+
+
+def _tag(run: dict, key: str) -> str | None:
+    return next((t["value"] for t in run["tags"] if t["key"] == key), None)
+
+
+def _record(name: str, **figures) -> None:
+    RESULTS.parent.mkdir(exist_ok=True)
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[name] = {k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}
+    RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def test_deploy_launched_through_the_webserver_converges_the_lab(service: Service):
+    t0 = time.time()
+    launched = service.gql(LAUNCH, p={"selector": {"repositoryLocationName": "netviz",
+                                                   "repositoryName": "__repository__", "jobName": "netviz_deploy"},
+                                      "runConfigData": {}})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    run = service.wait_run(lambda r: r["runId"] == run_id, 600, "netviz_deploy")
+    assert run["status"] == "SUCCESS", run
+    assert _tag(run, "netviz/writes") == "true"  # the queue's write limit applies to deploys
+    _record("deploy launched through the webserver", seconds=time.time() - t0,
+            queued_s=run["startTime"] - run["creationTime"])
+
+
+def _softflowd_pids() -> list[int]:
+    out = []
+    for pid in lab_router.router_pids(LINUX_ROUTER):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "softflowd":
+                out.append(pid)
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def _remediations(service: Service, since: float) -> list[dict]:
+    return [r for r in service.runs(tags=[{"key": "netviz/remediation", "value": "true"}]) if r["creationTime"] >= since]
+
+
+def test_the_daemon_restarts_a_killed_softflowd(service: Service):
+    before = _softflowd_pids()
+    assert before, "softflowd not running on the lab router"
+    t0 = time.time()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    run = service.wait_run(lambda r: r["creationTime"] >= t0 and _tag(r, "netviz/remediation") == "true", 240,
+                           "a remediation run after the kill")
+    assert run["status"] == "SUCCESS", run
+    assert "router:edge-linux" in (_tag(run, "netviz/remediates") or ""), run
+    assert _softflowd_pids() and _softflowd_pids() != before
+    assert len(_remediations(service, t0)) == 1, "one remediation for one fault"
+    _record("softflowd killed (real daemon, default settings)", detected_s=run["creationTime"] - t0,
+            healed_s=run["endTime"] - t0, remedy="flow_freshness re-ran router_softflowd")
+
+
+def test_the_daemon_brings_back_a_stopped_collector(service: Service, admin_api):
+    apps = client.AppsV1Api(admin_api)
+    t0 = time.time()
+    apps.patch_namespaced_deployment_scale("goflow2", "goflow2", {"spec": {"replicas": 0}},
+                                           field_manager="kubectl-scale")
+    run = service.wait_run(lambda r: r["creationTime"] >= t0 and _tag(r, "netviz/remediation") == "true", 300,
+                           "a remediation run after the collector stopped")
+    assert run["status"] == "SUCCESS", run
+    assert "collector" in (_tag(run, "netviz/remediates") or ""), run
+    deadline = time.monotonic() + 120
+    while (apps.read_namespaced_deployment("goflow2", "goflow2").status.available_replicas or 0) < 1:
+        assert time.monotonic() < deadline, "GoFlow2 not available again"
+        time.sleep(1)
+    _record("collector stopped (scaled to 0; real daemon, default settings)", detected_s=run["creationTime"] - t0,
+            healed_s=time.time() - t0, remedy="flow_freshness re-ran goflow2 (restoring replicas) + scrape config")
