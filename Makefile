@@ -8,7 +8,7 @@ LAB := $(PY) -m netviz_lab
 DEBIAN_PACKAGES := softflowd openssh-server iproute2 nftables conntrack libpcap-dev gcc curl iputils-ping \
 	python3-venv util-linux containerd runc containernetworking-plugins umoci busybox-static libc6-dev
 
-.PHONY: bench bench-flows demo test lab-deps debian-packages go-binaries shim venv images lab-up lab-down unit-test lab-test
+.PHONY: bench bench-flows soak service demo test lab-deps debian-packages go-binaries shim venv images lab-up lab-down unit-test lab-test
 
 lab-deps: debian-packages go-binaries shim venv images
 
@@ -69,6 +69,21 @@ demo: lab-deps
 	NETVIZ_CONFIG=$(DEMO_DIR)/netviz.yaml DAGSTER_HOME=$(DEMO_DIR)/dagster \
 	  $(VENV)/bin/dagster job execute -m netviz_pipeline -j netviz_deploy
 	@$(LAB) summary --settings $(DEMO_DIR)/netviz.yaml --dagster-home $(DEMO_DIR)/dagster
+
+# The single-host service (README "As a service on one host") on the lab: dagster-webserver and
+# dagster-daemon with the recipe's instance file, the lab's settings; `... service stop` ends it.
+SERVICE_DIR := /var/lib/netviz-lab/service
+service: lab-deps
+	$(LAB) up
+	@mkdir -p $(SERVICE_DIR) && $(LAB) config > $(SERVICE_DIR)/netviz.yaml
+	DAGSTER_HOME=$(SERVICE_DIR)/dagster $(PY) -m netviz_pipeline.service init
+	DAGSTER_HOME=$(SERVICE_DIR)/dagster NETVIZ_CONFIG=$(SERVICE_DIR)/netviz.yaml $(PY) -m netviz_pipeline.service start
+	@echo "stop: DAGSTER_HOME=$(SERVICE_DIR)/dagster $(PY) -m netviz_pipeline.service stop"
+
+# One hour with one lab router quiet under the real daemon: no false alarm allowed; memory and CPU of
+# webserver and daemon idle and during a deploy. Needs the lab up; writes bench-results/soak.json.
+soak: venv
+	$(PY) benchmarks/soak.py --minutes 60
 
 # Flow aggregator figures (README, "Flow metrics"): real goflow2 v2.2.1 vs the aggregator on this machine,
 # peak memory with 10M distinct pairs, heavy-hitter error. ~3 minutes; writes bench-results/flows.txt.
