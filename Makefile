@@ -66,9 +66,12 @@ DEMO_DIR := /var/lib/netviz-lab/demo
 demo: lab-deps
 	$(LAB) up
 	@mkdir -p $(DEMO_DIR)/dagster && $(LAB) config > $(DEMO_DIR)/netviz.yaml
-	NETVIZ_CONFIG=$(DEMO_DIR)/netviz.yaml DAGSTER_HOME=$(DEMO_DIR)/dagster \
-	  $(VENV)/bin/dagster job execute -m netviz_pipeline -j netviz_deploy
-	@$(LAB) summary --settings $(DEMO_DIR)/netviz.yaml --dagster-home $(DEMO_DIR)/dagster
+	@DAGSTER_HOME=$(DEMO_DIR)/dagster $(PY) -m netviz_pipeline.service init >/dev/null
+	@echo "netviz_deploy running; its event stream goes to $(DEMO_DIR)/deploy.log"
+	@NETVIZ_CONFIG=$(DEMO_DIR)/netviz.yaml DAGSTER_HOME=$(DEMO_DIR)/dagster \
+	  $(VENV)/bin/dagster job execute -m netviz_pipeline -j netviz_deploy > $(DEMO_DIR)/deploy.log 2>&1 \
+	  || { tail -n 40 $(DEMO_DIR)/deploy.log; echo "netviz_deploy failed: see $(DEMO_DIR)/deploy.log"; exit 1; }
+	@$(LAB) summary --settings $(DEMO_DIR)/netviz.yaml --dagster-home $(DEMO_DIR)/dagster --log $(DEMO_DIR)/deploy.log
 
 # The single-host service (README "As a service on one host") on the lab: dagster-webserver and
 # dagster-daemon with the recipe's instance file, the lab's settings; `... service stop` ends it.

@@ -218,7 +218,7 @@ def cmd_config(lab: Lab, args: argparse.Namespace) -> int:
 def cmd_summary(lab: Lab, args: argparse.Namespace) -> int:
     from . import summary
 
-    print(summary.render(lab, args.settings, args.dagster_home))
+    print(summary.render(lab, args.settings, args.dagster_home, args.log))
     return 0
 
 
@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     sm = sub.add_parser("summary", help="print what the demo deployed and where to look")
     sm.add_argument("--settings", default="netviz.yaml")
     sm.add_argument("--dagster-home", default="")
+    sm.add_argument("--log", default="", help="where the deploy's event stream was written")
     sub.add_parser("images", help="build (or reuse) the lab's container images (OCI tarballs for containerd)")
     pm = sub.add_parser("prometheus", help="deploy a Prometheus inside the lab cluster: as the prometheus-community "
                                           "chart does (chart), or managed by the Prometheus Operator (operator)")

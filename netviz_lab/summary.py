@@ -1,6 +1,8 @@
 """What `make demo` prints after deploying: what runs where, and where to look."""
 from __future__ import annotations
 
+import os
+
 import requests
 from kubernetes import config as k8s_config
 from kubernetes.dynamic import DynamicClient
@@ -14,9 +16,37 @@ QUERIES = {
 }
 
 
-def render(lab: Lab, settings_path: str, dagster_home: str) -> str:
+def last_run(dagster_home: str) -> list[str]:
+    """The latest run in this Dagster home: its status, what changed and each check's result."""
+    if not dagster_home:
+        return []
+    os.environ["DAGSTER_HOME"] = dagster_home
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as inst:
+        runs = inst.get_runs(limit=1)
+        if not runs:
+            return []
+        run = runs[0]
+        changed, checks = [], []
+        for rec in inst.all_logs(run.run_id):
+            ev = rec.dagster_event
+            if ev is None:
+                continue
+            if ev.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                mat = ev.event_specific_data.materialization
+                summary = mat.metadata.get("summary")
+                changed.append(f"{mat.asset_key.to_user_string()}: {summary.value if summary else 'done'}")
+            elif ev.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                data = ev.event_specific_data
+                checks.append(f"{data.check_name} {'passed' if data.passed else 'FAILED'}")
+    return ([f"netviz_deploy {run.status.value.lower()} (run {run.run_id[:8]})"] + [f"  {c}" for c in changed]
+            + [f"  checks: {', '.join(checks)}", ""])
+
+
+def render(lab: Lab, settings_path: str, dagster_home: str, log: str = "") -> str:
     dc = DynamicClient(k8s_config.new_client_from_config(config_file=str(lab.admin_kubeconfig)))
-    lines = ["", "netviz demo: deployed into the lab", ""]
+    lines = ["", *last_run(dagster_home), "netviz demo: deployed into the lab", ""]
     for api, kind, ns in (("apps/v1", "DaemonSet", "caretta"), ("apps/v1", "Deployment", "goflow2"),
                           ("v1", "Service", "goflow2"), ("v1", "ConfigMap", "monitoring")):
         for obj in dc.resources.get(api_version=api, kind=kind).get(namespace=ns).items:
@@ -30,8 +60,9 @@ def render(lab: Lab, settings_path: str, dagster_home: str) -> str:
         lines.append(f"  {title}: {values or 'no data'}")
     lines += ["", "Where to look:",
               f"  Prometheus:     {URL}/targets  (jobs netviz-caretta, netviz-goflow2)",
-              f"  Dagster UI:     NETVIZ_CONFIG={settings_path} DAGSTER_HOME={dagster_home} "
-              ".venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000",
+              *([f"  Event stream:   {log}"] if log else []),
+              "  Dagster UI:     make service  (webserver + daemon with the health sensor; README "
+              "\"As a service on one host\")",
               f"  kubectl:        {lab.bin('kubectl')} --kubeconfig {lab.admin_kubeconfig} get pods -A",
               "  Dashboards:     dashboards/*.json (Grafana cannot run here; the ConfigMaps above carry the "
               "sidecar label)",

@@ -10,12 +10,16 @@ import dagster as dg
 from .. import preflight
 from ..render import caretta as render_caretta
 from ..resources.cluster import ClusterResource
-from .report import apply_metadata, rollout_metadata
+from . import OWNERS
+from .report import apply_metadata, rollout_metadata, table
 
 GROUP = "caretta"
 
 
-@dg.asset(group_name=GROUP, kinds={"kubernetes"}, description="Caretta DaemonSet, RBAC and headless Service")
+@dg.asset(group_name=GROUP, kinds={"kubernetes"}, owners=OWNERS,
+          description="Changes the cluster: Caretta's namespace, ServiceAccount, ClusterRole and binding (read "
+                      "only what Caretta watches), the DaemonSet (one eBPF agent per node) and a headless Service. "
+                      "First checks every node's kernel, BTF and memory (preflight); applies nothing if one fails")
 def caretta(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
     s = cluster.config.settings
     findings = preflight.caretta_preflight(cluster.kube.list("v1", "Node"), s.caretta.resources.memory_limit)
@@ -25,17 +29,16 @@ def caretta(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.M
         raise dg.Failure(
             description="Caretta preflight found nodes where the agent cannot run; nothing was applied. "
                         "Fix the findings or set caretta.preflight: warn.",
-            metadata={"findings": dg.MetadataValue.md(_findings_md(findings))})
+            metadata={"findings": _findings(findings)})
     outcomes = cluster.apply(render_caretta.render(s))
     return dg.MaterializeResult(metadata=apply_metadata(outcomes) |
-                                {"preflight": dg.MetadataValue.md(_findings_md(findings))})
+                                {"preflight": _findings(findings)})
 
 
-def _findings_md(findings: list[preflight.Finding]) -> str:
+def _findings(findings: list[preflight.Finding]) -> dg.MetadataValue:
     if not findings:
-        return "all nodes pass"
-    return "\n".join(["| node | severity | finding |", "|---|---|---|"] +
-                     [f"| {f.node} | {f.severity} | {f.message} |" for f in findings])
+        return dg.MetadataValue.text("all nodes pass")
+    return table([{"node": f.node, "severity": f.severity, "finding": f.message} for f in findings])
 
 
 @dg.asset_check(asset=caretta, blocking=True, description="DaemonSet rolled out on every eligible node (desired > 0)")

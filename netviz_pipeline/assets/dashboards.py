@@ -15,6 +15,7 @@ from ..render.dashboards import configmap_name, dashboard_configmaps
 from ..resources.cluster import ClusterResource
 from ..resources.grafana import GrafanaResource
 from ..settings import Settings, url_join
+from . import OWNERS
 from .caretta import caretta
 from .goflow2 import goflow2
 from .report import apply_metadata
@@ -73,14 +74,16 @@ def _discoverable(stem: str, cluster: ClusterResource, grafana: GrafanaResource)
                                              "Grafana HTTP API and ConfigMap" if grafana.configured else "ConfigMap")})
 
 
-@dg.asset(group_name=GROUP, deps=[caretta], kinds={"kubernetes", "grafana"},
-          description="Caretta service-map dashboard (dashboards/caretta.json) for the Grafana sidecar")
+@dg.asset(group_name=GROUP, deps=[caretta], kinds={"kubernetes", "grafana"}, owners=OWNERS,
+          description="Changes the cluster: a ConfigMap with the Caretta service-map dashboard "
+                      "(dashboards/caretta.json) in Grafana's namespace, labelled so Grafana's sidecar loads it")
 def caretta_dashboard(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
     return _apply_dashboard("caretta", context, cluster)
 
 
-@dg.asset(group_name=GROUP, deps=[goflow2, router_softflowd], kinds={"kubernetes", "grafana"},
-          description="GoFlow2 dashboard (dashboards/goflow2.json) for the Grafana sidecar")
+@dg.asset(group_name=GROUP, deps=[goflow2, router_softflowd], kinds={"kubernetes", "grafana"}, owners=OWNERS,
+          description="Changes the cluster: a ConfigMap with the flows dashboard (dashboards/goflow2.json) in "
+                      "Grafana's namespace, labelled so Grafana's sidecar loads it")
 def goflow2_dashboard(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
     return _apply_dashboard("goflow2", context, cluster)
 

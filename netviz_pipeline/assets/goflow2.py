@@ -9,6 +9,7 @@ import dagster as dg
 
 from ..render import goflow2 as render_goflow2
 from ..resources.cluster import ClusterResource
+from . import OWNERS
 from .report import apply_metadata, rollout_metadata
 
 GROUP = "goflow2"
@@ -23,7 +24,10 @@ def node_for_address(nodes: list[dict], address: str) -> str | None:
     return None
 
 
-@dg.asset(group_name=GROUP, kinds={"kubernetes"}, description="GoFlow2 collector and its Services")
+@dg.asset(group_name=GROUP, kinds={"kubernetes"}, owners=OWNERS,
+          description="Changes the cluster: GoFlow2's namespace, the Deployment (collector + flow aggregator "
+                      "sidecar) pinned to the node routers send to, the aggregator's ConfigMap, the metrics "
+                      "Service and the NodePort (UDP) where routers send NetFlow")
 def goflow2(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
     s = cluster.config.settings
     node = node_for_address(cluster.kube.list("v1", "Node"), s.cluster.node_address)

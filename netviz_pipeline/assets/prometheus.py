@@ -23,6 +23,7 @@ from ..render.scrape import file_sd_targets, merge_scrape_configs, monitors, pod
 from ..resources.cluster import ClusterResource
 from ..resources.prometheus import PrometheusError, PrometheusResource
 from ..settings import Settings, SettingsError
+from . import OWNERS
 from .caretta import caretta
 from .goflow2 import goflow2
 from .report import apply_metadata
@@ -140,9 +141,10 @@ def apply_chart_mode(s: Settings, cluster: ClusterResource) -> dict:
     return meta
 
 
-@dg.asset(group_name=GROUP, deps=[caretta, goflow2], kinds={"prometheus"},
-          description="Scrape jobs netviz-caretta (every pod), netviz-goflow2 and netviz-flows, and the "
-                      "netviz alert rules")
+@dg.asset(group_name=GROUP, deps=[caretta, goflow2], kinds={"prometheus"}, owners=OWNERS,
+          description="Changes your Prometheus: the netviz-caretta (every pod), netviz-goflow2 and netviz-flows "
+                      "scrape jobs and the netviz alert rules, as a config file + reload (file mode), in the "
+                      "chart's server ConfigMap (chart), or as PodMonitors and a PrometheusRule (operator)")
 def prometheus_scrape_config(context: dg.AssetExecutionContext, cluster: ClusterResource,
                              prometheus: PrometheusResource) -> dg.MaterializeResult:
     s = resolved_settings(cluster)

@@ -14,19 +14,23 @@ from .. import routers as drivers
 from ..resources.prometheus import PrometheusResource
 from ..resources.router import RouterError
 from ..resources.routers import RoutersResource
+from . import OWNERS
 from .goflow2 import goflow2
 from .prometheus import prometheus_scrape_config
+from .report import table
 
 GROUP = "routers"
 ROUTER_WORKERS = 8
 
 
 # After the scrape config (plan task 4 before 5), so its check can see the first datagrams counted.
-@dg.asset(group_name=GROUP, deps=[goflow2, prometheus_scrape_config], kinds={"ssh"},
-          description="softflowd on every configured router exporting NetFlow v9 to GoFlow2")
+@dg.asset(group_name=GROUP, deps=[goflow2, prometheus_scrape_config], kinds={"ssh"}, owners=OWNERS,
+          description="Changes each router over SSH: installs softflowd if missing, writes its persistent config "
+                      "(Debian conf, pfSense config.xml, FreeBSD rc vars, OPNsense API) exporting NetFlow to "
+                      "GoFlow2 with short timeouts, and restarts it only when that changed or it runs otherwise")
 def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource) -> dg.MaterializeResult:
     s = routers.config.settings
-    rows = ["| router | platform | changed | restarted | actions |", "|---|---|---|---|---|"]
+    rows: list[dict] = []
     failures, changed = [], 0
 
     def converge(r):
@@ -43,18 +47,19 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
     for r, (out, exc) in zip(s.routers, results):
         if exc is not None:
             failures.append(f"{r.name}: {exc}")
-            rows.append(f"| {r.name} | ? | error | | {exc} |")
+            rows.append({"router": r.name, "platform": r.platform, "changed": False, "restarted": False,
+                         "actions": f"error: {exc}", "seconds": 0.0})
             continue
         for w in out.warnings:
             context.log.warning(f"{r.name}: {w}")
         changed += out.changed
-        rows.append(f"| {r.name} | {out.platform} | {out.changed} | {out.restarted} | "
-                    f"{'; '.join(out.actions) or 'none (converged)'} |")
+        rows.append({"router": r.name, "platform": out.platform, "changed": out.changed, "restarted": out.restarted,
+                     "actions": "; ".join(out.actions) or "none (converged)", "seconds": out.seconds})
     if failures:
         raise dg.Failure(description="could not converge: " + "; ".join(failures),
-                         metadata={"routers": dg.MetadataValue.md("\n".join(rows))})
+                         metadata={"routers": table(rows)})
     return dg.MaterializeResult(metadata={
-        "routers": dg.MetadataValue.md("\n".join(rows)),
+        "routers": table(rows),
         "changed": dg.MetadataValue.int(changed),
         "summary": dg.MetadataValue.text(f"{changed} of {len(s.routers)} routers changed" if changed
                                          else f"converged: none of {len(s.routers)} routers changed")})

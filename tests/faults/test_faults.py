@@ -114,7 +114,8 @@ def test_ssh_unreachable_fails_clearly_and_the_other_router_still_converges(depl
         assert not res.success
         text = _failure_text(res)
         assert "could not converge: edge-linux: " in text and "cannot reach 198.18.0.2:22" in text, text[:2000]
-        assert "| edge-pfsense | pfsense | False | False | none (converged) |" in text, "other router not converged"
+        assert ("'router': 'edge-pfsense', 'platform': 'pfsense', 'changed': False, 'restarted': False, "
+                "'actions': 'none (converged)'") in text, "other router not converged"
     finally:
         subprocess.run(["ip", "netns", "exec", LINUX_ROUTER.name, "nft", "delete", "table", "inet", "nvz_fault"],
                        check=True)
