@@ -21,6 +21,7 @@ Causes, in the order they are decided (the first that holds wins):
   baseline            first look at this softflowd: nothing to compare yet   healthy
   no-counters         no datagrams, and softflowd's counters are unreadable
                       (OPNsense's API has none): cannot tell quiet from lost unhealthy
+(health.exporter_looks adds `collector-unknown` when Prometheus cannot be asked.)
 
 Pure functions over plain data; the sensor keeps the samples in its cursor.
 """

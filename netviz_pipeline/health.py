@@ -10,6 +10,7 @@ import dagster as dg
 
 from . import exporter_health, freshness
 from . import routers as drivers
+from .assets.report import table
 from .remediation import Observation
 from .render.scrape import CARETTA_JOB, GOFLOW2_JOB
 from .resources.prometheus import PrometheusError, PrometheusResource
@@ -119,12 +120,8 @@ def netflow_check(s: Settings, prom: PrometheusResource, routers: RoutersResourc
 
 def looks_table(looks: list[ExporterLook]) -> dg.MetadataValue:
     """Per-router results as a Dagster table (numbers as numbers, so the UI can sort them)."""
-    return dg.MetadataValue.table(
-        records=[dg.TableRecord({"router": lk.router, "healthy": lk.verdict.healthy, "cause": lk.verdict.cause,
-                                 "datagrams": int(lk.datagrams), "reason": lk.verdict.reason}) for lk in looks],
-        schema=dg.TableSchema(columns=[dg.TableColumn("router", "string"), dg.TableColumn("healthy", "bool"),
-                                       dg.TableColumn("cause", "string"), dg.TableColumn("datagrams", "int"),
-                                       dg.TableColumn("reason", "string")]))
+    return table([{"router": lk.router, "healthy": lk.verdict.healthy, "cause": lk.verdict.cause,
+                   "datagrams": int(lk.datagrams), "reason": lk.verdict.reason} for lk in looks])
 
 
 def caretta_result(s: Settings, prom: PrometheusResource) -> tuple[bool, dict]:

@@ -154,7 +154,7 @@ def transitions(announced: dict[str, dict], observations: list[remediation.Obser
 def _details(o: remediation.Observation, st: remediation.SubjectState | None, policy: remediation.Policy) -> dict:
     kind = o.subject.partition(":")[0]
     details = {"check": _CHECK[kind]} if kind in _CHECK else {}
-    if not getattr(o, "heal", True):  # the planner never re-runs these (e.g. an unreachable router)
+    if not o.heal:  # the planner never re-runs these (e.g. an unreachable router)
         details["re-runs"] = "none: a re-run cannot fix this"
         return details
     details["owner"] = " + ".join(remediation.owners(o.subject))
