@@ -5,6 +5,7 @@
     start  start both as background processes where there is no systemd (pid files, log files)
     stop   stop what `start` started (by its pid files, nothing else)
     status what runs, and where the UI answers
+    k8s    print the objects that run both inside the cluster instead (render/service_k8s.py)
 
 The settings file is validated before anything starts: a service that would fail on its first sensor
 tick must not start at all.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from .render import instance
+from .render import instance, service_k8s
 from .settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,10 +134,34 @@ def stop(home: Path, timeout: float = 30) -> list[str]:
     return said or ["nothing running"]
 
 
+def print_k8s(a: argparse.Namespace) -> int:
+    """Validate the settings as the pod will see them (paths are the pod's: not checked here), then print."""
+    try:
+        text = a.settings.read_text()
+        s = load_settings(a.settings, check_host=False)
+    except (OSError, SettingsError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    bad = service_k8s.problems(s)
+    if bad:
+        print(f"{a.settings}: {len(bad)} problem(s) for running in the cluster\n" + "\n".join(f"  {b}" for b in bad),
+              file=sys.stderr)
+        return 2
+    print(service_k8s.to_yaml(service_k8s.render(text, a.image, a.namespace, a.node_port, a.home_claim)), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m netviz_pipeline.service", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     home_default = os.environ.get("DAGSTER_HOME")
+    k8s = sub.add_parser("k8s", help="print the in-cluster objects (an administrator applies them)")
+    k8s.add_argument("--settings", type=Path, required=True, help="settings as the pod will read them "
+                     f"(in_cluster: true; router keys under {service_k8s.SSH_DIR})")
+    k8s.add_argument("--image", required=True, help="an image with netviz installed (see README)")
+    k8s.add_argument("--namespace", default="netviz")
+    k8s.add_argument("--node-port", type=int, help="expose the UI on this NodePort (default: ClusterIP only)")
+    k8s.add_argument("--home-claim", help="PersistentVolumeClaim for the instance (default: emptyDir)")
     for name in ("init", "units", "start", "stop", "status"):
         p = sub.add_parser(name)
         p.add_argument("--home", type=Path, default=home_default, required=home_default is None,
@@ -153,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--env-file", help="root-only file with secrets (webhook URL, tokens) for both units")
             p.add_argument("--out", type=Path, help="write the .service files here instead of printing them")
     a = ap.parse_args(argv)
+    if a.cmd == "k8s":
+        return print_k8s(a)
     home = a.home.resolve()
     try:
         if a.cmd == "init":
