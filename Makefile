@@ -8,7 +8,7 @@ LAB := $(PY) -m netviz_lab
 DEBIAN_PACKAGES := softflowd openssh-server iproute2 nftables conntrack libpcap-dev gcc curl iputils-ping \
 	python3-venv util-linux containerd runc containernetworking-plugins umoci busybox-static libc6-dev
 
-.PHONY: bench bench-flows soak service demo test lab-deps debian-packages go-binaries shim venv images lab-up lab-down unit-test lab-test
+.PHONY: bench bench-flows soak service screenshots demo test lab-deps debian-packages go-binaries shim venv images lab-up lab-down unit-test lab-test
 
 lab-deps: debian-packages go-binaries shim venv images
 
@@ -82,6 +82,18 @@ service: lab-deps
 	DAGSTER_HOME=$(SERVICE_DIR)/dagster $(PY) -m netviz_pipeline.service init
 	DAGSTER_HOME=$(SERVICE_DIR)/dagster NETVIZ_CONFIG=$(SERVICE_DIR)/netviz.yaml $(PY) -m netviz_pipeline.service start
 	@echo "stop: DAGSTER_HOME=$(SERVICE_DIR)/dagster $(PY) -m netviz_pipeline.service stop"
+
+# README screenshots (docs/screenshots) of a running service's UI, read-only: `make service` first, or
+# URL=... for another webserver. Debian's Chromium, installed only when missing; not part of `make test`.
+URL ?= http://127.0.0.1:3000
+screenshots: $(VENV)/.docs-installed
+	@dpkg-query -W -f='$${Status}\n' chromium 2>/dev/null | grep -q '^install ok installed' || { \
+	  echo "installing Debian package: chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	$(PY) -m netviz_lab screenshots --url $(URL) --out docs/screenshots
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
+	@$(PY) -m pip install -q -e '.[docs]'
+	@touch $@
 
 # One hour with one lab router quiet under the real daemon: no false alarm allowed; memory and CPU of
 # webserver and daemon idle and during a deploy. Needs the lab up; writes bench-results/soak.json.

@@ -1,4 +1,4 @@
-"""`python -m netviz_lab up|down|status|config|kubeconfig|summary|images|prometheus` — drive the local lab."""
+"""`python -m netviz_lab up|down|status|config|kubeconfig|summary|images|prometheus|screenshots` — drive the local lab."""
 from __future__ import annotations
 
 import argparse
@@ -260,6 +260,15 @@ def cmd_traffic(lab: Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_screenshots(lab: Lab, args: argparse.Namespace) -> int:
+    """README screenshots of a running service's UI (read-only): asset graph, netflow_arriving check."""
+    from . import screenshots
+
+    for path, page in screenshots.take(args.url, args.out):
+        print(f"{path}  <- {page}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netviz_lab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -282,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("traffic", help="pause or resume a router's steady LAN traffic (a quiet link on demand)")
     tr.add_argument("action", choices=("pause", "resume"))
     tr.add_argument("router", choices=[r.name for r in ROUTERS])
+    ss = sub.add_parser("screenshots", help="PNG screenshots of a running netviz service's Dagster UI for the README "
+                                           "(headless Debian Chromium; needs the `docs` extra)")
+    ss.add_argument("--url", default="http://127.0.0.1:3000", help="the dagster-webserver to photograph")
+    ss.add_argument("--out", default="docs/screenshots", help="directory for asset-graph.png and netflow-check.png")
     sv = sub.add_parser("_supervise")
     sv.add_argument("--nodes", type=int, default=0)
     args = parser.parse_args(argv)
@@ -295,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... status | head` ends quietly
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "config": cmd_config,
             "kubeconfig": cmd_kubeconfig, "summary": cmd_summary, "images": cmd_images,
-            "prometheus": cmd_prometheus, "traffic": cmd_traffic}[args.cmd](lab, args)
+            "prometheus": cmd_prometheus, "traffic": cmd_traffic,
+            "screenshots": cmd_screenshots}[args.cmd](lab, args)
 
 
 if __name__ == "__main__":
