@@ -11,6 +11,7 @@ hash of its recipe inputs, and imported with `ctr images import --base-name <rep
 | `docker.io/netsampler/goflow2:<GOFLOW2>` | the lab's goflow2 build on busybox-static; upstream config: `User: flow` (a name), `Entrypoint: ["./goflow2"]`, no WorkingDir |
 | `docker.io/library/python:3.12-alpine` | SUBSTITUTE: Debian's python3.11 (glibc) + stdlib + busybox, labelled `io.netviz.lab.substitute` |
 | `quay.io/groundcover/caretta:v0.0.16` | STAND-IN: the python substitute + `caretta_standin.py` + nsenter/ss/ip/stdbuf, upstream WORKDIR `/app`, `CMD ./caretta`, user root; labelled `io.netviz.lab.standin` |
+| `localhost/netviz-pipeline:0.1.0-<key>` | netviz itself (on demand; `pipeline_image_ref`): the python substitute + .venv's runtime distributions (compiled), `dagster`/`dagster-webserver`/`dagster-daemon` launchers, `netviz_pipeline`, `workspace.yaml` and `dashboards/` in WORKDIR `/app`, user root |
 
 Caretta's upstream Dockerfile (groundcover-com/caretta, tag v0.0.16): `FROM alpine:3.17`, `WORKDIR /app`,
 the binary copied to `/app/caretta`, `VOLUME /sys/kernel/debug`, `CMD ./caretta` (shell form, so
@@ -26,11 +27,15 @@ happen in a temporary directory and are renamed into place. File mtimes and all 
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -185,6 +190,9 @@ class Recipe:
     base: str | None = None   # name of the recipe whose image this one adds a layer to
     smoke: tuple[tuple[str, ...], ...] = ()  # commands run chrooted in the finished rootfs
     on_demand: bool = False  # imported into the nodes only when asked (not at `up`: ~6 s per node)
+    # tags whose older builds this one supersedes (their tarballs are deleted): default this tag; "*"
+    # for an image whose tag itself changes with its content
+    stale_tags: str | None = None
 
     @property
     def repo(self) -> str:
@@ -511,9 +519,285 @@ def _prometheus_recipes(lab: Lab, common: dict, busybox: dict) -> list[Recipe]:
     return out
 
 
+# -- netviz itself ----------------------------------------------------------------------------------
+# The pipeline's own image: the python substitute + the runtime part of the project's venv + the code
+# location, so its webserver and daemon can run as pods (netviz_pipeline.render.service_k8s). Built on
+# demand like the Prometheus images; its tag is the project version plus the cache key, so every change
+# of the code or the venv gives a new ref and a Deployment can never start a stale image under an old one.
+REPO = Path(__file__).resolve().parent.parent
+PIPELINE_NAME = "netviz-pipeline"
+PIPELINE_REPO = "localhost/netviz-pipeline"
+PIPELINE_RECIPE_VERSION = "1"  # bump when the pipeline recipe changes in a way its inputs do not capture
+PIPELINE_VENV = REPO / ".venv"
+PIPELINE_VENV_SITE = "lib/python3.11/site-packages"  # the image's python is 3.11: so must the venv's be
+# Debian's python3.11 (prefix /usr) puts this site dir on sys.path and reads its .pth files
+PIPELINE_SITE = "/usr/local/lib/python3.11/dist-packages"
+PIPELINE_APP = "/app"
+PIPELINE_APP_FILES = ("netviz_pipeline", "dashboards", "workspace.yaml")  # copied to /app
+PIPELINE_HOME = "/var/lib/dagster"  # DAGSTER_HOME, as netviz_pipeline.render.service_k8s mounts it
+PIPELINE_PORT = 3000
+PIPELINE_SCRIPTS = ("dagster", "dagster-daemon", "dagster-webserver")
+# What the copied extension modules link against beyond the python image's libraries (grpcio,
+# pydantic_core, cryptography, ... need libgcc_s / libstdc++).
+PIPELINE_PKGS = ("libgcc-s1", "libstdc++6")
+# Left out of the distributions: tests directories, bytecode (compiled again for the image's python),
+# kubernetes' asyncio twin of its client (41 MB; nothing imports kubernetes.aio) and the webserver UI's
+# source maps (only a browser's developer tools fetch them).
+PIPELINE_DROP = re.compile(r"(^|/)(__pycache__|tests)/|\.pyc$|^kubernetes/aio/|^dagster_webserver/webapp/build/.*\.map$")
+PIPELINE_SMOKE_PRELUDE = ("export HOME=/tmp/netviz-smoke DAGSTER_HOME=/tmp/netviz-smoke PYTHONDONTWRITEBYTECODE=1; "
+                          "mkdir -p /tmp/netviz-smoke && cd /app && ")
+PIPELINE_IMPORT_SMOKE = (
+    "import importlib, os, sys\n"
+    f"assert {PIPELINE_SITE!r} in sys.path and {PIPELINE_APP!r} in sys.path, sys.path\n"
+    "import netviz_pipeline.definitions\n"
+    "import dagster_webserver.webapp, dagster._daemon.cli\n"
+    f"for dirpath, dirs, files in os.walk({PIPELINE_SITE!r}):\n"  # every extension module: the ldd closure
+    "    for f in files:\n"
+    "        if f.endswith('.so'):\n"
+    f"            rel = os.path.relpath(os.path.join(dirpath, f), {PIPELINE_SITE!r})\n"
+    "            importlib.import_module(rel.split('.', 1)[0].replace('/', '.'))\n")
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """What the pipeline image is made from: resolved once per recipes() call."""
+    repo: Path                              # the project (pyproject.toml, netviz_pipeline/, ...)
+    version: str                            # the project's version (pyproject)
+    site: Path                              # the venv's site-packages
+    files: tuple[str, ...]                  # site-packages-relative paths to copy
+    scripts: Mapping[str, str]              # console script -> "module:attr"
+    dists: tuple[str, ...]                  # "name==version", the runtime distributions (pip freeze)
+    inputs: Mapping[str, str]               # cache key inputs
+    problem: str = ""                       # why it cannot be built ("" = it can)
+
+
+def _load_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10: dagster installs tomli
+        import tomli as tomllib
+    return tomllib.loads(path.read_text())
+
+
+def _dist_infos(site: Path) -> dict[str, Path]:
+    """Normalised distribution name -> its .dist-info directory in `site` (names from the directory
+    names: no METADATA parsed)."""
+    from packaging.utils import canonicalize_name
+
+    out: dict[str, Path] = {}
+    for entry in sorted(os.scandir(site), key=lambda e: e.name):
+        if entry.name.endswith(".dist-info") and entry.is_dir():
+            out.setdefault(canonicalize_name(entry.name[:-len(".dist-info")].rsplit("-", 1)[0]), Path(entry.path))
+    return out
+
+
+def runtime_distributions(site: Path, requirements: Iterable[str]) -> list[importlib.metadata.Distribution]:
+    """The distributions installed in `site` that `requirements` need, transitively (extras and environment
+    markers honoured): what `pip install .` installs, without `.[test]`'s pytest, hypothesis, ..."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    installed = _dist_infos(site)
+    dists: dict[str, importlib.metadata.Distribution] = {}
+    extras: dict[str, set[str]] = {}
+
+    def add(req: Requirement, needed_by: str) -> None:
+        name = canonicalize_name(req.name)
+        if name in extras and set(req.extras) <= extras[name]:
+            return
+        extras.setdefault(name, set()).update(req.extras)
+        if name not in installed:
+            raise ImageBuildError(f"{req.name} (needed by {needed_by}) is not installed in {site}: run `make venv`")
+        dist = dists.setdefault(name, importlib.metadata.PathDistribution(installed[name]))
+        for line in dist.requires or []:
+            sub = Requirement(line)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in {"", *extras[name]}):
+                add(sub, req.name)
+
+    for line in requirements:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            add(req, "pyproject.toml")
+    return [dists[n] for n in sorted(dists)]
+
+
+def pipeline_files(record: str) -> list[str]:
+    """The files of a distribution (its RECORD's text) the image copies, relative to site-packages."""
+    out = []
+    for row in csv.reader(record.splitlines()):
+        if not row:
+            continue
+        rel = row[0]
+        if rel.startswith(("../", "/")):  # console scripts (venv bin/): the image gets its own launchers
+            continue
+        if not PIPELINE_DROP.search(rel):
+            out.append(rel)
+    return out
+
+
+def _tree_files(root: Path, names: Iterable[str]) -> list[Path]:
+    """The files `names` (files or directories under `root`), bytecode left out; sorted."""
+    out = []
+    for name in names:
+        p = root / name
+        files = [p] if p.is_file() else sorted(
+            f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
+        if not files:
+            raise ImageBuildError(f"{p}: missing")
+        out += files
+    return out
+
+
+def _tree_digest(root: Path, names: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for f in _tree_files(root, names):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _venv_content(site: Path, requirements: tuple[str, ...], fingerprint: tuple) -> tuple:
+    """(files, scripts, freeze, venv digest) of the runtime distributions; cached while `fingerprint`
+    (every RECORD's identity: pip rewrites it on each install) stays the same."""
+    files: list[str] = []
+    scripts: dict[str, str] = {}
+    freeze = []
+    for d in runtime_distributions(site, requirements):
+        record = d.read_text("RECORD")
+        if record is None:
+            raise ImageBuildError(f"{d.metadata['Name']} in {site}: no RECORD, cannot tell its files")
+        files += pipeline_files(record)
+        # RECORD has every installed file's sha256: a reinstall of the same version with other content counts
+        freeze.append(f"{d.metadata['Name']}=={d.version} {sha256_text(record)}")
+        scripts.update({ep.name: ep.value for ep in d.entry_points
+                        if ep.group == "console_scripts" and ep.name in PIPELINE_SCRIPTS})
+    return (tuple(files), scripts, tuple(f.split(" ")[0] for f in freeze), sha256_text("\n".join(freeze)))
+
+
+def _venv_fingerprint(site: Path) -> tuple:
+    out = []
+    for name, info in _dist_infos(site).items():
+        try:
+            st = (info / "RECORD").stat()
+            out.append((name, info.name, st.st_ino, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append((name, info.name))
+    return tuple(out)
+
+
+def pipeline_plan(repo: Path | None = None, venv: Path | None = None) -> PipelinePlan:
+    """Resolve the image's content and cache-key inputs from the project and its venv. Never raises for
+    a missing or unusable venv (the lab must still come up without this image): `problem` says why,
+    and building is what fails. Defaults: this checkout and its .venv."""
+    repo = repo or REPO
+    venv = venv or (PIPELINE_VENV if repo == REPO else repo / ".venv")
+    project = _load_toml(repo / "pyproject.toml")["project"]
+    version = project["version"]
+    inputs = {"pipeline": PIPELINE_RECIPE_VERSION, "project": version, "drop": PIPELINE_DROP.pattern}
+    site = venv / PIPELINE_VENV_SITE
+    try:
+        inputs["source"] = _tree_digest(repo, (*PIPELINE_APP_FILES, "pyproject.toml"))
+        if not site.is_dir():
+            raise ImageBuildError(f"{site}: no such directory (the image's python is 3.11, so must the venv's be: "
+                                  f"`make venv` with python3.11)")
+        files, scripts, dists, digest = _venv_content(site, tuple(project.get("dependencies", [])),
+                                                      _venv_fingerprint(site))
+    except ImageBuildError as exc:
+        return PipelinePlan(repo, version, site, (), {}, (), inputs | {"venv": f"unusable: {exc}"}, str(exc))
+    missing = sorted(set(PIPELINE_SCRIPTS) - set(scripts))
+    problem = f"console scripts {missing} not found in the venv's runtime distributions" if missing else ""
+    return PipelinePlan(repo, version, site, files, dict(scripts), dists, inputs | {"venv": digest}, problem)
+
+
+def pipeline_tag(version: str, key: str) -> str:
+    """`0.1.0` + the cache key: a new ref for every new content."""
+    return f"{version}-{key}"
+
+
+def launcher(name: str, entry_point: str) -> str:
+    """A console script as pip writes it, for the image's python (the venv's point at the venv)."""
+    module, _, attr = entry_point.partition(":")
+    head = attr.split(".")[0]
+    return (f"#!/usr/local/bin/python3\n# netviz image: the `{name}` console script ({entry_point})\n"
+            f"import sys\nfrom {module.strip()} import {head.strip()}\n"
+            f"if __name__ == \"__main__\":\n    sys.exit({attr.strip()}())\n")
+
+
+def _compile(rootfs: Rootfs, directory: str, mode: str) -> None:
+    """Byte-compile `directory` of the image with the image's own interpreter (the same Debian binary):
+    the pod's root filesystem is read-only, so without this every process (webserver, daemon, code
+    servers, each run's worker) would compile dagster again at start (~5 s). Hash-based pycs: the
+    normalised mtimes cannot invalidate them; checked-hash where the source might be mounted over."""
+    _run([HOST_PYTHON, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", mode,
+          "-d", directory, str(rootfs.path(directory))])
+
+
+def _populate_pipeline(plan: PipelinePlan) -> Callable[[Rootfs], None]:
+    def populate(rootfs: Rootfs) -> None:
+        if plan.problem:
+            raise ImageBuildError(f"{PIPELINE_NAME}: {plan.problem}")
+        for rel in plan.files:
+            rootfs.install(plan.site / rel, f"{PIPELINE_SITE}/{rel}", host=False)
+        # every library the extension modules need (libc & co. are in the base already)
+        for rel in plan.files:
+            if rel.endswith(".so") or ".so." in rel:
+                for lib in ldd(str(plan.site / rel)):
+                    rootfs.place(lib)
+        # like the venv's editable install: netviz_pipeline importable from anywhere, not only from /app
+        rootfs.write(f"{PIPELINE_SITE}/netviz-app.pth", f"{PIPELINE_APP}\n")
+        for name in PIPELINE_SCRIPTS:
+            rootfs.write(f"/usr/local/bin/{name}", launcher(name, plan.scripts[name]), mode=0o755)
+        for f in _tree_files(plan.repo, PIPELINE_APP_FILES):
+            rootfs.install(f, f"{PIPELINE_APP}/{f.relative_to(plan.repo).as_posix()}", mode=0o644, host=False)
+        rootfs.dir(PIPELINE_HOME)
+        for top in (PIPELINE_SITE, PIPELINE_APP):  # directories as created by mkdir: make them 0755 whatever the umask
+            for dirpath, _, _ in os.walk(rootfs.path(top)):
+                os.chmod(dirpath, 0o755)
+        _compile(rootfs, PIPELINE_SITE, "unchecked-hash")
+        _compile(rootfs, HOST_STDLIB, "unchecked-hash")  # the base leaves the stdlib uncompiled
+        _compile(rootfs, PIPELINE_APP, "checked-hash")
+    return populate
+
+
+def _pipeline_smoke(cmd: str) -> tuple[str, ...]:
+    """`cmd` in /app with a throw-away DAGSTER_HOME and HOME, removed after (the rootfs is packed next)."""
+    return ("/bin/sh", "-c", f"{PIPELINE_SMOKE_PRELUDE}{cmd}; rc=$?; rm -rf /tmp/netviz-smoke; exit $rc")
+
+
+def _pipeline_recipe(common: dict, base: Recipe, debian: dict, plan: PipelinePlan) -> Recipe:
+    inputs = common | plan.inputs | {"base": f"{base.name}-{base.key}"} | debian
+    tag = pipeline_tag(plan.version, cache_key(inputs))
+    smoke = _pipeline_smoke
+    return Recipe(
+        name=PIPELINE_NAME, ref=f"{PIPELINE_REPO}:{tag}", inputs=inputs,
+        packages=PIPELINE_PKGS + base.packages, populate=_populate_pipeline(plan), base=base.name,
+        # No ENTRYPOINT: the Deployment gives the command (dagster-webserver / dagster-daemon); the default
+        # CMD is the webserver. User root (none set): the routers' SSH key comes from a Secret, mounted
+        # root-owned 0400, and the settings refuse a group-readable key (as OpenSSH does), so the pod runs
+        # as root with every capability dropped and a read-only root filesystem (service_k8s).
+        config=("--clear=config.labels", "--clear=config.env", "--clear=config.cmd",
+                "--config.env", PATH_ENV, "--config.env", "LANG=C.UTF-8", "--config.env", "PYTHONUNBUFFERED=1",
+                "--config.env", f"DAGSTER_HOME={PIPELINE_HOME}", "--config.workingdir", PIPELINE_APP,
+                "--config.cmd", "dagster-webserver", "--config.cmd", "-w", "--config.cmd", "workspace.yaml",
+                "--config.cmd", "-h", "--config.cmd", "0.0.0.0", "--config.cmd", "-p",
+                "--config.cmd", str(PIPELINE_PORT), "--config.exposedports", f"{PIPELINE_PORT}/tcp",
+                "--config.label", "org.opencontainers.image.title=netviz",
+                "--config.label", f"org.opencontainers.image.version={plan.version}"),
+        smoke=(smoke(f"python3 -c {shlex.quote(PIPELINE_IMPORT_SMOKE)}"),
+               smoke("dagster-daemon --help && dagster-webserver --help"),
+               # the `dagster` launcher loading the code location as the daemon does (no NETVIZ_CONFIG needed)
+               smoke("dagster definitions validate -w workspace.yaml")),
+        on_demand=True, stale_tags="*")
+
+
+def pipeline_image_ref(lab: Lab) -> str:
+    """`localhost/netviz-pipeline:<version>-<key>`: the ref the in-cluster webserver and daemon run."""
+    return next(r.ref for r in recipes(lab) if r.name == PIPELINE_NAME)
+
+
 def recipes(lab: Lab) -> list[Recipe]:
     """The images, in build order (a base before the images that extend it)."""
-    deb = debian_versions(BUSYBOX_PKGS + PAUSE_PKGS + PYTHON_PKGS + CARETTA_PKGS)
+    deb = debian_versions(BUSYBOX_PKGS + PAUSE_PKGS + PYTHON_PKGS + CARETTA_PKGS + PIPELINE_PKGS)
     pick = lambda pkgs: {f"deb:{p}": deb[p] for p in pkgs}  # noqa: E731
     common = {"recipe": RECIPE_VERSION}
     goflow2 = lab.bin("goflow2")
@@ -550,7 +834,8 @@ def recipes(lab: Lab) -> list[Recipe]:
                 "import ast; ast.parse(open('/app/caretta_standin.py').read())"),
                # as the stand-in runs them: exec'd via PATH (Debian's busybox sh would prefer its applets)
                ("/usr/local/bin/python3", "-B", "-c", CARETTA_TOOLS_SMOKE)))
-    return [pause, flow, python, caretta, *_prometheus_recipes(lab, common, pick(BUSYBOX_PKGS))]
+    return [pause, flow, python, caretta, *_prometheus_recipes(lab, common, pick(BUSYBOX_PKGS)),
+            _pipeline_recipe(common, python, pick(PIPELINE_PKGS), pipeline_plan())]
 
 
 # -- building ---------------------------------------------------------------------------------------
@@ -660,11 +945,13 @@ def _locked(directory: Path):
         yield
 
 
-def ensure_images(lab: Lab) -> list[Image]:
+def ensure_images(lab: Lab, build_on_demand: bool = True) -> list[Image]:
     """Build the images not cached yet (in a temporary directory, renamed into place), return all.
-    Idempotent; when everything is cached it only reads versions and checks files."""
-    all_recipes = recipes(lab)
-    by_name = {r.name: r for r in all_recipes}
+    Idempotent; when everything is cached it only reads versions and checks files.
+    `build_on_demand=False`: only the images `up` imports, built and returned (the pipeline's image
+    is rebuilt after every source change: ~1 min that `up` need not wait for)."""
+    by_name = {r.name: r for r in recipes(lab)}
+    all_recipes = [r for r in by_name.values() if build_on_demand or not r.on_demand]
     images = [Image(r.ref, r.tarball(lab.cache), r.on_demand) for r in all_recipes]
     if all(img.tarball.exists() for img in images):
         return images
@@ -681,7 +968,7 @@ def ensure_images(lab: Lab) -> list[Image]:
             if out.exists():
                 continue
             _build(r, by_name, lab.cache, out)
-            for old in directory.glob(f"{r.name}-{r.tag}-*.tar"):  # superseded builds of this image
+            for old in directory.glob(f"{r.name}-{r.stale_tags or r.tag}-*.tar"):  # superseded builds of this image
                 if old != out:
                     old.unlink()
     return images

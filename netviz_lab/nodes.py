@@ -68,7 +68,7 @@ def setup(lab: Lab) -> None:
     missing = [str(lab.bin(t)) for t in ("kubelet", "kube-proxy") if not lab.bin(t).exists()]
     if missing:
         raise FileNotFoundError(f"missing binaries {missing}: run `make lab-deps`")
-    images.ensure_images(lab)  # cached by version: a no-op after `make lab-deps`
+    images.ensure_images(lab, build_on_demand=False)  # cached by version: a no-op after `make lab-deps`
     _save_kernel_tunables(lab)
     b = cluster.bundle(lab)
     for node in REAL_NODES:
@@ -195,7 +195,8 @@ def _node_services(lab: Lab, node: RealNode) -> list[Service]:
         return p.containerd_socket.exists() and run(ctr(lab, node, "version"), check=False, timeout=5).returncode == 0
 
     def import_images() -> None:
-        images.import_images(str(p.containerd_socket), [i for i in images.ensure_images(lab) if not i.on_demand])
+        wanted = [i for i in images.ensure_images(lab, build_on_demand=False) if not i.on_demand]
+        images.import_images(str(p.containerd_socket), wanted)
 
     def kube_proxy_ready() -> bool:
         body = cluster._get(f"http://{node.ip}:{nodeconfig.KUBE_PROXY_HEALTHZ_PORT}/healthz")

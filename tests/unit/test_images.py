@@ -63,11 +63,13 @@ def test_recipes_cover_the_images_the_product_references(lab, fixed_debian):
     product = {Caretta().image, GoFlow2().image, Flows().image}
     assert {images.normalize(ref) for ref in product} <= refs
     assert images.normalize(GoFlow2().image) == f"docker.io/netsampler/goflow2:{versions.GOFLOW2}"
-    assert refs == {"registry.k8s.io/pause:3.10", "docker.io/netsampler/goflow2:v2.2.1",
-                    "docker.io/library/python:3.12-alpine", "quay.io/groundcover/caretta:v0.0.16",
-                    "quay.io/prometheus/prometheus:v3.16.0",
-                    "quay.io/prometheus-operator/prometheus-config-reloader:v0.85.0",
-                    "quay.io/prometheus-operator/prometheus-operator:v0.85.0"}
+    pipeline = by_name(lab)["netviz-pipeline"]
+    assert refs - {pipeline.ref} == {"registry.k8s.io/pause:3.10", "docker.io/netsampler/goflow2:v2.2.1",
+                                     "docker.io/library/python:3.12-alpine", "quay.io/groundcover/caretta:v0.0.16",
+                                     "quay.io/prometheus/prometheus:v3.16.0",
+                                     "quay.io/prometheus-operator/prometheus-config-reloader:v0.85.0",
+                                     "quay.io/prometheus-operator/prometheus-operator:v0.85.0"}
+    assert pipeline.ref == images.pipeline_image_ref(lab) == f"localhost/netviz-pipeline:0.1.0-{pipeline.key}"
 
 
 def test_prometheus_module_versions_map_to_release_tags():
@@ -307,3 +309,140 @@ def test_present_images_ignores_incomplete_or_not_unpacked(monkeypatch):
            "z:1 application/vnd.oci.image.manifest.v1+json sha256:3 complete (2/2) 1 MiB/1 MiB false\n")
     monkeypatch.setattr(images, "_ctr", lambda *a: out)
     assert images.present_images("/run/x.sock") == {"x:1": "sha256:1"}
+
+
+# -- the pipeline's own image -----------------------------------------------------------------------
+def _dist(site: Path, name: str, version: str, files: list[str], requires: list[str] = (),
+          scripts: dict[str, str] | None = None) -> None:
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" +
+                                   "".join(f"Requires-Dist: {r}\n" for r in requires))
+    if scripts:
+        (info / "entry_points.txt").write_text("[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in scripts.items()))
+    rows = [*files, f"{info.name}/METADATA", f"{info.name}/RECORD,,"]
+    (info / "RECORD").write_text("".join(f"{r},sha256=x,1\n" if not r.endswith(",,") else r + "\n" for r in rows))
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A project like this one (pyproject, code, dashboards, workspace) with a venv holding runtime and
+    test-only distributions."""
+    repo = tmp_path / "project"
+    (repo / "netviz_pipeline").mkdir(parents=True)
+    (repo / "netviz_pipeline/__init__.py").write_text("X = 1\n")
+    (repo / "netviz_pipeline/__pycache__").mkdir()
+    (repo / "netviz_pipeline/__pycache__/__init__.cpython-311.pyc").write_bytes(b"stale")
+    (repo / "dashboards").mkdir()
+    (repo / "dashboards/a.json").write_text("{}")
+    (repo / "workspace.yaml").write_text("load_from: []\n")
+    (repo / "pyproject.toml").write_text(
+        '[project]\nname = "netviz"\nversion = "0.1.0"\n'
+        'dependencies = ["dagster==1.0", "dagster-webserver==1.0", "requests[socks]==2.0", '
+        '"tomli==2.0; python_version < \'3.0\'"]\n'
+        '[project.optional-dependencies]\ntest = ["pytest==9.0"]\n')
+    site = repo / ".venv" / images.PIPELINE_VENV_SITE
+    _dist(site, "dagster", "1.0", ["dagster/__init__.py", "dagster/tests/test_x.py", "dagster/__pycache__/x.cpython-311.pyc",
+                                   "dagster/_x.cpython-311-x86_64-linux-gnu.so", "../../../bin/dagster"],
+          requires=["PyYAML>=5", 'pytest; extra == "test"'],
+          scripts={"dagster": "dagster._cli:main", "dagster-daemon": "dagster._daemon.cli:main"})
+    _dist(site, "dagster-webserver", "1.0", ["dagster_webserver/__init__.py", "dagster_webserver/webapp/build/a.js",
+                                             "dagster_webserver/webapp/build/a.js.map"],
+          requires=["dagster==1.0"], scripts={"dagster-webserver": "dagster_webserver.cli:main"})
+    _dist(site, "PyYAML", "6.0", ["yaml/__init__.py"])
+    _dist(site, "requests", "2.0", ["requests/__init__.py"],
+          requires=['PySocks!=1.5.7; extra == "socks"', 'chardet; python_version < "3"'])
+    _dist(site, "PySocks", "1.7", ["socks.py"])
+    _dist(site, "pytest", "9.0", ["pytest/__init__.py"], requires=["pluggy"])
+    _dist(site, "pluggy", "1.0", ["pluggy/__init__.py"])
+    _dist(site, "kubernetes", "37.0", ["kubernetes/__init__.py", "kubernetes/aio/__init__.py"])
+    return repo
+
+
+def test_pipeline_plan_copies_the_runtime_distributions_only(project):
+    plan = images.pipeline_plan(project)
+    assert not plan.problem
+    assert plan.dists == ("dagster==1.0", "dagster-webserver==1.0", "PySocks==1.7", "PyYAML==6.0", "requests==2.0")
+    assert "dagster/__init__.py" in plan.files and "dagster/_x.cpython-311-x86_64-linux-gnu.so" in plan.files
+    assert "dagster_webserver/webapp/build/a.js" in plan.files
+    for dropped in ("dagster/tests/test_x.py", "dagster/__pycache__/x.cpython-311.pyc", "../../../bin/dagster",
+                    "dagster_webserver/webapp/build/a.js.map", "pytest/__init__.py", "pluggy/__init__.py"):
+        assert dropped not in plan.files
+    assert dict(plan.scripts) == {"dagster": "dagster._cli:main", "dagster-daemon": "dagster._daemon.cli:main",
+                                  "dagster-webserver": "dagster_webserver.cli:main"}
+    assert plan.version == "0.1.0"
+    assert images.pipeline_files("kubernetes/__init__.py,,\nkubernetes/aio/api.py,,\n") == ["kubernetes/__init__.py"]
+
+
+def test_pipeline_key_follows_sources_and_venv(project, monkeypatch, lab, fixed_debian):
+    plan = images.pipeline_plan
+    monkeypatch.setattr(images, "pipeline_plan", lambda: plan(project))
+    before = keys(lab)
+    assert keys(lab) == before  # unchanged trees: the cached image is reused
+    r = by_name(lab)["netviz-pipeline"]
+    assert r.ref == f"localhost/netviz-pipeline:0.1.0-{r.key}" and r.on_demand and r.base == "python"
+    (project / "netviz_pipeline/__pycache__/__init__.cpython-311.pyc").write_bytes(b"other bytecode")
+    assert keys(lab) == before  # bytecode is not an input
+    (project / "netviz_pipeline/__init__.py").write_text("X = 2\n")
+    changed = keys(lab)
+    assert changed["netviz-pipeline"] != before["netviz-pipeline"]
+    assert {n: k for n, k in changed.items() if n != "netviz-pipeline"} == \
+           {n: k for n, k in before.items() if n != "netviz-pipeline"}
+    (project / "dashboards/a.json").write_text('{"title": "x"}')
+    assert keys(lab)["netviz-pipeline"] != changed["netviz-pipeline"]
+    changed = keys(lab)
+    record = next((project / ".venv" / images.PIPELINE_VENV_SITE).glob("PyYAML-*.dist-info")) / "RECORD"
+    record.write_text(record.read_text() + "yaml/_yaml.cpython-311-x86_64-linux-gnu.so,sha256=y,2\n")  # reinstalled
+    assert keys(lab)["netviz-pipeline"] != changed["netviz-pipeline"]
+    changed = keys(lab)
+    fixed_debian["libstdc++6"] = "99"
+    assert keys(lab)["netviz-pipeline"] != changed["netviz-pipeline"]
+
+
+def test_pipeline_plan_without_a_usable_venv_fails_the_build_not_the_lab(project, tmp_path):
+    plan = images.pipeline_plan(project, venv=tmp_path / "no-venv")
+    assert "no such directory" in plan.problem and plan.inputs["venv"].startswith("unusable")
+    with pytest.raises(images.ImageBuildError, match="no such directory"):
+        images._populate_pipeline(plan)(images.Rootfs(tmp_path / "rootfs"))
+    shutil.rmtree(next((project / ".venv" / images.PIPELINE_VENV_SITE).glob("PyYAML-*.dist-info")))
+    plan = images.pipeline_plan(project)
+    assert "PyYAML (needed by dagster) is not installed" in plan.problem
+
+
+def test_pipeline_tag_and_launchers():
+    assert images.pipeline_tag("0.1.0", "0123456789ab") == "0.1.0-0123456789ab"
+    text = images.launcher("dagster-daemon", "dagster._daemon.cli:main")
+    assert text.startswith("#!/usr/local/bin/python3\n")
+    assert "from dagster._daemon.cli import main\n" in text and "sys.exit(main())" in text
+    compile(text, "dagster-daemon", "exec")
+
+
+def test_pipeline_image_config(lab, fixed_debian):
+    r = by_name(lab)["netviz-pipeline"]
+    cfg = config(r)
+    assert cfg["--config.workingdir"] == ["/app"]
+    assert cfg["--config.env"] == [images.PATH_ENV, "LANG=C.UTF-8", "PYTHONUNBUFFERED=1", "DAGSTER_HOME=/var/lib/dagster"]
+    assert "--config.entrypoint" not in cfg and "--config.user" not in cfg  # the Deployment gives command and user
+    assert set(cfg["--clear"]) == {"config.labels", "config.env", "config.cmd"}  # not the substitute's label
+    assert cfg["--config.cmd"][0] == "dagster-webserver"
+    smoke = "\n".join(" ".join(cmd) for cmd in r.smoke)
+    assert "import netviz_pipeline.definitions" in smoke and "dagster-daemon --help" in smoke
+    assert set(r.packages) >= {"libgcc-s1", "libstdc++6", *by_name(lab)["python"].packages}
+
+
+def test_ensure_images_replaces_superseded_pipeline_builds(lab, fixed_debian, monkeypatch):
+    recipes = by_name(lab)
+    for r in recipes.values():
+        if r.name != "netviz-pipeline":
+            r.tarball(lab.cache).parent.mkdir(parents=True, exist_ok=True)
+            r.tarball(lab.cache).write_bytes(b"cached")
+    old = lab.cache / "images" / "netviz-pipeline-0.1.0-aaaaaaaaaaaa-aaaaaaaaaaaa.tar"
+    old.write_bytes(b"previous source")
+    built = []
+    monkeypatch.setattr(images.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(images, "_build", lambda r, by, cache, out: (built.append(r.name), out.write_bytes(b"new")))
+    # `up` need not wait for it
+    assert all(not i.on_demand for i in images.ensure_images(lab, build_on_demand=False)) and built == []
+    images.ensure_images(lab)
+    assert built == ["netviz-pipeline"] and not old.exists()
+    assert all(r.tarball(lab.cache).exists() for r in recipes.values())  # the other images' tarballs stay

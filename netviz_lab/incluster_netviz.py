@@ -1,0 +1,106 @@
+"""netviz's own webserver and daemon as pods on a real lab node, as the README's in-cluster recipe
+runs them (`python -m netviz_pipeline.service k8s`): the locally built image
+(images.pipeline_image_ref), the pipeline's ServiceAccount, settings from a ConfigMap, the router key
+from a Secret. A pod cannot edit the lab's Prometheus config file, so this needs the in-cluster
+chart-shaped Prometheus (incluster_prometheus), found by `mode: auto`.
+
+While it runs, the install grants the ServiceAccount instead of the lab's pipeline user (the grant has
+one subject); `remove` gives it back.
+"""
+from __future__ import annotations
+
+import time
+
+import requests
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from . import clusterapi, images, nodes
+from . import incluster_prometheus as icp
+from . import settings as lab_settings
+from .lab import Lab
+from .topology import COLLECTOR_NODE, REAL_NODE_LABEL
+
+NAMESPACE = "netviz"
+NODE_PORT = 30300
+SUBJECT = f"serviceaccount:{NAMESPACE}/netviz-pipeline"
+
+
+def url() -> str:
+    return f"http://{COLLECTOR_NODE.ip}:{NODE_PORT}"
+
+
+def pod_settings(lab: Lab, prometheus_url: str) -> dict:
+    """The lab's settings as the pod reads them: in-cluster credentials, Prometheus found in the cluster,
+    router keys from the Secret's mount. The canary runs `ip netns exec` on the lab host: not here."""
+    from netviz_pipeline.render import service_k8s
+
+    cfg = yaml.safe_load(lab_settings.render(lab))
+    cfg["cluster"] = {"in_cluster": True, "node_address": cfg["cluster"]["node_address"]}
+    cfg["prometheus"] = {"url": prometheus_url, "mode": "auto"}
+    for r in cfg["routers"]:
+        r["ssh_key_file"] = f"{service_k8s.SSH_DIR}/id_ed25519"
+        r["known_hosts_file"] = f"{service_k8s.SSH_DIR}/known_hosts"
+    cfg["checks"] = {}
+    return cfg
+
+
+def _grant(lab: Lab, settings: dict, subject: str) -> None:
+    from netviz_pipeline import admin
+    from netviz_pipeline.render.install import Subject, install_objects
+    from netviz_pipeline.resources.kube import Kube
+    from netviz_pipeline.settings import parse_settings
+
+    kube = Kube(str(lab.admin_kubeconfig))
+    s = parse_settings(settings, check_host=False)
+    admin.apply(kube, install_objects(admin.with_found_chart(kube, s), Subject.parse(subject)))
+
+
+def deploy(lab: Lab, timeout: float = 240) -> str:
+    """Everything the recipe needs, then wait until the webserver answers. Returns its URL."""
+    from netviz_pipeline.render import service_k8s
+
+    icp.deploy(lab, "chart")
+    nodes.import_on_demand_images(lab)
+    dc = clusterapi.dynamic(lab)
+    svc = dc.resources.get(api_version="v1", kind="Service").get(name=icp.CHART_SERVER, namespace=icp.CHART_NS)
+    cfg = pod_settings(lab, f"http://{svc.spec.clusterIP}:{svc.spec.ports[0].port}")
+    _grant(lab, cfg, SUBJECT)
+    objs = service_k8s.render(yaml.safe_dump(cfg, sort_keys=False), images.pipeline_image_ref(lab), NAMESPACE,
+                              NODE_PORT, node_selector=dict([REAL_NODE_LABEL]))
+    ssh = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": service_k8s.SSH_SECRET, "namespace": NAMESPACE},
+           "stringData": {"id_ed25519": (lab.ssh_dir / "id_ed25519").read_text(),
+                          "known_hosts": (lab.ssh_dir / "known_hosts").read_text()}}
+    icp._apply(dc, objs[:1] + [ssh] + objs[1:], "kubectl")  # namespace first, the Secret before the pod mounts it
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url()}/server_info", timeout=2).ok:
+                return url()
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"netviz webserver not answering at {url()} within {timeout:.0f}s")
+
+
+def remove(lab: Lab, timeout: float = 120) -> None:
+    """Delete the namespace, give the grant back to the lab's pipeline user, remove the chart Prometheus."""
+    dc = clusterapi.dynamic(lab)
+    ns = dc.resources.get(api_version="v1", kind="Namespace")
+    try:
+        ns.delete(name=NAMESPACE)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ns.get(name=NAMESPACE)
+        except ApiException as exc:
+            if exc.status == 404:
+                break
+            raise
+        time.sleep(1)
+    clusterapi.install(lab)
+    icp.remove(lab)
+    icp.wait_gone(lab)

@@ -1,0 +1,48 @@
+"""netviz inside the cluster, as the README's in-cluster recipe runs it: webserver and daemon in a pod
+on a real node from the locally built image, the pipeline's ServiceAccount, settings from a ConfigMap
+and the router key from a Secret. `netviz_deploy` launched through that webserver (as the UI does)
+converges the lab, with the in-cluster Prometheus found by `mode: auto`."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from test_service import LAUNCH, Service, _record, _tag
+
+from netviz_lab import incluster_netviz
+from netviz_lab.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def incluster(lab: Lab):
+    t0 = time.monotonic()
+    try:
+        yield Service(incluster_netviz.deploy(lab)), time.monotonic() - t0
+    finally:
+        incluster_netviz.remove(lab)
+
+
+def test_deploy_launched_in_the_cluster_converges_the_lab(incluster, admin_api):
+    service, ready_s = incluster
+    t0 = time.time()
+    launched = service.gql(LAUNCH, p={"selector": {"repositoryLocationName": "netviz",
+                                                   "repositoryName": "__repository__", "jobName": "netviz_deploy"},
+                                      "runConfigData": {}})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    run = service.wait_run(lambda r: r["runId"] == run_id, 900, "netviz_deploy in the cluster")
+    assert run["status"] == "SUCCESS", run
+    assert _tag(run, "netviz/writes") == "true"
+    # the daemon in the pod runs the health sensor too: its evaluations reach the same instance
+    deadline = time.monotonic() + 120
+    while not service.gql(CHECKS)["assetNodes"][0]["assetChecksOrError"]["checks"][0]["executionForLatestMaterialization"]:
+        assert time.monotonic() < deadline, "no netflow_arriving evaluation in the pod's instance"
+        time.sleep(2)
+    _record("in the cluster: pod answering", seconds=ready_s)
+    _record("in the cluster: netviz_deploy through its webserver", seconds=time.time() - t0)
+
+
+CHECKS = """{ assetNodes(assetKeys: [{path: ["router_softflowd"]}]) { assetChecksOrError { ... on AssetChecks {
+  checks { name executionForLatestMaterialization { status } } } } } }"""
