@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 # subject prefix -> assets that own it. A collector that is down may be a replaced pod whose new IP
 # file_sd targets do not know yet: re-running the scrape config refreshes them.
-OWNER = {"router": ("router_softflowd",), "collector": ("goflow2", "prometheus_scrape_config"),
+ROUTER_ASSET = "router_softflowd"  # partitioned by router: a router is healed alone
+OWNER = {"router": (ROUTER_ASSET,), "collector": ("goflow2", "prometheus_scrape_config"),
          "scrape": ("prometheus_scrape_config",), "caretta": ("caretta", "prometheus_scrape_config")}
 
 
@@ -97,6 +98,25 @@ def plan(observations: list[Observation], state: dict[str, SubjectState], now: f
                                                       else f"waiting for back-off before re-running {target}"
                                                       if not busy else "a remediation run is in flight")
     return Plan(tuple(assets), diagnoses, new)
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """One remediation run: these assets, for one router's partition or for everything (None)."""
+
+    assets: tuple[str, ...]
+    partition: str | None
+    subjects: tuple[str, ...]
+
+
+def reruns(p: Plan, now: float) -> list[Rerun]:
+    """The plan's re-runs as runs to request: each router heals alone (its partition of router_softflowd,
+    so one router's re-run never touches another), the shared steps together in one run."""
+    due = sorted(s for s, st in p.state.items() if st.last_attempt == now)
+    shared = tuple(a for a in p.assets if a != ROUTER_ASSET)
+    out = [Rerun(shared, None, tuple(s for s in due if not s.startswith("router:")))] if shared else []
+    out += [Rerun((ROUTER_ASSET,), s.partition(":")[2], (s,)) for s in due if s.startswith("router:")]
+    return out
 
 
 def dump(state: dict[str, SubjectState]) -> dict:

@@ -15,7 +15,7 @@ from .assets.caretta import caretta
 from .assets.dashboards import caretta_dashboard, dashboard_drift, goflow2_dashboard
 from .assets.goflow2 import goflow2
 from .assets.prometheus import prometheus_scrape_config
-from .assets.routers import router_softflowd
+from .assets.routers import ROUTER_PARTITIONS, router_softflowd
 from .assets.verify import end_to_end
 from .jobs import REMEDIATION_TAG, WRITES_TAG, netviz_verify
 from .render import goflow2 as goflow2_render
@@ -61,17 +61,21 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
                                              link=notifier.link())
     for message in messages:
         notifier.send(message, log=context.log)
-    routers = [o for o in seen if o.subject.startswith("router:")]
-    events = [_evaluation(router_softflowd.key, "netflow_arriving", routers, p),
+    exporters = [o for o in seen if o.subject.startswith("router:")]
+    events = [_evaluation(router_softflowd.key, "netflow_arriving", exporters, p),
               _evaluation(end_to_end.key, "caretta_links_present", [o for o in seen if o.subject == "caretta"], p)]
     for subject, why in p.diagnoses.items():
         context.log.warning(f"{subject}: {why}")
-    runs = [dg.RunRequest(run_key=f"remediate-{int(now)}", asset_selection=[dg.AssetKey(a) for a in p.assets],
-                          tags={REMEDIATION_TAG: "true", WRITES_TAG: "true", "netviz/remediates": ",".join(sorted(p.diagnoses))})
-            ] if p.assets else []
+    runs = [dg.RunRequest(run_key=f"remediate-{int(now)}-{r.partition or 'shared'}", partition_key=r.partition,
+                          asset_selection=[dg.AssetKey(a) for a in r.assets],
+                          tags={REMEDIATION_TAG: "true", WRITES_TAG: "true", "netviz/remediates": ",".join(r.subjects)})
+            for r in remediation.reruns(p, now)]
     cursor = {"remediation": remediation.dump(p.state), "samples": exporter_health.dump(samples),
               "announced": announced}
-    return dg.SensorResult(asset_events=events, run_requests=runs, cursor=json.dumps(cursor))
+    # a router's partition must exist before a run can target it (the deploy adds them too)
+    partitions = [dg.AddDynamicPartitionsRequest(ROUTER_PARTITIONS.name, [r.name for r in s.routers])]
+    return dg.SensorResult(asset_events=events, run_requests=runs, cursor=json.dumps(cursor),
+                           dynamic_partitions_requests=partitions)
 
 
 def collector_problem(cluster: ClusterResource) -> str | None:

@@ -14,6 +14,7 @@ from .. import routers as drivers
 from ..resources.prometheus import PrometheusResource
 from ..resources.router import RouterError
 from ..resources.routers import RoutersResource
+from ..settings import Router, Settings
 from . import OWNERS
 from .goflow2 import goflow2
 from .prometheus import prometheus_scrape_config
@@ -21,15 +22,22 @@ from .report import table
 
 GROUP = "routers"
 ROUTER_WORKERS = 8
+# One partition per configured router (kept in step with the settings by every full run): the UI shows
+# each router's state, a person materialises or heals one router alone, the sensor heals only the
+# router that failed. A run without a partition (netviz_deploy from the CLI) converges every router
+# and records each router's partition.
+ROUTER_PARTITIONS = dg.DynamicPartitionsDefinition(name="routers")
 
 
 # After the scrape config (plan task 4 before 5), so its check can see the first datagrams counted.
 @dg.asset(group_name=GROUP, deps=[goflow2, prometheus_scrape_config], kinds={"ssh"}, owners=OWNERS,
+          partitions_def=ROUTER_PARTITIONS,
           description="Changes each router over SSH: installs softflowd if missing, writes its persistent config "
                       "(Debian conf, pfSense config.xml, FreeBSD rc vars, OPNsense API) exporting NetFlow to "
                       "GoFlow2 with short timeouts, and restarts it only when that changed or it runs otherwise")
 def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource) -> dg.MaterializeResult:
     s = routers.config.settings
+    chosen = _routers_for_run(context, s)
     rows: list[dict] = []
     failures, changed = [], 0
 
@@ -42,9 +50,9 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
 
     # Routers are independent SSH sessions: converge them in parallel (the step's time is the slowest
     # router's, not the sum), report in the configured order.
-    with ThreadPoolExecutor(max_workers=max(1, min(ROUTER_WORKERS, len(s.routers)))) as pool:
-        results = list(pool.map(converge, s.routers))
-    for r, (out, exc) in zip(s.routers, results):
+    with ThreadPoolExecutor(max_workers=max(1, min(ROUTER_WORKERS, len(chosen)))) as pool:
+        results = list(pool.map(converge, chosen))
+    for r, (out, exc) in zip(chosen, results):
         if exc is not None:
             failures.append(f"{r.name}: {exc}")
             rows.append({"router": r.name, "platform": r.platform, "changed": False, "restarted": False,
@@ -55,14 +63,36 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
         changed += out.changed
         rows.append({"router": r.name, "platform": out.platform, "changed": out.changed, "restarted": out.restarted,
                      "actions": "; ".join(out.actions) or "none (converged)", "seconds": out.seconds})
+    if not context.has_partition_key:  # each router's partition shows its own result
+        for row in rows:
+            if not row["actions"].startswith("error:"):
+                context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=row["router"],
+                                                          metadata={"router": table([row])}))
     if failures:
         raise dg.Failure(description="could not converge: " + "; ".join(failures),
                          metadata={"routers": table(rows)})
     return dg.MaterializeResult(metadata={
         "routers": table(rows),
         "changed": dg.MetadataValue.int(changed),
-        "summary": dg.MetadataValue.text(f"{changed} of {len(s.routers)} routers changed" if changed
-                                         else f"converged: none of {len(s.routers)} routers changed")})
+        "summary": dg.MetadataValue.text(f"{changed} of {len(chosen)} routers changed" if changed
+                                         else f"converged: none of {len(chosen)} routers changed")})
+
+
+def _routers_for_run(context: dg.AssetExecutionContext, s: Settings) -> list[Router]:
+    """The run's router (its partition), or every router, with the partitions synced to the settings."""
+    if context.has_partition_key:
+        chosen = [r for r in s.routers if r.name == context.partition_key]
+        if not chosen:
+            raise dg.Failure(f"router {context.partition_key!r} is not in the settings (routers[].name): "
+                             "run without a partition to sync the router partitions")
+        return chosen
+    names = [r.name for r in s.routers]
+    known = set(context.instance.get_dynamic_partitions(ROUTER_PARTITIONS.name))
+    if missing := [n for n in names if n not in known]:
+        context.instance.add_dynamic_partitions(ROUTER_PARTITIONS.name, missing)
+    for gone in sorted(known - set(names)):  # removed from the settings: no longer a router of ours
+        context.instance.delete_dynamic_partition(ROUTER_PARTITIONS.name, gone)
+    return list(s.routers)
 
 
 @dg.asset_check(asset=router_softflowd, blocking=True,

@@ -41,7 +41,7 @@ class Healer:
             keys = [k.to_user_string() for k in rr.asset_selection]
             res = defs.resolve_job_def("netviz_deploy").execute_in_process(
                 asset_selection=list(rr.asset_selection), instance=self.instance, tags=rr.tags,
-                raise_on_error=False)
+                partition_key=rr.partition_key, raise_on_error=False)
             self.runs.append({"assets": keys, "success": res.success})
         return result
 

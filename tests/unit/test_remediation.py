@@ -67,3 +67,16 @@ def test_an_unreachable_router_is_diagnosed_but_never_re_run():
     assert p.assets == () and "a person must look" in p.diagnoses["router:edge"]
     again = plan([down], p.state, now=10_000, policy=P)
     assert again.assets == () and again.state["router:edge"].attempts == 0
+
+
+def test_each_router_heals_alone_and_shared_steps_together():
+    from netviz_pipeline.remediation import reruns
+
+    obs = [Observation("router:a", False, "exporter-down"), Observation("router:b", False, "exporter-down"),
+           Observation("dashboard:goflow2", False, "edited by hand")]
+    p = plan(obs, {}, now=7, policy=P)
+    runs = reruns(p, now=7)
+    assert [(r.assets, r.partition, r.subjects) for r in runs] == [
+        (("goflow2_dashboard",), None, ("dashboard:goflow2",)),
+        (("router_softflowd",), "a", ("router:a",)), (("router_softflowd",), "b", ("router:b",))]
+    assert reruns(plan(obs, p.state, now=8, policy=P), now=8) == []  # backing off: nothing to run
