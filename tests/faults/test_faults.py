@@ -126,6 +126,46 @@ def test_ssh_unreachable_fails_clearly_and_the_other_router_still_converges(depl
            lost="nothing")
 
 
+def test_a_quiet_link_raises_no_alarm(lab: Lab, healer):
+    """pfSense's LAN goes silent: no NetFlow at all, yet every tick passes, saying "quiet" once the
+    freshness window (12 s here) has emptied; no run is requested. (benchmarks/soak.py: one hour.)"""
+    lab_router.set_traffic(lab, PFSENSE_ROUTER, paused=True)
+    try:
+        causes = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            result = healer.tick()
+            ev = next(e for e in result.asset_events if e.check_name == "netflow_arriving")
+            assert ev.passed, {k: v.value for k, v in ev.metadata.items()}
+            causes.append(str(ev.metadata["router:edge-pfsense"].value).split(":", 1)[0])
+            time.sleep(2)
+        assert causes[-1] == "quiet", causes
+        assert not healer.runs, healer.runs
+    finally:
+        lab_router.set_traffic(lab, PFSENSE_ROUTER, paused=False)
+
+
+def test_an_unreachable_router_is_told_apart_and_not_re_run(healer):
+    """The sensor names the cause (SSH unreachable, not "stale NetFlow") on its next tick and requests
+    no run: a re-run could not reach the router either."""
+    block = ["ip", "netns", "exec", LINUX_ROUTER.name, "nft", "-f", "-"]
+    subprocess.run(block, input="table inet nvz_fault {\n chain block_ssh {\n"
+                                "  type filter hook input priority 0;\n  tcp dport 22 drop\n }\n}\n",
+                   check=True, text=True)
+    try:
+        detect = healer.until(netflow_stale, 60, "edge-linux unreachable")
+        evaluation = next(e for e in healer.tick().asset_events if e.check_name == "netflow_arriving")
+        assert str(evaluation.metadata["router:edge-linux"].value).startswith("router-unreachable"), evaluation
+        assert not healer.runs, f"an unreachable router must not be re-run: {healer.runs}"
+    finally:
+        subprocess.run(["ip", "netns", "exec", LINUX_ROUTER.name, "nft", "delete", "table", "inet", "nvz_fault"],
+                       check=True)
+    recover = healer.until(lambda r: passed(r, "netflow_arriving"), 60, "reachable again")
+    record("router unreachable (sensor)", detect_s=detect, recover_s=recover,
+           remedy="diagnosed as router-unreachable, no run requested; healthy again once SSH answers",
+           lost="nothing (softflowd kept exporting)")
+
+
 def test_changed_host_key_is_refused_and_nothing_is_touched(lab: Lab, deployed, fault_config: Path, tmp_path):
     known = (lab.ssh_dir / "known_hosts").read_text().splitlines()
     pf_key = next(line.split(" ", 1)[1] for line in known if line.startswith(PFSENSE_ROUTER.mgmt_ip))
