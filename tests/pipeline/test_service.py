@@ -27,6 +27,8 @@ pytestmark = pytest.mark.lab
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "service.json"
 LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on InvalidSubsetError { message } } }"""
+WORKSPACE = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 RUNS = """query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { results {
   runId jobName status creationTime startTime endTime tags { key value } } } } }"""
 
@@ -52,6 +54,18 @@ class Service:
         body = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30).json()
         assert "errors" not in body, body
         return body["data"]
+
+    def wait_loaded(self, timeout: float = 180) -> None:
+        """Until the code location is loaded: the webserver answers before its code server has started."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = self.gql(WORKSPACE)["workspaceOrError"]["locationEntries"]
+            status = {e["name"]: (e["loadStatus"], (e["locationOrLoadError"] or {}).get("message")) for e in entries}
+            if status.get("netviz", ("", None))[0] == "LOADED":
+                assert status["netviz"][1] is None, f"code location failed to load: {status['netviz'][1]}"
+                return
+            assert time.monotonic() < deadline, f"code location not loaded within {timeout:.0f}s: {status}"
+            time.sleep(1)
 
     def runs(self, **filters) -> list[dict]:
         return self.gql(RUNS, f=filters)["runsOrError"]["results"]
@@ -80,7 +94,9 @@ def service(lab: Lab, tmp_path_factory):
     try:
         assert "daemon: started" in out and "webserver: started" in out, out
         assert "already running" in _service("start", "--port", str(port), env=env)
-        yield Service(f"http://127.0.0.1:{port}")
+        service = Service(f"http://127.0.0.1:{port}")
+        service.wait_loaded()
+        yield service
     finally:
         print(_service("stop", env=env))
         assert "nothing running" in _service("stop", env=env)

@@ -1,13 +1,20 @@
 """netviz inside the cluster, as the README's in-cluster recipe runs it: webserver and daemon in a pod
 on a real node from the locally built image, the pipeline's ServiceAccount, settings from a ConfigMap
 and the router key from a Secret. `netviz_deploy` launched through that webserver (as the UI does)
-converges the lab, with the in-cluster Prometheus found by `mode: auto`."""
+converges the lab, with the in-cluster Prometheus found by `mode: auto`.
+
+NOT in `make test` yet: its last run's netviz_deploy failed inside the pod (README, "In the cluster").
+Run it alone with the lab up: `.venv/bin/python -m pytest -m lab tests/incluster`."""
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import pytest
-from test_service import LAUNCH, Service, _record, _tag
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
+from test_service import LAUNCH, Service, _record, _tag  # noqa: E402
 
 from netviz_lab import incluster_netviz
 from netviz_lab.lab import Lab
@@ -19,7 +26,9 @@ pytestmark = pytest.mark.lab
 def incluster(lab: Lab):
     t0 = time.monotonic()
     try:
-        yield Service(incluster_netviz.deploy(lab)), time.monotonic() - t0
+        service = Service(incluster_netviz.deploy(lab))
+        service.wait_loaded()
+        yield service, time.monotonic() - t0
     finally:
         incluster_netviz.remove(lab)
 
