@@ -21,13 +21,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import remediation
-from .jobs import REMEDIATION_TAG
+from .jobs import REMEDIATION_TAG, netviz_deploy, netviz_verify
 from .resources.config import NetvizConfig
 from .settings import SettingsError, url_join
 
 _LOG = logging.getLogger(__name__)
 
-NETVIZ_JOBS = ("netviz_deploy", "netviz_verify")
+NETVIZ_JOBS = (netviz_deploy.name, netviz_verify.name)
 # subject kind -> the asset check the flow_freshness sensor records it under (see sensors._evaluation)
 _CHECK = {"router": "netflow_arriving", "caretta": "caretta_links_present"}
 

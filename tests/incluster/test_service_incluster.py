@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
-from test_service import LAUNCH, Service, _record, _tag  # noqa: E402
+from test_service import Service, _record, _tag  # noqa: E402
 
 from netviz_lab import incluster_netviz
 from netviz_lab.lab import Lab
@@ -36,11 +36,7 @@ def incluster(lab: Lab):
 def test_deploy_launched_in_the_cluster_converges_the_lab(incluster, admin_api):
     service, ready_s = incluster
     t0 = time.time()
-    launched = service.gql(LAUNCH, p={"selector": {"repositoryLocationName": "netviz",
-                                                   "repositoryName": "__repository__", "jobName": "netviz_deploy"},
-                                      "runConfigData": {}})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
+    run_id = service.launch("netviz_deploy")
     run = service.wait_run(lambda r: r["runId"] == run_id, 900, "netviz_deploy in the cluster")
     assert run["status"] == "SUCCESS", run
     assert _tag(run, "netviz/writes") == "true"

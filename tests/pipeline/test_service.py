@@ -67,6 +67,14 @@ class Service:
             assert time.monotonic() < deadline, f"code location not loaded within {timeout:.0f}s: {status}"
             time.sleep(1)
 
+    def launch(self, job: str) -> str:
+        """Launch a job as the UI does (GraphQL launchRun); returns the run id."""
+        launched = self.gql(LAUNCH, p={"selector": {"repositoryLocationName": "netviz",
+                                                    "repositoryName": "__repository__", "jobName": job},
+                                       "runConfigData": {}})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        return launched["run"]["runId"]
+
     def runs(self, **filters) -> list[dict]:
         return self.gql(RUNS, f=filters)["runsOrError"]["results"]
 
@@ -115,11 +123,7 @@ def _record(name: str, **figures) -> None:
 
 def test_deploy_launched_through_the_webserver_converges_the_lab(service: Service):
     t0 = time.time()
-    launched = service.gql(LAUNCH, p={"selector": {"repositoryLocationName": "netviz",
-                                                   "repositoryName": "__repository__", "jobName": "netviz_deploy"},
-                                      "runConfigData": {}})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
+    run_id = service.launch("netviz_deploy")
     run = service.wait_run(lambda r: r["runId"] == run_id, 600, "netviz_deploy")
     assert run["status"] == "SUCCESS", run
     assert _tag(run, "netviz/writes") == "true"  # the queue's write limit applies to deploys
