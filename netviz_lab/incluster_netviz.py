@@ -42,6 +42,9 @@ def pod_settings(lab: Lab, prometheus_url: str) -> dict:
         r["ssh_key_file"] = f"{service_k8s.SSH_DIR}/id_ed25519"
         r["known_hosts_file"] = f"{service_k8s.SSH_DIR}/known_hosts"
     cfg["checks"] = {}
+    # the chart Prometheus's ConfigMap is Helm's: adopt it (the other choice, pasting the printed
+    # extraScrapeConfigs into the chart's values, is proven by tests/pipeline/test_prometheus_modes.py)
+    cfg["ownership"] = {**cfg.get("ownership", {}), "on_foreign_manager": "adopt"}
     return cfg
 
 

@@ -68,8 +68,12 @@ def backoff(policy: Policy, attempts: int) -> float:
 
 
 def plan(observations: list[Observation], state: dict[str, SubjectState], now: float,
-         policy: Policy = Policy(), busy: bool = False) -> Plan:
-    """`busy`: a remediation run is still in flight; observe, but launch nothing."""
+         policy: Policy = Policy(), busy: bool = False, undeployed: frozenset[str] = frozenset()) -> Plan:
+    """`busy`: a remediation run is still in flight; observe, but launch nothing.
+    `undeployed`: assets this Dagster instance never materialised. Re-running one of them alone is not
+    healing, it is a partial first deploy (seen: a fresh in-cluster service re-ran only the scrape config
+    of a never-deployed lab; its check waited minutes for targets nobody had created, holding the run
+    queue before the user's own netviz_deploy), so such subjects wait for a deploy instead."""
     new: dict[str, SubjectState] = {}
     assets: list[str] = []
     diagnoses: dict[str, str] = {}
@@ -84,6 +88,11 @@ def plan(observations: list[Observation], state: dict[str, SubjectState], now: f
             continue
         targets = owners(o.subject)
         target = " + ".join(targets)
+        never = [a for a in targets if a in undeployed]
+        if never:
+            diagnoses[o.subject] = (f"{o.detail}; not healed: this Dagster instance never materialised "
+                                    f"{', '.join(never)}: run netviz_deploy first")
+            continue
         due = st.last_attempt is None or now - st.last_attempt >= backoff(policy, st.attempts)
         if not busy and st.attempts < policy.max_attempts and due:
             st.attempts += 1

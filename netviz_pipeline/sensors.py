@@ -34,6 +34,12 @@ def remediation_in_flight(instance: dg.DagsterInstance) -> bool:
     return bool(runs)
 
 
+def undeployed(instance: dg.DagsterInstance) -> frozenset[str]:
+    """Healable assets this instance has never materialised (a fresh service before its first deploy)."""
+    return frozenset(a.key.to_user_string() for a in _HEALABLE
+                     if instance.get_latest_materialization_event(a.key) is None)
+
+
 def _evaluation(key: dg.AssetKey, check: str, subjects: list[remediation.Observation], p: remediation.Plan):
     bad = [o for o in subjects if not o.healthy]
     meta = {o.subject: dg.MetadataValue.text(p.diagnoses.get(o.subject, o.detail)) for o in subjects}
@@ -55,7 +61,7 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
                                         exporter_health.load(cursor.get("samples")), collector_problem(cluster))
     state = remediation.load(cursor.get("remediation"))
     busy = remediation_in_flight(context.instance)
-    p = remediation.plan(seen, state, now, busy=busy)
+    p = remediation.plan(seen, state, now, busy=busy, undeployed=undeployed(context.instance))
     # A person hears once per incident: it began, its re-runs gave up, it recovered.
     messages, announced = notify.transitions(cursor.get("announced") or {}, seen, p, now, busy=busy,
                                              link=notifier.link())

@@ -80,3 +80,15 @@ def test_each_router_heals_alone_and_shared_steps_together():
         (("goflow2_dashboard",), None, ("dashboard:goflow2",)),
         (("router_softflowd",), "a", ("router:a",)), (("router_softflowd",), "b", ("router:b",))]
     assert reruns(plan(obs, p.state, now=8, policy=P), now=8) == []  # backing off: nothing to run
+
+
+def test_a_step_never_deployed_from_this_instance_is_not_healed():
+    """A fresh service must not turn its first tick into a partial deploy; it says what to do instead."""
+    obs = [Observation("scrape", False, "jobs missing: netviz-goflow2"),
+           Observation("dashboard:goflow2", False, "edited by hand")]
+    p = plan(obs, {}, now=0, policy=P, undeployed=frozenset({"prometheus_scrape_config"}))
+    assert p.assets == ("goflow2_dashboard",)
+    assert "never materialised prometheus_scrape_config: run netviz_deploy first" in p.diagnoses["scrape"]
+    assert p.state["scrape"].attempts == 0
+    after = plan(obs, p.state, now=10, policy=P)  # deployed since: healed as usual
+    assert "prometheus_scrape_config" in after.assets

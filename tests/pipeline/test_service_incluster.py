@@ -3,18 +3,15 @@ on a real node from the locally built image, the pipeline's ServiceAccount, sett
 and the router key from a Secret. `netviz_deploy` launched through that webserver (as the UI does)
 converges the lab, with the in-cluster Prometheus found by `mode: auto`.
 
-NOT in `make test` yet: its last run's netviz_deploy failed inside the pod (README, "In the cluster").
-Run it alone with the lab up: `.venv/bin/python -m pytest -m lab tests/incluster`."""
+The pod's instance is new and the lab was never deployed from it: its health sensor must not heal
+anything before this first deploy (it once re-ran the scrape config alone, whose check then waited for
+targets nobody had created while the deploy sat in the queue behind it)."""
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
-from test_service import Service, _record, _tag  # noqa: E402
+from test_service import Service, _record, _tag  # tests/pipeline is on sys.path (pytest rootdir import)
 
 from netviz_lab import incluster_netviz
 from netviz_lab.lab import Lab
@@ -39,6 +36,8 @@ def test_deploy_launched_in_the_cluster_converges_the_lab(incluster, admin_api):
     run_id = service.launch("netviz_deploy")
     run = service.wait_run(lambda r: r["runId"] == run_id, 900, "netviz_deploy in the cluster")
     assert run["status"] == "SUCCESS", run
+    early = [r for r in service.runs(tags=[{"key": "netviz/remediation", "value": "true"}])]
+    assert not early, f"the sensor healed before the first deploy: {early}"
     assert _tag(run, "netviz/writes") == "true"
     # the daemon in the pod runs the health sensor too: its evaluations reach the same instance
     deadline = time.monotonic() + 120
