@@ -8,17 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
 
 from .render.scrape import CARETTA_JOB, FLOWS_JOB, GOFLOW2_JOB
 from .settings import Router
-
-
-@dataclass(frozen=True)
-class Freshness:
-    subject: str
-    fresh: bool
-    detail: str
 
 
 def exporter_address(router: Router) -> str:
@@ -51,17 +43,12 @@ def flow_record_ages_query() -> str:
     return f'time() - max by (exporter) (netviz_flow_last_record_timestamp_seconds{{job="{FLOWS_JOB}",exporter!="other"}})'
 
 
-def talker_query(src: str, dst: str, window_s: int | None = None) -> str:
-    """The top-talker series of (src, dst): its byte counter, or with a window its increase.
-    Empty while the pair is not among the tracked top talkers (then it is inside "other")."""
-    sel = f'netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src="{_esc(src)}",dst="{_esc(dst)}"}}'
-    return f"sum({sel})" if window_s is None else f"sum(increase({sel}[{window_s}s]))"
-
-
 def current_talker_query(src: str, dst: str) -> str:
-    """`talker_query` counted by the aggregators that are up now: the series of a replaced pod stays
-    in instant queries for 5 minutes (Prometheus' lookback) and drops out whole, which would make a
-    before/after comparison (the canary check) shrink while the new pod's counter grows."""
+    """The byte counter of the top-talker pair (src, dst), empty while the pair is not among the
+    tracked top talkers (then it is inside "other"), counted by the aggregators that are up now: the
+    series of a replaced pod stays in instant queries for 5 minutes (Prometheus' lookback) and drops
+    out whole, which would make a before/after comparison (the canary check) shrink while the new
+    pod's counter grows."""
     sel = f'netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src="{_esc(src)}",dst="{_esc(dst)}"}}'
     return f'sum({sel} and on (instance) (up{{job="{FLOWS_JOB}"}} == 1))'
 

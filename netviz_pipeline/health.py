@@ -1,17 +1,15 @@
-"""Freshness checks, shared by the asset checks (verify runs) and the sensor (between runs)."""
+"""Freshness checks, shared by the asset checks (verify runs) and the sensor (between runs). Each
+returns findings (findings.Finding, plain data); the asset checks and the sensor turn them into Dagster
+metadata and check results."""
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable, TypeVar
-
-import dagster as dg
 
 from . import exporter_health, freshness
 from . import routers as drivers
-from .assets.report import table
-from .remediation import Observation
+from .findings import Finding, healthy
 from .render.scrape import CARETTA_JOB, GOFLOW2_JOB
 from .resources.prometheus import PrometheusError, PrometheusResource
 from .resources.router import RouterError
@@ -21,16 +19,17 @@ from .settings import Router, Settings
 PROBE_WORKERS = 8  # routers probed over SSH at once
 
 
-T = TypeVar("T", bound=tuple)
+T = TypeVar("T", Finding, list[Finding])
 
 
 def poll(evaluate: Callable[[], T], timeout: float, interval: float = 2.0) -> T:
-    """Re-evaluate until the first element is truthy or `timeout` passes; return the last result.
-    Checks right after a deploy must wait for discovery and the first scrapes, not fail at once."""
+    """Re-evaluate until the finding (or every finding of a list) is healthy or `timeout` passes;
+    return the last result. Checks right after a deploy must wait for discovery and the first
+    scrapes, not fail at once."""
     deadline = time.monotonic() + timeout
     while True:
         result = evaluate()
-        if result[0] or time.monotonic() > deadline:
+        if healthy(result) or time.monotonic() > deadline:
             return result
         time.sleep(interval)
 
@@ -47,14 +46,12 @@ def datagram_counts(s: Settings, prom: PrometheusResource) -> tuple[dict[str, fl
     return {r.name: counts.get(freshness.exporter_address(r), 0.0) for r in s.routers}, ""
 
 
-@dataclass(frozen=True)
-class ExporterLook:
+def exporter_finding(router: str, verdict: exporter_health.Verdict, datagrams: float,
+                     counters: dict | None) -> Finding:
     """One router's exporter at one look: the verdict and the figures it rests on."""
-
-    router: str
-    verdict: exporter_health.Verdict
-    datagrams: float
-    counters: dict | None
+    return Finding(f"router:{router}", verdict.healthy, f"{verdict.cause}: {verdict.reason}",
+                   {"router": router, "cause": verdict.cause, "datagrams": datagrams, "counters": counters},
+                   heal=verdict.heal)
 
 
 def _probe(routers: RoutersResource, s: Settings, r: Router):
@@ -69,9 +66,10 @@ def _probe(routers: RoutersResource, s: Settings, r: Router):
 
 def exporter_looks(s: Settings, prom: PrometheusResource, routers: RoutersResource,
                    previous: dict[str, list[exporter_health.Sample]], now: float | None = None
-                   ) -> tuple[list[ExporterLook], dict[str, list[exporter_health.Sample]]]:
+                   ) -> tuple[list[Finding], dict[str, list[exporter_health.Sample]]]:
     """Look at every router's exporter (SSH, in parallel) and at GoFlow2's count of its datagrams, and
-    decide each one's health (exporter_health.classify). Returns the looks and the samples to keep."""
+    decide each one's health (exporter_health.classify). Returns a finding per router (subject
+    `router:<name>`) and the samples to keep."""
     counts, prom_error = datagram_counts(s, prom)
     with ThreadPoolExecutor(max_workers=max(1, min(PROBE_WORKERS, len(s.routers)))) as pool:
         probes = list(pool.map(lambda r: _probe(routers, s, r), s.routers))
@@ -95,7 +93,7 @@ def exporter_looks(s: Settings, prom: PrometheusResource, routers: RoutersResour
             address=freshness.exporter_address(r), collector=(st and st.collector) or "")
         if prom_error and verdict.cause not in _SETTLED_BAD:
             verdict = exporter_health.Verdict(False, "collector-unknown", f"cannot ask Prometheus: {prom_error}")
-        looks.append(ExporterLook(r.name, verdict, counts.get(r.name, 0.0), counters and counters.as_dict()))
+        looks.append(exporter_finding(r.name, verdict, counts.get(r.name, 0.0), counters and counters.as_dict()))
     return looks, kept
 
 
@@ -104,7 +102,7 @@ _SETTLED_BAD = {"router-unreachable", "exporter-down", "misconfigured"}
 
 
 def netflow_check(s: Settings, prom: PrometheusResource, routers: RoutersResource, timeout: float,
-                  interval: float = 3.0) -> tuple[bool, list[ExporterLook]]:
+                  interval: float = 3.0) -> list[Finding]:
     """The `netflow_arriving` check: wait (up to `timeout`) until every router's NetFlow is counted or
     its exporter is seen healthy without it (a quiet link passes once softflowd's counters showed no
     packets across the wait); an exporter that is down or unreachable fails at once."""
@@ -112,39 +110,34 @@ def netflow_check(s: Settings, prom: PrometheusResource, routers: RoutersResourc
     samples: dict[str, list[exporter_health.Sample]] = {}
     while True:
         looks, samples = exporter_looks(s, prom, routers, samples)
-        if all(lk.verdict.cause == "flowing" for lk in looks) or time.monotonic() > deadline or any(
-                lk.verdict.cause in _SETTLED_BAD for lk in looks):
-            return all(lk.verdict.healthy for lk in looks), looks
+        causes = [lk.details["cause"] for lk in looks]
+        if all(c == "flowing" for c in causes) or time.monotonic() > deadline or any(
+                c in _SETTLED_BAD for c in causes):
+            return looks
         time.sleep(interval)
 
 
-def looks_table(looks: list[ExporterLook]) -> dg.MetadataValue:
-    """Per-router results as a Dagster table (numbers as numbers, so the UI can sort them)."""
-    return table([{"router": lk.router, "healthy": lk.verdict.healthy, "cause": lk.verdict.cause,
-                   "datagrams": int(lk.datagrams), "reason": lk.verdict.reason} for lk in looks])
-
-
-def caretta_result(s: Settings, prom: PrometheusResource) -> tuple[bool, dict]:
+def caretta_finding(s: Settings, prom: PrometheusResource) -> Finding:
+    """Caretta is fresh: its agents polled and the links' byte gauges grew in the window."""
     window = s.checks.freshness.caretta_max_age_seconds
     try:
         vals = {k: freshness.value(prom.query(q)) for k, q in freshness.caretta_queries(window).items()}
     except PrometheusError as exc:
-        return False, {"detail": dg.MetadataValue.text(str(exc))}
+        return Finding("caretta", False, str(exc))
     links = len(prom.query(freshness.CARETTA_LINKS))
-    return vals["polls"] > 0 and vals["link_bytes"] > 0 and links > 0, {
-        "link_series": dg.MetadataValue.int(links),
-        "detail": dg.MetadataValue.text(f"{vals['polls']:.0f} polls and {vals['link_bytes']:.0f} link bytes "
-                                        f"in the last {window}s over {links} link series")}
+    return Finding("caretta", vals["polls"] > 0 and vals["link_bytes"] > 0 and links > 0,
+                   f"{vals['polls']:.0f} polls and {vals['link_bytes']:.0f} link bytes "
+                   f"in the last {window}s over {links} link series", {"link_series": links})
 
 
-def collection_observations(s: Settings, prom: PrometheusResource, collector: str | None = None) -> list[Observation]:
+def collection_observations(s: Settings, prom: PrometheusResource, collector: str | None = None) -> list[Finding]:
     """Is each netviz scrape job present (else the scrape config drifted) and is the collector up?
     `collector`: why the GoFlow2 Deployment is not available (None = it is). A job with no pod to
     scrape has no targets at all, so a stopped collector would otherwise look like a lost scrape job."""
     try:
         targets = prom.targets()
     except PrometheusError as exc:
-        return [Observation("scrape", False, str(exc))]
+        return [Finding("scrape", False, str(exc))]
     jobs: dict[str, list[dict]] = {}
     for t in targets:
         jobs.setdefault(t.get("labels", {}).get("job", ""), []).append(t)
@@ -152,27 +145,25 @@ def collection_observations(s: Settings, prom: PrometheusResource, collector: st
     if GOFLOW2_JOB in missing and collector:
         missing.remove(GOFLOW2_JOB)
         jobs[GOFLOW2_JOB] = []  # reported below as the collector being down, with the reason
-    out = [Observation("scrape", not missing, f"jobs missing from Prometheus: {', '.join(missing)}" if missing
-                       else "netviz scrape jobs present")]
+    out = [Finding("scrape", not missing, f"jobs missing from Prometheus: {', '.join(missing)}" if missing
+                   else "netviz scrape jobs present")]
     if GOFLOW2_JOB in jobs:
         up = [t for t in jobs[GOFLOW2_JOB] if t.get("health") == "up"]
         errors = "; ".join(sorted({t.get("lastError", "") for t in jobs[GOFLOW2_JOB]} - {""}))
-        out.append(Observation("collector", bool(up), "GoFlow2 metrics target up" if up
-                               else f"GoFlow2 metrics target down: {collector or errors or 'no healthy target'}"))
+        out.append(Finding("collector", bool(up), "GoFlow2 metrics target up" if up
+                           else f"GoFlow2 metrics target down: {collector or errors or 'no healthy target'}"))
     return out
 
 
-def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource, dashboard_drift: dict[str, str],
+def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource, dashboards: list[Finding],
                  samples: dict[str, list[exporter_health.Sample]], collector: str | None = None
-                 ) -> tuple[list[Observation], dict[str, list[exporter_health.Sample]]]:
+                 ) -> tuple[list[Finding], dict[str, list[exporter_health.Sample]]]:
     """Everything the health sensor looks at, as subjects the remediation planner understands, and
-    the exporter samples to keep for the next look."""
+    the exporter samples to keep for the next look. `dashboards`: their drift findings
+    (assets.dashboards.dashboard_drift)."""
     out = collection_observations(s, prom, collector)
     looks, samples = exporter_looks(s, prom, routers, samples)
-    out += [Observation(f"router:{lk.router}", lk.verdict.healthy, f"{lk.verdict.cause}: {lk.verdict.reason}",
-                        heal=lk.verdict.heal) for lk in looks]
-    fresh, meta = caretta_result(s, prom)
-    out.append(Observation("caretta", fresh, str(meta["detail"].value)))
-    out += [Observation(f"dashboard:{stem}", not problem, problem or "as deployed")
-            for stem, problem in dashboard_drift.items()]
+    out += looks
+    out.append(caretta_finding(s, prom))
+    out += dashboards
     return out, samples

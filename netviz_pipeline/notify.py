@@ -21,6 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import remediation
+from .findings import Finding
 from .jobs import REMEDIATION_TAG, netviz_deploy, netviz_verify
 from .resources.config import NetvizConfig
 from .settings import SettingsError, url_join
@@ -94,7 +95,7 @@ def run_failed(job_name: str, run_id: str, error: str, link: str | None = None) 
 
 
 # ---------------------------------------------------------------- what to announce (pure)
-def transitions(announced: dict[str, dict], observations: list[remediation.Observation], plan: remediation.Plan,
+def transitions(announced: dict[str, dict], observations: list[Finding], plan: remediation.Plan,
                 now: float, *, policy: remediation.Policy = remediation.Policy(), busy: bool = False,
                 link: str | None = None) -> tuple[list[dict], dict[str, dict]]:
     """What to tell a person this tick, so each incident is announced once. Returns (payloads, announced').
@@ -108,10 +109,10 @@ def transitions(announced: dict[str, dict], observations: list[remediation.Obser
     - check_failed: a subject that is unhealthy, a root cause (remediation.root_causes: routers hidden by
       a broken scrape job or collector are not announced one by one) and not yet announced. The reason
       is the plan's diagnosis (what is seen and what is being re-run). A subject no re-run can fix
-      (Observation.heal False) gets only this message: it has nothing to give up on.
+      (Finding.heal False) gets only this message: it has nothing to give up on.
     - remediation_gave_up: an announced (or new) subject whose re-runs are exhausted
       (SubjectState.attempts >= policy.max_attempts), once the last re-run is no longer the one launched
-      this tick and no remediation run is in flight (`busy`), i.e. it had its chance. Once per incident;
+      this tick and no deploy or remediation run is in flight (`busy`), i.e. it had its chance. Once per incident;
       a subject first seen in that state gets only this message.
     - recovered: an announced subject observed healthy again (with how long it was unhealthy). A subject
       never announced recovers silently.
@@ -143,15 +144,15 @@ def transitions(announced: dict[str, dict], observations: list[remediation.Obser
             since = st.failing_since if st is not None and st.failing_since is not None else now
             entry = new[o.subject] = {"stage": "failing", "since": since}
             if not gave_up:
-                out.append(check_failed(o.subject, plan.diagnoses.get(o.subject, o.detail),
+                out.append(check_failed(o.subject, plan.diagnoses.get(o.subject, o.reason),
                                         _details(o, st, policy), link))
         if gave_up and entry["stage"] != "gave_up":
             entry["stage"] = "gave_up"
-            out.append(remediation_gave_up(o.subject, list(st.tried), o.detail, link))
+            out.append(remediation_gave_up(o.subject, list(st.tried), o.reason, link))
     return out, new
 
 
-def _details(o: remediation.Observation, st: remediation.SubjectState | None, policy: remediation.Policy) -> dict:
+def _details(o: Finding, st: remediation.SubjectState | None, policy: remediation.Policy) -> dict:
     kind = o.subject.partition(":")[0]
     details = {"check": _CHECK[kind]} if kind in _CHECK else {}
     if not o.heal:  # the planner never re-runs these (e.g. an unreachable router)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .quantity import mebibytes
+from kubernetes.utils import parse_quantity
 
 MIN_KERNEL = (4, 14)  # below this the eBPF features Caretta uses are missing
 BTF_LIKELY = (5, 4)  # distros ship /sys/kernel/btf/vmlinux from about here on
@@ -23,6 +23,11 @@ class Finding:
     severity: str  # "error" | "warning" | "info"
     node: str
     message: str
+
+
+def mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity ("512Mi", "1G") in MiB; ValueError when it is none."""
+    return float(parse_quantity(quantity) / 2**20)
 
 
 def parse_kernel_version(text: str | None) -> tuple[int, int, int] | None:

@@ -11,19 +11,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .findings import Finding
+
 # subject prefix -> assets that own it. A collector that is down may be a replaced pod whose new IP
 # file_sd targets do not know yet: re-running the scrape config refreshes them.
 ROUTER_ASSET = "router_softflowd"  # partitioned by router: a router is healed alone
 OWNER = {"router": (ROUTER_ASSET,), "collector": ("goflow2", "prometheus_scrape_config"),
          "scrape": ("prometheus_scrape_config",), "caretta": ("caretta", "prometheus_scrape_config")}
-
-
-@dataclass(frozen=True)
-class Observation:
-    subject: str  # "router:<name>", "collector", "scrape", "caretta", "dashboard:<stem>"
-    healthy: bool
-    detail: str
-    heal: bool = True  # False: re-running a step cannot fix it (e.g. the router is unreachable)
 
 
 @dataclass(frozen=True)
@@ -55,7 +49,7 @@ def owners(subject: str) -> tuple[str, ...]:
     return OWNER[kind]
 
 
-def root_causes(observations: list[Observation]) -> list[Observation]:
+def root_causes(observations: list[Finding]) -> list[Finding]:
     """Drop symptoms explained by a broken shared part: a missing scrape job or a dead collector makes
     every exporter look stale; re-running every router then would be a storm for nothing."""
     bad = {o.subject for o in observations if not o.healthy}
@@ -67,9 +61,9 @@ def backoff(policy: Policy, attempts: int) -> float:
     return 0.0 if attempts == 0 else min(policy.backoff_seconds * 2 ** (attempts - 1), policy.backoff_max_seconds)
 
 
-def plan(observations: list[Observation], state: dict[str, SubjectState], now: float,
+def plan(observations: list[Finding], state: dict[str, SubjectState], now: float,
          policy: Policy = Policy(), busy: bool = False, undeployed: frozenset[str] = frozenset()) -> Plan:
-    """`busy`: a remediation run is still in flight; observe, but launch nothing.
+    """`busy`: a deploy or remediation run is still in flight; observe, but launch nothing.
     `undeployed`: assets this Dagster instance never materialised. Re-running one of them alone is not
     healing, it is a partial first deploy (seen: a fresh in-cluster service re-ran only the scrape config
     of a never-deployed lab; its check waited minutes for targets nobody had created, holding the run
@@ -84,13 +78,13 @@ def plan(observations: list[Observation], state: dict[str, SubjectState], now: f
         st = SubjectState(st.failing_since or now, st.attempts, st.last_attempt, list(st.tried))
         new[o.subject] = st
         if not o.heal:
-            diagnoses[o.subject] = f"{o.detail}; no re-run can fix this, a person must look"
+            diagnoses[o.subject] = f"{o.reason}; no re-run can fix this, a person must look"
             continue
         targets = owners(o.subject)
         target = " + ".join(targets)
         never = [a for a in targets if a in undeployed]
         if never:
-            diagnoses[o.subject] = (f"{o.detail}; not healed: this Dagster instance never materialised "
+            diagnoses[o.subject] = (f"{o.reason}; not healed: this Dagster instance never materialised "
                                     f"{', '.join(never)}: run netviz_deploy first")
             continue
         due = st.last_attempt is None or now - st.last_attempt >= backoff(policy, st.attempts)
@@ -100,12 +94,12 @@ def plan(observations: list[Observation], state: dict[str, SubjectState], now: f
             st.tried.append(f"re-ran {target} (attempt {st.attempts})")
             assets += [a for a in targets if a not in assets]
         if st.attempts >= policy.max_attempts and not (st.last_attempt == now):
-            diagnoses[o.subject] = (f"still unhealthy after {st.attempts} re-runs of {target}: {o.detail}; "
+            diagnoses[o.subject] = (f"still unhealthy after {st.attempts} re-runs of {target}: {o.reason}; "
                                     f"tried: {'; '.join(st.tried)}")
         else:
-            diagnoses[o.subject] = f"{o.detail}; " + (f"re-running {target}" if st.last_attempt == now
+            diagnoses[o.subject] = f"{o.reason}; " + (f"re-running {target}" if st.last_attempt == now
                                                       else f"waiting for back-off before re-running {target}"
-                                                      if not busy else "a remediation run is in flight")
+                                                      if not busy else "a deploy or remediation run is in flight")
     return Plan(tuple(assets), diagnoses, new)
 
 

@@ -17,6 +17,7 @@ from .assets.goflow2 import goflow2
 from .assets.prometheus import prometheus_scrape_config
 from .assets.routers import ROUTER_PARTITIONS, router_softflowd
 from .assets.verify import end_to_end
+from .findings import Finding
 from .jobs import REMEDIATION_TAG, WRITES_TAG, netviz_verify
 from .render import goflow2 as goflow2_render
 from .resources.cluster import ClusterResource
@@ -27,8 +28,12 @@ FRESHNESS_INTERVAL_S = 30
 _HEALABLE = [router_softflowd, goflow2, prometheus_scrape_config, caretta, caretta_dashboard, goflow2_dashboard]
 
 
-def remediation_in_flight(instance: dg.DagsterInstance) -> bool:
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={REMEDIATION_TAG: "true"}, statuses=[
+def writes_in_flight(instance: dg.DagsterInstance) -> bool:
+    """A run that changes the system (a deploy or a remediation) is queued or running. The sensor then
+    observes but heals nothing: the run converges it anyway, and a tick in the middle of a deploy sees
+    half-rolled-out steps (seen in the lab: a re-run of the scrape config queued behind the deploy that
+    was busy writing it)."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={WRITES_TAG: "true"}, statuses=[
         dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
         dg.DagsterRunStatus.STARTED]), limit=1)
     return bool(runs)
@@ -40,9 +45,11 @@ def undeployed(instance: dg.DagsterInstance) -> frozenset[str]:
                      if instance.get_latest_materialization_event(a.key) is None)
 
 
-def _evaluation(key: dg.AssetKey, check: str, subjects: list[remediation.Observation], p: remediation.Plan):
+def _evaluation(key: dg.AssetKey, check: str, subjects: list[Finding], p: remediation.Plan):
+    """The sensor's findings as an asset check evaluation: one text entry per subject, the plan's
+    diagnosis where it has one."""
     bad = [o for o in subjects if not o.healthy]
-    meta = {o.subject: dg.MetadataValue.text(p.diagnoses.get(o.subject, o.detail)) for o in subjects}
+    meta = {o.subject: dg.MetadataValue.text(p.diagnoses.get(o.subject, o.reason)) for o in subjects}
     return dg.AssetCheckEvaluation(asset_key=key, check_name=check, passed=not bad,
                                    severity=dg.AssetCheckSeverity.ERROR, metadata=meta)
 
@@ -54,13 +61,13 @@ def _evaluation(key: dg.AssetKey, check: str, subjects: list[remediation.Observa
 def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusResource,
                    cluster: ClusterResource, routers: RoutersResource,
                    notifier: notify.NotifierResource) -> dg.SensorResult:
-    s = prometheus.config.settings
+    s = cluster.settings  # as every step gets them; resources are built anew each tick
     now = time.time()
     cursor = load_cursor(context.cursor)
     seen, samples = health.observations(s, prometheus, routers, dashboard_drift(cluster),
                                         exporter_health.load(cursor.get("samples")), collector_problem(cluster))
     state = remediation.load(cursor.get("remediation"))
-    busy = remediation_in_flight(context.instance)
+    busy = writes_in_flight(context.instance)
     p = remediation.plan(seen, state, now, busy=busy, undeployed=undeployed(context.instance))
     # A person hears once per incident: it began, its re-runs gave up, it recovered.
     messages, announced = notify.transitions(cursor.get("announced") or {}, seen, p, now, busy=busy,
@@ -86,7 +93,7 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
 
 def collector_problem(cluster: ClusterResource) -> str | None:
     """Why the GoFlow2 Deployment serves nothing (deleted, scaled to zero, no ready pod), or None."""
-    s = cluster.config.settings
+    s = cluster.settings
     live = cluster.kube.get("apps/v1", "Deployment", goflow2_render.NAME, s.goflow2.namespace)
     if live is None:
         return f"Deployment {s.goflow2.namespace}/{goflow2_render.NAME} is gone"

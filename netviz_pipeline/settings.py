@@ -16,10 +16,9 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
+from kubernetes.utils import parse_quantity
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
-
-from .quantity import parse_quantity
 
 ENV_VAR = "NETVIZ_CONFIG"
 
@@ -40,7 +39,6 @@ class SettingsError(ValueError):
 # ---------------------------------------------------------------- reusable string types
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,14}")
-_PFSENSE_IF = re.compile(r"wan|lan|opt[0-9]{1,3}")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 _USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
@@ -66,7 +64,12 @@ def _ip_literal(v: Any) -> str:
 
 
 def _quantity(v: str) -> str:
-    if parse_quantity(v) <= 0:  # raises ValueError with a fix when it is no quantity at all
+    """A Kubernetes resource quantity ("512Mi", "150m", "1.5G"), parsed as the kubernetes client does."""
+    try:
+        n = parse_quantity(v.strip())
+    except (ValueError, ArithmeticError):
+        raise ValueError(f"{v!r} is not a Kubernetes quantity (e.g. 512Mi, 1Gi, 150m)") from None
+    if n <= 0:
         raise ValueError(f"{v!r} must be a positive quantity (e.g. 512Mi)")
     return v
 
@@ -339,7 +342,7 @@ class Router(_Model):
     host: str
     port: int = Field(22, ge=1, le=65535)
     user: Annotated[str, _matching(_USER, "a plain user name")] = "root"
-    platform: Literal["auto", "linux", "pfsense", "freebsd", "opnsense"] = "auto"
+    platform: str = "auto"  # or a name in routers.registry.PLATFORMS
     ssh_key_file: Path
     known_hosts_file: Path  # required: host keys are verified, never auto-accepted
     # "auto": pfSense/OPNsense -> their `lan` interface; Linux/FreeBSD -> the interface holding
@@ -365,26 +368,30 @@ class Router(_Model):
                 return v
         raise ValueError(f"{v!r} is not an IP address or DNS host name")
 
+    @field_validator("platform")
+    @classmethod
+    def _known_platform(cls, v: str):
+        from .routers.registry import PLATFORMS  # the platforms import these settings types
+
+        if v != "auto" and v not in PLATFORMS:
+            raise ValueError(f"{v!r} is not a supported platform: auto or one of {', '.join(sorted(PLATFORMS))}")
+        return v
+
     @model_validator(mode="after")
     def _platform_rules(self):
-        if self.interface == "auto" and self.platform in ("linux", "freebsd") and self.lan_address is None:
-            raise ValueError(f"interface auto on {self.platform} needs lan_address (the router's LAN address, "
-                             "whose interface softflowd watches), or give the interface name")
-        if self.platform == "pfsense" and self.interface != "auto" and not _PFSENSE_IF.fullmatch(self.interface):
-            raise ValueError(f"interface {self.interface!r}: pfSense's softflowd package takes the pfSense "
-                             "interface name (lan, wan, optN), not the device name")
-        if self.platform == "opnsense":
-            if self.opnsense is None:
-                raise ValueError("platform opnsense needs an opnsense section (key_env, secret_env)")
-            if self.netflow_version == 10:
-                raise ValueError("OPNsense NetFlow exports v5 or v9 only: set netflow_version: 9")
+        """Each platform's own rules (routers/<platform>.py `settings_problems`)."""
+        from .routers.registry import PLATFORMS
+
+        if self.platform != "auto":
+            problems = PLATFORMS[self.platform].settings_problems(self)
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
 
 
 class Freshness(_Model):
     netflow_max_age_seconds: int = Field(180, ge=10)  # per exporter: last NetFlow datagram seen
     caretta_max_age_seconds: int = Field(120, ge=10)  # last caretta poll scraped
-    scrape_max_age_seconds: int = Field(60, ge=5)  # every netviz-* target scraped recently
 
 
 class CanaryPod(_Model):

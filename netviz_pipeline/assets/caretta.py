@@ -21,7 +21,7 @@ GROUP = "caretta"
                       "only what Caretta watches), the DaemonSet (one eBPF agent per node) and a headless Service. "
                       "First checks every node's kernel, BTF and memory (preflight); applies nothing if one fails")
 def caretta(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
-    s = cluster.config.settings
+    s = cluster.settings
     findings = preflight.caretta_preflight(cluster.kube.list("v1", "Node"), s.caretta.resources.memory_limit)
     for f in findings:
         (context.log.warning if f.severity != "info" else context.log.info)(f"preflight {f.node}: {f.message}")
@@ -43,7 +43,7 @@ def _findings(findings: list[preflight.Finding]) -> dg.MetadataValue:
 
 @dg.asset_check(asset=caretta, blocking=True, description="DaemonSet rolled out on every eligible node (desired > 0)")
 def caretta_rollout(cluster: ClusterResource) -> dg.AssetCheckResult:
-    s = cluster.config.settings
+    s = cluster.settings
     r, obj, pods = cluster.wait_rollout("DaemonSet", render_caretta.NAME, s.caretta.namespace)
     return dg.AssetCheckResult(passed=r.ready, severity=dg.AssetCheckSeverity.ERROR,
                                metadata=rollout_metadata(r, obj, pods))

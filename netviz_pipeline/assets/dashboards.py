@@ -1,15 +1,17 @@
 """Plan tasks 2 and 6: our dashboards as ConfigMaps where Grafana's sidecar finds them.
 
 The sidecar's label and namespaces are read from the Grafana Deployment when one is in the cluster
-(they override settings, with a warning when they differ); when grafana.url and a token are set,
-Grafana's HTTP API must also list the dashboard by uid.
+(they override settings, with a warning when they differ), once per run or sensor tick
+(ClusterResource.grafana_sidecar); when grafana.url and a token are set, Grafana's HTTP API must also
+list the dashboard by uid.
 """
 
 import json
 
 import dagster as dg
 
-from ..grafana_sidecar import SidecarTarget, find_sidecar
+from ..findings import Finding
+from ..grafana_sidecar import SidecarTarget
 from ..render import namespace as render_namespace
 from ..render.dashboards import configmap_name, dashboard_configmaps
 from ..resources.cluster import ClusterResource
@@ -25,8 +27,8 @@ GROUP = "dashboards"
 
 
 def effective_settings(cluster: ClusterResource, context=None) -> tuple[Settings, SidecarTarget | None]:
-    s = cluster.config.settings
-    sidecar = find_sidecar(cluster.kube.list("apps/v1", "Deployment"))
+    s = cluster.settings
+    sidecar = cluster.grafana_sidecar
     if sidecar is None:
         return s, None
     g = s.grafana
@@ -52,11 +54,17 @@ def _apply_dashboard(stem: str, context, cluster: ClusterResource) -> dg.Materia
         "sidecar": dg.MetadataValue.text(sidecar.deployment if sidecar else "no Grafana Deployment found; "
                                          "label and namespace from settings"),
         "dashboard_uid": dg.MetadataValue.text(uid),
-        **({"grafana_url": dg.MetadataValue.url(url_join(s.grafana.url, f"d/{uid}"))} if s.grafana.url else {}),
+        **({"grafana_url": dg.MetadataValue.url(dashboard_url(s.grafana.url, uid))} if s.grafana.url else {}),
     })
 
 
-def _discoverable(stem: str, cluster: ClusterResource, grafana: GrafanaResource) -> dg.AssetCheckResult:
+def dashboard_url(grafana_url: str, uid: str) -> str:
+    """The dashboard's page in Grafana, also when Grafana is served under a sub-path (root_url)."""
+    return url_join(grafana_url, f"d/{uid}")
+
+
+def _discoverable(stem: str, cluster: ClusterResource, grafana: GrafanaResource) -> Finding:
+    """Where the Grafana sidecar will load it. Details: `problems` (list) and `checked_via`."""
     s, sidecar = effective_settings(cluster)
     g = s.grafana
     wanted = next(c for c in dashboard_configmaps(s) if c["metadata"]["name"] == configmap_name(stem))
@@ -68,10 +76,15 @@ def _discoverable(stem: str, cluster: ClusterResource, grafana: GrafanaResource)
         if grafana.configured and cm else None
     if grafana.configured and cm and api is None:
         problems.append("Grafana's HTTP API does not list the dashboard (sidecar not loading it?)")
-    return dg.AssetCheckResult(passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={"problems": dg.MetadataValue.text("; ".join(problems) or "none"),
-                                         "checked_via": dg.MetadataValue.text(
-                                             "Grafana HTTP API and ConfigMap" if grafana.configured else "ConfigMap")})
+    return Finding(f"dashboard:{stem}", not problems, "; ".join(problems) or "where the sidecar loads it",
+                   {"problems": problems,
+                    "checked_via": "Grafana HTTP API and ConfigMap" if grafana.configured else "ConfigMap"})
+
+
+def _check_result(f: Finding) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=f.healthy, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={"problems": dg.MetadataValue.text("; ".join(f.details["problems"]) or "none"),
+                                         "checked_via": dg.MetadataValue.text(f.details["checked_via"])})
 
 
 @dg.asset(group_name=GROUP, deps=[caretta], kinds={"kubernetes", "grafana"}, owners=OWNERS,
@@ -90,12 +103,12 @@ def goflow2_dashboard(context: dg.AssetExecutionContext, cluster: ClusterResourc
 
 @dg.asset_check(asset=caretta_dashboard, blocking=True, description="Where the Grafana sidecar will load it")
 def caretta_dashboard_discoverable(cluster: ClusterResource, grafana: GrafanaResource) -> dg.AssetCheckResult:
-    return _discoverable("caretta", cluster, grafana)
+    return _check_result(_discoverable("caretta", cluster, grafana))
 
 
 @dg.asset_check(asset=goflow2_dashboard, blocking=True, description="Where the Grafana sidecar will load it")
 def goflow2_dashboard_discoverable(cluster: ClusterResource, grafana: GrafanaResource) -> dg.AssetCheckResult:
-    return _discoverable("goflow2", cluster, grafana)
+    return _check_result(_discoverable("goflow2", cluster, grafana))
 
 
 def _configmap_problems(s: Settings, wanted: dict, live: dict | None) -> list[str]:
@@ -111,12 +124,15 @@ def _configmap_problems(s: Settings, wanted: dict, live: dict | None) -> list[st
     return problems
 
 
-def dashboard_drift(cluster: ClusterResource) -> dict[str, str]:
-    """stem -> "" when the dashboard ConfigMap is as rendered, else what is wrong (for the health sensor)."""
+def dashboard_drift(cluster: ClusterResource) -> list[Finding]:
+    """Per dashboard (subject `dashboard:<stem>`): is its ConfigMap as rendered, else what is wrong (for
+    the health sensor). Details: `problems` (list)."""
     s, _ = effective_settings(cluster)
-    out = {}
+    out = []
     for cm in dashboard_configmaps(s):
         stem = next(iter(cm["data"])).removesuffix(".json")
         live = cluster.kube.get("v1", "ConfigMap", cm["metadata"]["name"], cm["metadata"]["namespace"])
-        out[stem] = "; ".join(_configmap_problems(s, cm, live))
+        problems = _configmap_problems(s, cm, live)
+        out.append(Finding(f"dashboard:{stem}", not problems, "; ".join(problems) or "as deployed",
+                           {"problems": problems}))
     return out

@@ -29,7 +29,7 @@ def node_for_address(nodes: list[dict], address: str) -> str | None:
                       "sidecar) pinned to the node routers send to, the aggregator's ConfigMap, the metrics "
                       "Service and the NodePort (UDP) where routers send NetFlow")
 def goflow2(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
-    s = cluster.config.settings
+    s = cluster.settings
     node = node_for_address(cluster.kube.list("v1", "Node"), s.cluster.node_address)
     if node is None:
         raise dg.Failure(description=f"no node has address {s.cluster.node_address} (cluster.node_address): routers "
@@ -42,7 +42,7 @@ def goflow2(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.M
 
 @dg.asset_check(asset=goflow2, blocking=True, description="Deployment rolled out (kstatus rules, waiting reasons)")
 def goflow2_rollout(cluster: ClusterResource) -> dg.AssetCheckResult:
-    s = cluster.config.settings
+    s = cluster.settings
     r, obj, pods = cluster.wait_rollout("Deployment", render_goflow2.NAME, s.goflow2.namespace)
     return dg.AssetCheckResult(passed=r.ready, severity=dg.AssetCheckSeverity.ERROR,
                                metadata=rollout_metadata(r, obj, pods))

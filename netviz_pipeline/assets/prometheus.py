@@ -7,7 +7,8 @@ Modes: `file` (a config file and a rule file + POST /-/reload; a refused reload 
 `chart` (the prometheus-community chart's server ConfigMap, its prometheus.yml and alerting_rules.yml,
 reloaded by its sidecar), `operator` (PodMonitors and a PrometheusRule).
 `auto` is resolved once per run by prometheus_target (operator, the settings' chart/file, or a
-chart-shaped server found in the cluster).
+chart-shaped server found in the cluster): ClusterResource.prometheus_settings, shared by the asset
+and its checks.
 """
 
 import json
@@ -17,7 +18,8 @@ from pathlib import Path
 import dagster as dg
 from kubernetes.client.exceptions import ApiException
 
-from .. import health, prometheus_target
+from .. import health
+from ..findings import Finding
 from ..render import alerts
 from ..render.scrape import file_sd_targets, merge_scrape_configs, monitors, pod_jobs, scrape_jobs
 from ..resources.cluster import ClusterResource
@@ -39,9 +41,10 @@ _SYNC_WHY = ("the kubelet copies a changed config into the Prometheus pod on its
 
 
 def resolved_settings(cluster: ClusterResource) -> Settings:
-    """The settings with `prometheus.mode` resolved against the cluster (prometheus_target)."""
+    """The settings with `prometheus.mode` resolved against the cluster (prometheus_target), once per
+    run (ClusterResource.prometheus_settings); a mode auto cannot resolve fails the step."""
     try:
-        return prometheus_target.discover(cluster.kube, cluster.config.settings)
+        return cluster.prometheus_settings
     except SettingsError as exc:
         raise dg.Failure(str(exc)) from None
 
@@ -158,8 +161,9 @@ def prometheus_scrape_config(context: dg.AssetExecutionContext, cluster: Cluster
     return dg.MaterializeResult(metadata=meta | {"mode": dg.MetadataValue.text(mode)})
 
 
-def scrape_health(s: Settings, prom: PrometheusResource, cluster: ClusterResource) -> tuple[bool, list[str], dict]:
-    """Every netviz job has one healthy target per running pod."""
+def scrape_health(s: Settings, prom: PrometheusResource, cluster: ClusterResource) -> Finding:
+    """Every netviz job has one healthy target per running pod. Details: `problems` (list) and
+    `targets` (job -> what is up)."""
     expected = {job: _running(cluster, ns, app) for job, ns, app, _ in pod_jobs(s)}
     targets = [t for t in prom.targets() if t.get("labels", {}).get("job") in expected]
     problems = []
@@ -176,7 +180,8 @@ def scrape_health(s: Settings, prom: PrometheusResource, cluster: ClusterResourc
         elif len(up) < want:
             errors = sorted({t.get("lastError", "") for t in mine if t.get("health") != "up"} - {""})
             problems.append(f"{job}: {len(up)}/{want} targets up" + (f" ({'; '.join(errors)[:300]})" if errors else ""))
-    return not problems, problems, table
+    return Finding("scrape_targets", not problems, "; ".join(problems) or "every netviz job has a healthy target "
+                   "per running pod", {"problems": problems, "targets": table})
 
 
 def _running(cluster: ClusterResource, ns: str, app: str) -> int:
@@ -190,19 +195,20 @@ def scrape_targets_up(cluster: ClusterResource, prometheus: PrometheusResource) 
     s = resolved_settings(cluster)
     # discovery refresh (5 s) + the first scrape interval; in Prometheus pods first the config's way in
     timeout = s.checks.deadline_seconds + (CONFIGMAP_SYNC_SECONDS if s.prometheus.mode in ("chart", "operator") else 0)
-    ok, problems, table = health.poll(lambda: scrape_health(s, prometheus, cluster), timeout=timeout, interval=1)
-    return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={"targets": dg.MetadataValue.json(table),
-                                         "problems": dg.MetadataValue.text("; ".join(problems) or "none")})
+    f = health.poll(lambda: scrape_health(s, prometheus, cluster), timeout=timeout, interval=1)
+    return dg.AssetCheckResult(passed=f.healthy, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={"targets": dg.MetadataValue.json(f.details["targets"]),
+                                         "problems": dg.MetadataValue.text("; ".join(f.details["problems"]) or "none")})
 
 
-def rules_health(s: Settings, prom: PrometheusResource) -> tuple[bool, list[str], dict]:
-    """Prometheus has loaded the `netviz` group with every alert we render, none failing to evaluate."""
+def rules_health(s: Settings, prom: PrometheusResource) -> Finding:
+    """Prometheus has loaded the `netviz` group with every alert we render, none failing to evaluate.
+    Details: `problems` (list), and when Prometheus answered `alerts` (name -> state) and `files`."""
     want = alerts.alert_names(s)
     try:
         groups = prom.rules()
     except PrometheusError as exc:
-        return False, [str(exc)], {}
+        return Finding("alert_rules", False, str(exc), {"problems": [str(exc)]})
     ours = [g for g in groups if g.get("name") == alerts.GROUP]
     loaded = {r.get("name", ""): r for g in ours for r in g.get("rules") or []}
     table = {n: r.get("state", "") for n, r in loaded.items()}
@@ -216,7 +222,8 @@ def rules_health(s: Settings, prom: PrometheusResource) -> tuple[bool, list[str]
                  "operator": f" ({_SYNC_WHY}; the Prometheus resource's ruleSelector must match "
                              "prometheus.operator.labels)"}.get(mode, "")
         problems.insert(0, f"alert rules not loaded in group {alerts.GROUP!r}: {', '.join(missing)}{where}")
-    return not problems, problems, {"alerts": table, "files": sorted({g.get("file", "") for g in ours})}
+    return Finding("alert_rules", not problems, "; ".join(problems) or f"all {len(want)} netviz alerts loaded",
+                   {"problems": problems, "alerts": table, "files": sorted({g.get("file", "") for g in ours})})
 
 
 @dg.asset_check(asset=prometheus_scrape_config, blocking=False,
@@ -225,8 +232,8 @@ def alert_rules_loaded(cluster: ClusterResource, prometheus: PrometheusResource)
     s = resolved_settings(cluster)
     # a reload loads a rule file at once; in Prometheus pods the rules first travel like the config
     timeout = s.checks.deadline_seconds + (CONFIGMAP_SYNC_SECONDS if s.prometheus.mode in ("chart", "operator") else 0)
-    ok, problems, table = health.poll(lambda: rules_health(s, prometheus), timeout=timeout, interval=2)
-    return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={"alerts": dg.MetadataValue.json(table.get("alerts", {})),
-                                         "rule_files": dg.MetadataValue.text(", ".join(table.get("files", [])) or "none"),
-                                         "problems": dg.MetadataValue.text("; ".join(problems) or "none")})
+    f = health.poll(lambda: rules_health(s, prometheus), timeout=timeout, interval=2)
+    return dg.AssetCheckResult(passed=f.healthy, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={"alerts": dg.MetadataValue.json(f.details.get("alerts", {})),
+                                         "rule_files": dg.MetadataValue.text(", ".join(f.details.get("files", [])) or "none"),
+                                         "problems": dg.MetadataValue.text("; ".join(f.details["problems"]) or "none")})

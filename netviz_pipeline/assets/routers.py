@@ -11,6 +11,8 @@ import dagster as dg
 
 from .. import health
 from .. import routers as drivers
+from ..findings import Finding, healthy
+from ..resources.cluster import ClusterResource
 from ..resources.prometheus import PrometheusResource
 from ..resources.router import RouterError
 from ..resources.routers import RoutersResource
@@ -99,11 +101,20 @@ def _routers_for_run(context: dg.AssetExecutionContext, s: Settings) -> list[Rou
                 description="Every router's exporter is healthy: GoFlow2 counts its NetFlow, or softflowd runs and "
                             "its own counters show a quiet link; tells exporter down, unreachable, datagrams lost "
                             "and collector down apart. The flow_freshness sensor re-evaluates it between runs")
-def netflow_arriving(prometheus: PrometheusResource, routers: RoutersResource) -> dg.AssetCheckResult:
-    s = prometheus.config.settings
-    ok, looks = health.netflow_check(s, prometheus, routers, timeout=s.checks.deadline_seconds)
-    bad = [f"{lk.router}: {lk.verdict.cause}: {lk.verdict.reason}" for lk in looks if not lk.verdict.healthy]
-    return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.ERROR, metadata={
-        "routers": health.looks_table(looks), "problems": dg.MetadataValue.text("; ".join(bad) or "none"),
-        "datagrams": dg.MetadataValue.int(int(sum(lk.datagrams for lk in looks)))})
+def netflow_arriving(cluster: ClusterResource, prometheus: PrometheusResource,
+                     routers: RoutersResource) -> dg.AssetCheckResult:
+    s = cluster.settings
+    looks = health.netflow_check(s, prometheus, routers, timeout=s.checks.deadline_seconds)
+    bad = [f"{lk.details['router']}: {lk.reason}" for lk in looks if not lk.healthy]
+    return dg.AssetCheckResult(passed=healthy(looks), severity=dg.AssetCheckSeverity.ERROR, metadata={
+        "routers": exporters_table(looks), "problems": dg.MetadataValue.text("; ".join(bad) or "none"),
+        "datagrams": dg.MetadataValue.int(int(sum(lk.details["datagrams"] for lk in looks)))})
+
+
+def exporters_table(looks: list[Finding]) -> dg.MetadataValue:
+    """Per-router findings (health.exporter_finding) as a Dagster table (numbers as numbers, so the UI
+    can sort them)."""
+    return table([{"router": lk.details["router"], "healthy": lk.healthy, "cause": lk.details["cause"],
+                   "datagrams": int(lk.details["datagrams"]),
+                   "reason": lk.reason.removeprefix(f"{lk.details['cause']}: ")} for lk in looks])
 

@@ -13,6 +13,7 @@ import dagster as dg
 
 from .. import freshness, health
 from ..dashboards import load_dashboard, panel_queries, substitute
+from ..findings import Finding
 from ..render.dashboards import DASHBOARD_DIR
 from ..render.scrape import FLOWS_JOB
 from ..resources.cluster import ClusterResource
@@ -46,6 +47,13 @@ def panel_report(prom: PrometheusResource) -> tuple[list[str], list[str]]:
     return passed, failed
 
 
+def panels_finding(prom: PrometheusResource) -> Finding:
+    """Every panel query returns data. Details: `passed` and `failed`, one line per panel query."""
+    passed, failed = panel_report(prom)
+    return Finding("panels", not failed, f"{len(failed)} of {len(passed) + len(failed)} panel queries without data"
+                   if failed else f"all {len(passed)} panel queries return data", {"passed": passed, "failed": failed})
+
+
 @dg.asset(group_name=GROUP, deps=[prometheus_scrape_config, caretta_dashboard, goflow2_dashboard],
           kinds={"prometheus"}, owners=OWNERS,
           description="Changes nothing: proves end to end that Caretta links, flows (with a canary when set) "
@@ -61,21 +69,24 @@ def end_to_end(context: dg.AssetExecutionContext, prometheus: PrometheusResource
 
 
 @dg.asset_check(asset=end_to_end, blocking=True, description="Every panel of every dashboard returns data")
-def every_panel_has_data(prometheus: PrometheusResource) -> dg.AssetCheckResult:
+def every_panel_has_data(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.AssetCheckResult:
     # rate() needs two scrapes of fresh series after a deploy
-    _, passed, failed = health.poll(lambda: (not (r := panel_report(prometheus))[1], *r),
-                                    timeout=prometheus.config.settings.checks.deadline_seconds, interval=3)
-    return dg.AssetCheckResult(passed=not failed, severity=dg.AssetCheckSeverity.ERROR, metadata={
+    panels = health.poll(lambda: panels_finding(prometheus), timeout=cluster.settings.checks.deadline_seconds,
+                         interval=3)
+    passed, failed = panels.details["passed"], panels.details["failed"]
+    return dg.AssetCheckResult(passed=panels.healthy, severity=dg.AssetCheckSeverity.ERROR, metadata={
         "failed": dg.MetadataValue.md("\n".join(f"- {f}" for f in failed) or "none"),
         "passed": dg.MetadataValue.md("\n".join(f"- {p}" for p in passed) or "none")})
 
 
 @dg.asset_check(asset=end_to_end, blocking=True,
                 description="Caretta agents poll and links grow; the flow_freshness sensor re-evaluates it")
-def caretta_links_present(prometheus: PrometheusResource) -> dg.AssetCheckResult:
-    s = prometheus.config.settings
-    fresh, meta = health.poll(lambda: health.caretta_result(s, prometheus), timeout=s.checks.deadline_seconds)
-    return dg.AssetCheckResult(passed=fresh, severity=dg.AssetCheckSeverity.ERROR, metadata=meta)
+def caretta_links_present(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.AssetCheckResult:
+    s = cluster.settings
+    f = health.poll(lambda: health.caretta_finding(s, prometheus), timeout=s.checks.deadline_seconds)
+    meta = {"link_series": dg.MetadataValue.int(f.details["link_series"])} if "link_series" in f.details else {}
+    return dg.AssetCheckResult(passed=f.healthy, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata=meta | {"detail": dg.MetadataValue.text(f.reason)})
 
 
 def run_canary(s, cluster: ClusterResource) -> str:
@@ -97,7 +108,7 @@ def run_canary(s, cluster: ClusterResource) -> str:
 @dg.asset_check(asset=end_to_end, blocking=True,
                 description="Canary traffic sent now shows up as its own top-talker flow within the deadline")
 def canary_seen(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.AssetCheckResult:
-    s = cluster.config.settings
+    s = cluster.settings
     c = s.checks
     if not c.canary_command:
         return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, metadata={
@@ -112,7 +123,7 @@ def canary_seen(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.
     sent = last = time.monotonic()
     sends = 1
 
-    def seen() -> tuple[bool, float]:
+    def seen() -> Finding:
         # Sent again while unseen: a flow exported before GoFlow2 has the exporter's v9 template (a
         # collector that just started) is dropped, and softflowd re-sends templates only every 16 packets.
         nonlocal last, sends
@@ -124,9 +135,10 @@ def canary_seen(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.
             except Exception:  # noqa: BLE001 - the first send worked; keep waiting for it
                 pass
             last = time.monotonic()
-        return v > before, v
+        return Finding("canary", v > before, f"{v - before:.0f} bytes counted for the canary's flow", {"bytes": v})
 
-    grown, after = health.poll(seen, timeout=c.deadline_seconds, interval=0.5)
+    f = health.poll(seen, timeout=c.deadline_seconds, interval=0.5)
+    grown, after = f.healthy, f.details["bytes"]
     return dg.AssetCheckResult(passed=grown, severity=dg.AssetCheckSeverity.ERROR, metadata={
         "flow": dg.MetadataValue.text(f"{c.canary_source} -> {c.canary_destination}"),
         "sent_from": dg.MetadataValue.text(where),

@@ -247,9 +247,6 @@ class SpaceSaving:
     def max_error(self) -> int:
         return max((e[1] for e in self.entries.values()), default=0)
 
-    def error_bound(self) -> float:
-        return self.total / self.k
-
 
 class Aggregator:
     """All dimensions plus per-exporter freshness; thread-safe between `feed` and `render`."""

@@ -57,7 +57,11 @@ def _file_sd_job(s: Settings, job: str, directory: str) -> dict:
 
 
 def scrape_jobs(s: Settings) -> list[dict]:
-    """Prometheus `scrape_configs` entries for file and chart modes."""
+    """Prometheus `scrape_configs` entries for file and chart modes, from settings whose mode is resolved
+    (prometheus_target): in file mode the jobs follow `prometheus.file.discovery` (file_sd target files,
+    or kubernetes_sd through its kubeconfig); in chart mode the chart's server discovers in-cluster."""
+    if s.prometheus.mode == "auto":  # a file section alone does not say file mode: auto may pick the chart
+        raise ValueError("prometheus.mode auto is not resolved: render from prometheus_target.discover's settings")
     f = s.prometheus.file if s.prometheus.mode == "file" else None
     if f and f.discovery == "file_sd":
         return [_file_sd_job(s, job, str(f.targets_dir)) for job, *_ in pod_jobs(s)]

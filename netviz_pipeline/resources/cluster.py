@@ -1,4 +1,9 @@
-"""The Kubernetes cluster as a resource: apply (SSA, dry-run diff first), read, wait for rollouts."""
+"""The Kubernetes cluster as a resource: apply (SSA, dry-run diff first), read, wait for rollouts.
+
+It is also where assets, checks and the sensor get the settings: as loaded (`settings`), with
+`prometheus.mode` resolved against the cluster (`prometheus_settings`), and Grafana's dashboard sidecar
+as the cluster shows it (`grafana_sidecar`). Dagster builds resources anew for every run and every
+sensor tick, so each of these is looked up once per run or tick and every step of it sees the same."""
 from __future__ import annotations
 
 import math
@@ -8,8 +13,10 @@ from typing import Iterable
 
 import dagster as dg
 
-from .. import readiness
+from .. import prometheus_target, readiness
+from ..grafana_sidecar import SidecarTarget, find_sidecar
 from ..render import install
+from ..settings import Settings
 from .config import NetvizConfig
 from .kube import ApplyOutcome, Kube
 
@@ -19,9 +26,25 @@ _WORKLOADS = {"Deployment": readiness.deployment, "DaemonSet": readiness.daemons
 class ClusterResource(dg.ConfigurableResource):
     config: NetvizConfig
 
+    @property
+    def settings(self) -> Settings:
+        """The settings file, as loaded and validated."""
+        return self.config.settings
+
+    @cached_property
+    def prometheus_settings(self) -> Settings:
+        """The settings with `prometheus.mode` resolved against the cluster (prometheus_target.discover):
+        the mode is never "auto" here. Raises SettingsError when auto finds nothing to use."""
+        return prometheus_target.discover(self.kube, self.settings)
+
+    @cached_property
+    def grafana_sidecar(self) -> SidecarTarget | None:
+        """Where Grafana's dashboard sidecar looks, read from the Grafana Deployment (None: none found)."""
+        return find_sidecar(self.kube.list("apps/v1", "Deployment"))
+
     @cached_property
     def kube(self) -> Kube:
-        c = self.config.settings.cluster
+        c = self.settings.cluster
         return Kube(str(c.kubeconfig) if c.kubeconfig else None, c.context)
 
     def apply(self, objs: Iterable[dict]) -> list[ApplyOutcome]:
@@ -30,7 +53,7 @@ class ClusterResource(dg.ConfigurableResource):
         objs = list(objs)
         self.require_installed([o for o in objs if install.is_install_object(o)])
         return self.kube.apply_all([o for o in objs if not install.is_install_object(o)],
-                                   self.config.settings.ownership.on_foreign_manager)
+                                   self.settings.ownership.on_foreign_manager)
 
     def require_installed(self, wanted: list[dict]) -> None:
         """Fail before any change, naming each install object that is missing or drifted."""

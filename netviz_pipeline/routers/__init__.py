@@ -1,45 +1,41 @@
 """Router drivers: make a user's edge router export NetFlow to GoFlow2, the platform's own way.
 
-One module per platform (linux = Debian, pfsense, freebsd, opnsense) with the same three calls:
+One module per platform (linux = Debian, pfsense, freebsd, opnsense), each a `platform.Platform`
+listed in `registry.PLATFORMS`; the calls below pick the router's platform (detecting it over SSH when
+settings say auto) and hand over:
   converge(session, settings, router) -> RouterOutcome   idempotent; restarts only on change/drift
   status(session, settings, router)   -> FlowExportStatus for the freshness sensors
   restart(session, settings, router)  -> FlowExportStatus for remediation
-`probe` adds softflowd's own counters (through its control socket) to the status.
+  probe(session, settings, router)    -> status plus softflowd's own counters, for the health sensor
 `session` is a resources.router.RouterSession (OPNsense uses its HTTP API and ignores it, except
 for detection when platform is auto).
 """
 from __future__ import annotations
 
 import time
-from types import ModuleType
 
 from ..resources.router import RouterError, RouterSession
 from ..settings import Router, Settings
-from . import freebsd, linux, opnsense, pfsense
-from .common import FlowExportStatus, RouterOutcome, SoftflowdCounters, parse_softflowd_args, read_counters
+from .common import FlowExportStatus, RouterOutcome, SoftflowdCounters
 from .detection import detect
+from .platform import Platform
+from .registry import PLATFORMS
 
-DRIVERS: dict[str, ModuleType] = {"linux": linux, "pfsense": pfsense, "freebsd": freebsd, "opnsense": opnsense}
-
-__all__ = ["DRIVERS", "FlowExportStatus", "RouterError", "RouterOutcome", "RouterSession", "converge", "detect",
-           "driver", "platform_of", "probe", "restart", "status"]
+__all__ = ["PLATFORMS", "FlowExportStatus", "RouterError", "RouterOutcome", "RouterSession", "converge", "detect",
+           "platform", "probe", "restart", "status"]
 
 
-def platform_of(session, r: Router) -> str:
+def platform(session, r: Router) -> Platform:
     if r.platform != "auto":
-        return r.platform
+        return PLATFORMS[r.platform]
     if session is None:
         raise RouterError(f"router {r.name}: platform auto needs an SSH session to detect it")
-    return detect(session)
-
-
-def driver(session, r: Router) -> ModuleType:
-    return DRIVERS[platform_of(session, r)]
+    return PLATFORMS[detect(session)]
 
 
 def converge(session, s: Settings, r: Router) -> RouterOutcome:
     t0 = time.monotonic()
-    out = driver(session, r).converge(session, s, r)
+    out = platform(session, r).converge(session, s, r)
     out.seconds = round(time.monotonic() - t0, 3)
     if getattr(session, "connect_seconds", None) is not None:
         out.details["ssh_connect_seconds"] = round(session.connect_seconds, 3)
@@ -47,17 +43,16 @@ def converge(session, s: Settings, r: Router) -> RouterOutcome:
 
 
 def status(session, s: Settings, r: Router) -> FlowExportStatus:
-    return driver(session, r).status(session, s, r)
+    return platform(session, r).status(session, s, r)
 
 
 def restart(session, s: Settings, r: Router) -> FlowExportStatus:
-    return driver(session, r).restart(session, s, r)
+    return platform(session, r).restart(session, s, r)
 
 
 def probe(session, s: Settings, r: Router) -> tuple[FlowExportStatus, SoftflowdCounters | None]:
-    """The exporter as the health sensor sees it: status, and softflowd's counters where its control
-    socket is reachable over SSH (not through OPNsense's API: None there)."""
-    st = status(session, s, r)
-    if not st.running or not st.processes or st.platform == "opnsense":
-        return st, None
-    return st, read_counters(session, parse_softflowd_args(st.processes[0].args)["ctlsock"])
+    """The exporter as the health sensor sees it: status, and softflowd's counters where the platform
+    can read them (its control socket over SSH; not through OPNsense's API: None there)."""
+    p = platform(session, r)
+    st = p.status(session, s, r)
+    return st, p.counters(session, st)

@@ -1,13 +1,15 @@
 """Which platform a router runs, from one read-only probe over SSH.
 
-Why this order: pfSense and OPNsense are FreeBSD too (uname says FreeBSD), and the markers of the
-appliances must win over the generic OS: pfSense has /etc/platform = "pfSense" and pfSsh.php,
-OPNsense has /usr/local/opnsense. Plain Linux is supported only as Debian (its softflowd package and
+Each platform recognises itself (`Platform.matches`), tried in the registry's order: pfSense and
+OPNsense are FreeBSD too (uname says FreeBSD), and the markers of the appliances must win over the
+generic OS: pfSense has /etc/platform = "pfSense" and pfSsh.php, OPNsense has /usr/local/opnsense.
+Plain Linux is supported only as Debian (its softflowd package and
 /etc/softflowd/*.conf); other Linux routers (VyOS, OpenWrt) have their own flow accounting.
 """
 from __future__ import annotations
 
 from ..resources.router import RouterError
+from .registry import PLATFORMS
 
 # One line of POSIX sh, run as `sh -c PROBE` (so the login shell may be tcsh); no settings in it.
 PROBE = ("uname -s; echo @@; cat /etc/platform 2>/dev/null; echo @@; "
@@ -25,15 +27,11 @@ def parse_probe(out: str) -> dict:
 
 
 def platform_from(facts: dict, router: str = "router") -> str:
-    if "pfsense" in facts["platform_file"].lower() or facts["pfssh"]:
-        return "pfsense"
-    if facts["opnsense"]:
-        return "opnsense"
-    if facts["uname"] == "FreeBSD":
-        return "freebsd"
+    """The first registered platform whose markers the facts show (registry order: appliances first)."""
+    for name, platform in PLATFORMS.items():
+        if platform.matches(facts):
+            return name
     if facts["uname"] == "Linux":
-        if facts["debian"]:
-            return "linux"
         raise RouterError(f"router {router}: Linux without /etc/debian_version is not supported (the driver "
                           "uses Debian's softflowd package); VyOS/OpenWrt have their own flow accounting")
     raise RouterError(f"router {router}: unsupported platform (uname -s: {facts['uname']!r})")

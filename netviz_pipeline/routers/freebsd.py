@@ -7,24 +7,48 @@ pid file /var/run/softflowd.<if>.pid. Interfaces the user already listed are kep
 """
 from __future__ import annotations
 
+import re
 import shlex
+from typing import TYPE_CHECKING
 
-from ..render import softflowd as sf
-from ..resources.router import RouterError
-from ..settings import Router, Settings
-from .common import (FlowExportStatus, RouterOutcome, Session, args_drift, interface_holding, parse_ifconfig,
-                     parse_softflowd_args, softflowd_process, wait_for)
+from ..render.softflowd import Command, checked, collector, timeout_args
+from ..resources.router import Result, RouterError
+from .common import RouterOutcome, Session, interface_holding, parse_ifconfig
+from .platform import Instance, SoftflowdPlatform
 
-PLATFORM = "freebsd"
+if TYPE_CHECKING:
+    from ..settings import Router, Settings
 
 
-def resolve_interface(session: Session, r: Router) -> Router:
-    if r.interface != "auto":
-        return r
-    if r.lan_address is None:
-        raise RouterError(f"router {r.name}: interface auto needs lan_address on FreeBSD")
-    out = session.check(["ifconfig"], what="list addresses").out
-    return r.model_copy(update={"interface": interface_holding(parse_ifconfig(out), r.lan_address, r.name)})
+# -- desired state (pure) ----------------------------------------------------------------------
+def freebsd_sysrc(s: Settings, r: Router, current_interfaces: str = "") -> dict[str, str]:
+    """rc.conf variables for the port's rc script (there is no softflowd_flags). Interfaces already
+    listed by the user are kept. The script evals softflowd_<if>_*, so <if> must be a shell name."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", r.interface):
+        raise ValueError(f"FreeBSD's rc script cannot handle interface {r.interface!r} ('.' or '-' in the name)")
+    ifs = current_interfaces.split()
+    if r.interface not in ifs:
+        ifs.append(r.interface)
+    p = f"softflowd_{r.interface}_"
+    return {"softflowd_enable": "YES", "softflowd_interfaces": " ".join(ifs),
+            p + "collector": collector(s, r), p + "timeouts": " ".join(timeout_args(r.timeouts)),
+            p + "extra_args": f"-v {r.netflow_version}"}
+
+
+def freebsd_commands(variables: dict[str, str], interface: str) -> dict[str, Command]:
+    return {
+        "installed": Command(("pkg", "info", "-e", "softflowd"), "is the package installed"),
+        "install": Command(("pkg", "install", "-y", "softflowd"), "install from FreeBSD packages"),
+        "current_interfaces": Command(("sysrc", "-n", "-i", "softflowd_interfaces"), "interfaces set by the user"),
+        "sysrc": Command(("sysrc", *(f"{k}={checked(v)}" for k, v in variables.items())), "persist rc vars"),
+        "restart": Command(("service", "softflowd", "restart", interface), "restart our interface's instance"),
+        "start": Command(("service", "softflowd", "start", interface), "start our interface's instance"),
+    }
+
+
+def desired_args(s: Settings, r: Router) -> list[str]:
+    return ["softflowd", "-i", r.interface, "-n", collector(s, r), *timeout_args(r.timeouts),
+            "-v", str(r.netflow_version)]
 
 
 def parse_sysrc_e(out: str) -> dict[str, str]:
@@ -41,63 +65,57 @@ def parse_sysrc_e(out: str) -> dict[str, str]:
     return values
 
 
-def desired_args(s: Settings, r: Router) -> list[str]:
-    return ["softflowd", "-i", r.interface, "-n", sf.collector(s, r), *sf.timeout_args(r.timeouts),
-            "-v", str(r.netflow_version)]
+class FreeBSD(SoftflowdPlatform):
+    name = "freebsd"
+    title = "FreeBSD (softflowd port, rc vars)"
+    restart_timeout = 60
+
+    def settings_problems(self, r: Router) -> list[str]:
+        if r.interface == "auto" and r.lan_address is None:
+            return ["interface auto on freebsd needs lan_address (the router's LAN address, whose interface "
+                    "softflowd watches), or give the interface name"]
+        return []
+
+    def matches(self, facts: dict) -> bool:
+        return facts["uname"] == "FreeBSD"  # after pfSense and OPNsense, which are FreeBSD too
+
+    def resolve(self, session: Session, r: Router) -> Router:
+        if r.interface != "auto":
+            return r
+        if r.lan_address is None:
+            raise RouterError(f"router {r.name}: interface auto needs lan_address on FreeBSD")
+        out = session.check(["ifconfig"], what="list addresses").out
+        return r.model_copy(update={"interface": interface_holding(parse_ifconfig(out), r.lan_address, r.name)})
+
+    def instance(self, session: Session, s: Settings, r: Router) -> Instance:
+        return Instance(f"/var/run/softflowd.{r.interface}.pid", desired_args(s, r))
+
+    def install(self, session: Session, r: Router, out: RouterOutcome) -> None:
+        probe = freebsd_commands({}, r.interface)
+        if session.run(probe["installed"].argv).rc != 0:
+            session.check(probe["install"].argv, timeout=900, what="install softflowd")
+            out.actions.append("installed softflowd (pkg install)")
+            out.changed = True
+
+    def apply(self, session: Session, s: Settings, r: Router, out: RouterOutcome) -> None:
+        current_ifs = session.run(freebsd_commands({}, r.interface)["current_interfaces"].argv).out.strip()
+        want = freebsd_sysrc(s, r, current_ifs)
+        have = parse_sysrc_e(session.run(["sysrc", "-e", "-i", *want]).out)
+        differs = sorted(k for k, v in want.items() if have.get(k) != v)
+        out.details.update(interface=r.interface, rc_vars=want)
+        if differs:
+            session.check(freebsd_commands(want, r.interface)["sysrc"].argv, what="sysrc")
+            out.actions.append(f"sysrc {', '.join(differs)}")
+            out.changed = True
+
+    def restart_command(self, r: Router, running: bool) -> Command:
+        return freebsd_commands({}, r.interface)["restart" if running else "start"]
+
+    def restart_action(self, r: Router, why: str, running: bool) -> str:
+        return f"restarted softflowd on {r.interface} ({why})"
+
+    def not_started(self, r: Router, command: Command, res: Result) -> str:
+        return f"router {r.name}: `{command.shell}` did not start it: {(res.err or res.out).strip()[-400:]}"
 
 
-def status(session: Session, s: Settings, r: Router) -> FlowExportStatus:
-    r = resolve_interface(session, r)
-    pidfile = f"/var/run/softflowd.{r.interface}.pid"
-    proc = softflowd_process(session, pidfile)
-    st = FlowExportStatus(router=r.name, platform=PLATFORM, running=proc is not None, details={"pidfile": pidfile})
-    if proc is not None:
-        parsed = parse_softflowd_args(proc.args)
-        st.processes, st.interfaces, st.version = [proc], parsed["interfaces"], parsed["version"]
-        st.collector = ",".join(parsed["collectors"]) or None
-        st.drift = args_drift(desired_args(s, r), proc.args)
-    return st
-
-
-def restart(session: Session, s: Settings, r: Router) -> FlowExportStatus:
-    r = resolve_interface(session, r)
-    running = status(session, s, r).running
-    res = session.run(["service", "softflowd", "restart" if running else "start", r.interface], timeout=60)
-
-    def ready():
-        st = status(session, s, r)
-        return st if st.healthy else None
-    st = wait_for(ready, 15) or status(session, s, r)
-    if not st.running:
-        raise RouterError(f"router {r.name}: `service softflowd start {r.interface}` did not start it: "
-                          f"{(res.err or res.out).strip()[-400:]}")
-    return st
-
-
-def converge(session: Session, s: Settings, r: Router) -> RouterOutcome:
-    out = RouterOutcome(router=r.name, platform=PLATFORM, changed=False, actions=[], restarted=False)
-    r = resolve_interface(session, r)
-    probe = sf.freebsd_commands({}, r.interface)
-    if session.run(probe["installed"].argv).rc != 0:
-        session.check(probe["install"].argv, timeout=900, what="install softflowd")
-        out.actions.append("installed softflowd (pkg install)")
-        out.changed = True
-    current_ifs = session.run(probe["current_interfaces"].argv).out.strip()
-    want = sf.freebsd_sysrc(s, r, current_ifs)
-    have = parse_sysrc_e(session.run(["sysrc", "-e", "-i", *want]).out)
-    differs = sorted(k for k, v in want.items() if have.get(k) != v)
-    out.details.update(interface=r.interface, rc_vars=want)
-    if differs:
-        session.check(sf.freebsd_commands(want, r.interface)["sysrc"].argv, what="sysrc")
-        out.actions.append(f"sysrc {', '.join(differs)}")
-        out.changed = True
-    st = status(session, s, r)
-    if out.changed or not st.healthy:
-        why = "config changed" if out.changed else ("not running" if not st.running else "; ".join(st.drift))
-        st = restart(session, s, r)
-        out.actions.append(f"restarted softflowd on {r.interface} ({why})")
-        out.changed = out.restarted = True
-    if st.drift:
-        raise RouterError(f"router {r.name}: softflowd runs but not as configured: {'; '.join(st.drift)}")
-    out.status = st
-    return out
+PLATFORM = FreeBSD()

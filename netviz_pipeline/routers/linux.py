@@ -15,26 +15,77 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..render import softflowd as sf
-from ..resources.router import RouterError
-from ..settings import Router, Settings
-from .common import (FlowExportStatus, RouterOutcome, Session, args_drift, interface_holding, parse_ip_addr,
-                     parse_softflowd_args, softflowd_process, upstream_version, wait_for)
+from ..render.softflowd import Command, checked, checked_path, options
+from ..resources.router import Result, RouterError
+from .common import FlowExportStatus, RouterOutcome, Session, interface_holding, parse_ip_addr, upstream_version
+from .platform import Instance, SoftflowdPlatform
 
-PLATFORM = "linux"
+if TYPE_CHECKING:
+    from ..settings import Router, Settings
+
+INSTANCE = "netviz"
+DEBIAN_CONF = f"/etc/softflowd/{INSTANCE}.conf"
+DEBIAN_CTL = f"/run/softflowd/{INSTANCE}.ctl"
+DEBIAN_PID = f"/run/softflowd/{INSTANCE}.pid"
+# The libpcap immediate-mode shim (router_assets/pcap_immediate.c), built on the router.
+SHIM_DIR = "/usr/local/lib/netviz"
+SHIM_SO = f"{SHIM_DIR}/libpcap-immediate.so"
+SHIM_SRC = f"{SHIM_DIR}/pcap_immediate.c"
+SHIM_STAMP = f"{SHIM_SO}.sha256"
+SYSTEMD_DROPIN = f"/etc/systemd/system/softflowd@{INSTANCE}.service.d/netviz-pcap-immediate.conf"
 SHIM_SOURCE = Path(__file__).resolve().parent.parent / "router_assets" / "pcap_immediate.c"
 LAST_RELEASE_WITHOUT_FIX = (1, 1, 1)
 _PKGS = ("softflowd", "libpcap0.8", "libpcap0.8t64")
 
 
-def resolve_interface(session: Session, r: Router) -> Router:
-    if r.interface != "auto":
-        return r
-    if r.lan_address is None:
-        raise RouterError(f"router {r.name}: interface auto needs lan_address on Linux")
-    out = session.check(["ip", "-o", "addr", "show"], what="list addresses").out
-    return r.model_copy(update={"interface": interface_holding(parse_ip_addr(out), r.lan_address, r.name)})
+# -- desired state (pure) ----------------------------------------------------------------------
+def debian_conf(s: Settings, r: Router, ld_preload: str | None = None) -> str:
+    """Content of /etc/softflowd/netviz.conf (sourced as shell by the package's sysvinit script, an
+    EnvironmentFile for its systemd unit). `ld_preload`: an `export LD_PRELOAD=` line for the
+    sysvinit script, which sources this file right before starting the daemon (under systemd use
+    systemd_dropin() instead: an EnvironmentFile is not shell)."""
+    text = ("# managed by netviz-pipeline; changes are overwritten\n"
+            f"interface='{checked(r.interface)}'\n"
+            f"options='{checked(' '.join(options(s, r)))}'\n")
+    if ld_preload:
+        text += ("# libpcap >= 1.10 trap: preload the immediate-mode shim (see pcap_immediate.c)\n"
+                 f"export LD_PRELOAD='{checked_path(ld_preload)}'\n")
+    return text
+
+
+def systemd_dropin(ld_preload: str) -> str:
+    """Drop-in for softflowd@netviz.service that preloads the shim (Debian with systemd)."""
+    return ("# managed by netviz-pipeline: libpcap immediate-mode shim (see pcap_immediate.c)\n"
+            f"[Service]\nEnvironment=LD_PRELOAD={checked_path(ld_preload)}\n")
+
+
+def linux_commands() -> dict[str, Command]:
+    # Only our instance: the user's other /etc/softflowd/*.conf instances are left running. Without
+    # systemd, not /etc/init.d/softflowd: Debian 12's script passes `--pid_file` to start-stop-daemon
+    # (which only knows --pidfile) and starts nothing; this does what it means to (= the unit's
+    # ExecStart), sourcing our conf as that script does (so `export LD_PRELOAD=` applies).
+    pid, ctl, conf = DEBIAN_PID, DEBIAN_CTL, DEBIAN_CONF
+    sysv = (f"start-stop-daemon --stop --quiet --oknodo --retry TERM/5/KILL/2 --pidfile {pid} "
+            f"--exec /usr/sbin/softflowd; mkdir -p /run/softflowd/chroot/etc && "
+            f"{{ [ -e /run/softflowd/chroot/etc/protocols ] || cp -p /etc/protocols /run/softflowd/chroot/etc/; }} && "
+            f"( interface=; options=; . {conf}; [ -n \"$interface\" ] && exec start-stop-daemon --start --quiet "
+            f"--pidfile {pid} --exec /usr/sbin/softflowd -- -i \"$interface\" -p {pid} -c {ctl} $options )")
+    restart = (f"if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable "
+               f"softflowd@{INSTANCE} && systemctl restart softflowd@{INSTANCE}; else {sysv}; fi")
+    return {
+        "installed": Command(("dpkg-query", "-W", "-f=${Status}", "softflowd"), "is the package installed"),
+        "install": Command(("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "softflowd"),
+                           "install Debian's softflowd"),
+        "mkdir": Command(("mkdir", "-p", "/etc/softflowd", "/run/softflowd"), "config and control dirs"),
+        "restart": Command(("sh", "-c", restart), "(re)start our instance with the new config"),
+    }
+
+
+def desired_args(s: Settings, r: Router) -> list[str]:
+    """The argv the package's unit/init script runs for our conf (compared with the live process)."""
+    return ["softflowd", "-i", r.interface, "-p", DEBIAN_PID, "-c", DEBIAN_CTL, *options(s, r)]
 
 
 def parse_versions(out: str) -> dict[str, str]:
@@ -55,21 +106,13 @@ def needs_immediate_shim(softflowd_version: str | None, libpcap_version: str | N
     return libpcap_version is None or upstream_version(libpcap_version) >= (1, 10)
 
 
-def desired_args(s: Settings, r: Router) -> list[str]:
-    """The argv the package's unit/init script runs for our conf (compared with the live process)."""
-    return ["softflowd", "-i", r.interface, "-p", sf.DEBIAN_PID, "-c", sf.DEBIAN_CTL, *sf.options(s, r)]
-
-
-def _systemd(session: Session) -> bool:
-    return session.run(["test", "-d", "/run/systemd/system"]).rc == 0
-
-
+# -- live router -------------------------------------------------------------------------------
 def ensure_shim(session: Session) -> tuple[bool, str | None]:
     """Build the shim on the router when its source changed. Returns (built, problem)."""
     source = SHIM_SOURCE.read_text()
     digest = hashlib.sha256(source.encode()).hexdigest()
-    stamp = session.read_file(sf.SHIM_STAMP)
-    if stamp is not None and stamp.strip() == digest and session.run(["test", "-s", sf.SHIM_SO]).rc == 0:
+    stamp = session.read_file(SHIM_STAMP)
+    if stamp is not None and stamp.strip() == digest and session.run(["test", "-s", SHIM_SO]).rc == 0:
         return False, None
     cc = session.run(["sh", "-c", "command -v cc || command -v gcc"]).out.strip().splitlines()
     header = session.run(["test", "-e", "/usr/include/pcap/pcap.h"]).rc == 0
@@ -79,118 +122,132 @@ def ensure_shim(session: Session) -> tuple[bool, str | None]:
         return False, (f"softflowd needs the libpcap immediate-mode shim here, but the router lacks {missing}. "
                        "Fix: `apt-get install gcc libpcap-dev` on the router and run again; or build "
                        f"router_assets/pcap_immediate.c for this router (cc -shared -fPIC -O2 -o "
-                       f"libpcap-immediate.so pcap_immediate.c -ldl), copy it to {sf.SHIM_SO} and write "
-                       f"{digest} into {sf.SHIM_STAMP}. Until then a quiet LAN exports no flows.")
-    session.check(["mkdir", "-p", sf.SHIM_DIR], what="shim directory")
-    session.write_file_atomic(sf.SHIM_SRC, source)
-    tmp = f"{sf.SHIM_SO}.tmp"
-    session.check([cc[0], "-shared", "-fPIC", "-O2", "-o", tmp, sf.SHIM_SRC, "-ldl"], what="build the shim")
-    session.check(["mv", "-f", tmp, sf.SHIM_SO], what="install the shim")
-    session.write_file_atomic(sf.SHIM_STAMP, digest + "\n")
+                       f"libpcap-immediate.so pcap_immediate.c -ldl), copy it to {SHIM_SO} and write "
+                       f"{digest} into {SHIM_STAMP}. Until then a quiet LAN exports no flows.")
+    session.check(["mkdir", "-p", SHIM_DIR], what="shim directory")
+    session.write_file_atomic(SHIM_SRC, source)
+    tmp = f"{SHIM_SO}.tmp"
+    session.check([cc[0], "-shared", "-fPIC", "-O2", "-o", tmp, SHIM_SRC, "-ldl"], what="build the shim")
+    session.check(["mv", "-f", tmp, SHIM_SO], what="install the shim")
+    session.write_file_atomic(SHIM_STAMP, digest + "\n")
     return True, None
+
+
+def _systemd(session: Session) -> bool:
+    return session.run(["test", "-d", "/run/systemd/system"]).rc == 0
 
 
 def _preloaded(session: Session, pid: int) -> bool:
     env = session.run(["cat", f"/proc/{int(pid)}/environ"]).out
-    return f"LD_PRELOAD={sf.SHIM_SO}" in env.split("\x00")
+    return f"LD_PRELOAD={SHIM_SO}" in env.split("\x00")
 
 
-def status(session: Session, s: Settings, r: Router, *, want_preload: bool | None = None) -> FlowExportStatus:
-    r = resolve_interface(session, r)
-    proc = softflowd_process(session, sf.DEBIAN_PID)
-    st = FlowExportStatus(router=r.name, platform=PLATFORM, running=proc is not None,
-                          details={"pidfile": sf.DEBIAN_PID, "conf": sf.DEBIAN_CONF})
-    if proc is None:
-        return st
-    parsed = parse_softflowd_args(proc.args)
-    st.processes, st.interfaces, st.version = [proc], parsed["interfaces"], parsed["version"]
-    st.collector = ",".join(parsed["collectors"]) or None
-    st.drift = args_drift(desired_args(s, r), proc.args)
-    preloaded = _preloaded(session, proc.pid)
-    st.details["shim_preloaded"] = preloaded
-    if want_preload and not preloaded:
-        st.drift.append(f"LD_PRELOAD={sf.SHIM_SO} missing from the running process")
-    return st
+class Debian(SoftflowdPlatform):
+    """Debian's softflowd package, our own instance. `apply` returns whether the shim must be preloaded
+    (then a process without it is drift)."""
 
+    name = "linux"
+    title = "Debian (softflowd package)"
 
-def restart(session: Session, s: Settings, r: Router, *, want_preload: bool | None = None) -> FlowExportStatus:
-    """(Re)start only our instance, then wait until it runs with the desired flags."""
-    r = resolve_interface(session, r)
-    res = session.run(sf.linux_commands()["restart"].argv, timeout=120)
+    def settings_problems(self, r: Router) -> list[str]:
+        if r.interface == "auto" and r.lan_address is None:
+            return ["interface auto on linux needs lan_address (the router's LAN address, whose interface "
+                    "softflowd watches), or give the interface name"]
+        return []
 
-    def ready() -> FlowExportStatus | None:
-        st = status(session, s, r, want_preload=want_preload)
-        return st if st.healthy else None
-    st = wait_for(ready, timeout=15) or status(session, s, r, want_preload=want_preload)
-    if not st.running:
-        raise RouterError(f"router {r.name}: softflowd instance {sf.INSTANCE} did not start "
-                          f"(init said rc={res.rc}: {(res.err or res.out).strip()[-400:]}); try "
-                          f"`softflowd -d -i <if> ...` from {sf.DEBIAN_CONF} on the router to see why")
-    return st
+    def matches(self, facts: dict) -> bool:
+        return facts["uname"] == "Linux" and facts["debian"]
 
+    def resolve(self, session: Session, r: Router) -> Router:
+        if r.interface != "auto":
+            return r
+        if r.lan_address is None:
+            raise RouterError(f"router {r.name}: interface auto needs lan_address on Linux")
+        out = session.check(["ip", "-o", "addr", "show"], what="list addresses").out
+        return r.model_copy(update={"interface": interface_holding(parse_ip_addr(out), r.lan_address, r.name)})
 
-def converge(session: Session, s: Settings, r: Router) -> RouterOutcome:
-    out = RouterOutcome(router=r.name, platform=PLATFORM, changed=False, actions=[], restarted=False)
-    cmds = sf.linux_commands()
-    if "install ok installed" not in session.run(cmds["installed"].argv).out:
-        session.check(cmds["install"].argv, timeout=900, what="install softflowd")
-        out.actions.append("installed softflowd (apt-get)")
-        out.changed = True
-    r = resolve_interface(session, r)
-    res = session.run(["dpkg-query", "-W", "-f=${Package} ${Version}\\n", *_PKGS])
-    versions = parse_versions(res.out)
-    libpcap = versions.get("libpcap0.8t64") or versions.get("libpcap0.8")
-    need_shim = needs_immediate_shim(versions.get("softflowd"), libpcap)
-    systemd = _systemd(session)
-    out.details.update(interface=r.interface, versions=versions, shim_needed=need_shim,
-                       init="systemd" if systemd else "sysvinit")
-    preload = None
-    if need_shim:
-        built, problem = ensure_shim(session)
-        if problem:
-            out.warnings.append(problem)
-        else:
-            preload = sf.SHIM_SO
-        if built:
-            out.actions.append(f"built the libpcap immediate-mode shim at {sf.SHIM_SO}")
+    def instance(self, session: Session, s: Settings, r: Router) -> Instance:
+        return Instance(DEBIAN_PID, desired_args(s, r), {"conf": DEBIAN_CONF})
+
+    def process_drift(self, session: Session, st: FlowExportStatus, expect) -> list[str]:
+        preloaded = _preloaded(session, st.processes[0].pid)
+        st.details["shim_preloaded"] = preloaded
+        return [f"LD_PRELOAD={SHIM_SO} missing from the running process"] if expect and not preloaded else []
+
+    def install(self, session: Session, r: Router, out: RouterOutcome) -> None:
+        cmds = linux_commands()
+        if "install ok installed" not in session.run(cmds["installed"].argv).out:
+            session.check(cmds["install"].argv, timeout=900, what="install softflowd")
+            out.actions.append("installed softflowd (apt-get)")
             out.changed = True
-    want_conf = sf.debian_conf(s, r, ld_preload=None if systemd else preload)
-    if session.read_file(sf.DEBIAN_CONF) != want_conf:
-        session.check(cmds["mkdir"].argv, what="config directory")
-        session.write_file_atomic(sf.DEBIAN_CONF, want_conf)
-        out.actions.append(f"wrote {sf.DEBIAN_CONF}")
-        out.changed = True
-    if systemd:
-        current = session.read_file(sf.SYSTEMD_DROPIN)
-        if preload and current != sf.systemd_dropin(preload):
-            session.check(["mkdir", "-p", sf.SYSTEMD_DROPIN.rsplit("/", 1)[0]], what="drop-in directory")
-            session.write_file_atomic(sf.SYSTEMD_DROPIN, sf.systemd_dropin(preload))
-            out.actions.append(f"wrote {sf.SYSTEMD_DROPIN}")
+
+    def apply(self, session: Session, s: Settings, r: Router, out: RouterOutcome) -> bool:
+        """Shim (when this softflowd/libpcap pair needs it), conf, systemd drop-in. Returns: preload wanted."""
+        res = session.run(["dpkg-query", "-W", "-f=${Package} ${Version}\\n", *_PKGS])
+        versions = parse_versions(res.out)
+        libpcap = versions.get("libpcap0.8t64") or versions.get("libpcap0.8")
+        need_shim = needs_immediate_shim(versions.get("softflowd"), libpcap)
+        systemd = _systemd(session)
+        out.details.update(interface=r.interface, versions=versions, shim_needed=need_shim,
+                           init="systemd" if systemd else "sysvinit")
+        preload = None
+        if need_shim:
+            built, problem = ensure_shim(session)
+            if problem:
+                out.warnings.append(problem)
+            else:
+                preload = SHIM_SO
+            if built:
+                out.actions.append(f"built the libpcap immediate-mode shim at {SHIM_SO}")
+                out.changed = True
+        want_conf = debian_conf(s, r, ld_preload=None if systemd else preload)
+        if session.read_file(DEBIAN_CONF) != want_conf:
+            session.check(linux_commands()["mkdir"].argv, what="config directory")
+            session.write_file_atomic(DEBIAN_CONF, want_conf)
+            out.actions.append(f"wrote {DEBIAN_CONF}")
+            out.changed = True
+        if systemd:
+            self._apply_systemd(session, preload, out)
+        elif "--pid_file" in (session.read_file("/etc/init.d/softflowd") or ""):
+            out.warnings.append(
+                "no systemd, and /etc/init.d/softflowd is Debian 12's broken script (passes --pid_file to "
+                "start-stop-daemon): it starts no instance at boot. Unless the boot starts /etc/softflowd/*.conf "
+                "another way (the netviz lab does), add to /etc/rc.local: `( . /etc/softflowd/netviz.conf; "
+                "mkdir -p /run/softflowd/chroot; start-stop-daemon --start --pidfile /run/softflowd/netviz.pid "
+                "--exec /usr/sbin/softflowd -- -i \"$interface\" -p /run/softflowd/netviz.pid "
+                "-c /run/softflowd/netviz.ctl $options )`")
+        return preload is not None
+
+    @staticmethod
+    def _apply_systemd(session: Session, preload: str | None, out: RouterOutcome) -> None:
+        current = session.read_file(SYSTEMD_DROPIN)
+        if preload and current != systemd_dropin(preload):
+            session.check(["mkdir", "-p", SYSTEMD_DROPIN.rsplit("/", 1)[0]], what="drop-in directory")
+            session.write_file_atomic(SYSTEMD_DROPIN, systemd_dropin(preload))
+            out.actions.append(f"wrote {SYSTEMD_DROPIN}")
             out.changed = True
         elif not preload and current is not None:
-            session.check(["rm", "-f", sf.SYSTEMD_DROPIN], what="remove drop-in")
-            out.actions.append(f"removed {sf.SYSTEMD_DROPIN}")
+            session.check(["rm", "-f", SYSTEMD_DROPIN], what="remove drop-in")
+            out.actions.append(f"removed {SYSTEMD_DROPIN}")
             out.changed = True
-        if session.run(["systemctl", "is-enabled", f"softflowd@{sf.INSTANCE}"]).out.strip() != "enabled":
-            out.changed = True  # restart below enables it
-    if not systemd and "--pid_file" in (session.read_file("/etc/init.d/softflowd") or ""):
-        out.warnings.append(
-            "no systemd, and /etc/init.d/softflowd is Debian 12's broken script (passes --pid_file to "
-            "start-stop-daemon): it starts no instance at boot. Unless the boot starts /etc/softflowd/*.conf "
-            "another way (the netviz lab does), add to /etc/rc.local: `( . /etc/softflowd/netviz.conf; "
-            "mkdir -p /run/softflowd/chroot; start-stop-daemon --start --pidfile /run/softflowd/netviz.pid "
-            "--exec /usr/sbin/softflowd -- -i \"$interface\" -p /run/softflowd/netviz.pid "
-            "-c /run/softflowd/netviz.ctl $options )`")
-    st = status(session, s, r, want_preload=preload is not None)
-    if out.changed or not st.healthy:
-        why = "config changed" if out.changed else ("not running" if not st.running else "; ".join(st.drift))
-        st = restart(session, s, r, want_preload=preload is not None)
-        out.actions.append(f"restarted softflowd@{sf.INSTANCE} ({why})")
-        out.changed = out.restarted = True
-        if preload and not st.details.get("shim_preloaded"):
-            out.warnings.append("the restarted softflowd does not have the shim preloaded: check "
-                                f"{sf.DEBIAN_CONF} / the init script")
-    if st.drift:
-        raise RouterError(f"router {r.name}: softflowd runs but not as configured: {'; '.join(st.drift)}")
-    out.status = st
-    return out
+        if session.run(["systemctl", "is-enabled", f"softflowd@{INSTANCE}"]).out.strip() != "enabled":
+            out.changed = True  # the restart enables it
+
+    def restart_command(self, r: Router, running: bool) -> Command:
+        return linux_commands()["restart"]
+
+    def restart_action(self, r: Router, why: str, running: bool) -> str:
+        return f"restarted softflowd@{INSTANCE} ({why})"
+
+    def not_started(self, r: Router, command: Command, res: Result) -> str:
+        return (f"router {r.name}: softflowd instance {INSTANCE} did not start (init said rc={res.rc}: "
+                f"{(res.err or res.out).strip()[-400:]}); try `softflowd -d -i <if> ...` from {DEBIAN_CONF} "
+                "on the router to see why")
+
+    def after_restart(self, st: FlowExportStatus, expect, out: RouterOutcome) -> None:
+        if expect and not st.details.get("shim_preloaded"):
+            out.warnings.append(f"the restarted softflowd does not have the shim preloaded: check {DEBIAN_CONF} / "
+                                "the init script")
+
+
+PLATFORM = Debian()

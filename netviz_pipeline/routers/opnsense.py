@@ -8,16 +8,46 @@ reconfigured.
 """
 from __future__ import annotations
 
-from ..render import softflowd as sf
+from typing import TYPE_CHECKING
+
+from ..render.softflowd import collector
 from ..resources.router import OPNsenseClient, RouterError
-from ..settings import Router, Settings
 from .common import FlowExportStatus, RouterOutcome
+from .platform import Platform
 
-PLATFORM = "opnsense"
+if TYPE_CHECKING:
+    from ..settings import Router, Settings
+
+API = {"get": ("GET", "/api/diagnostics/netflow/getconfig"),
+       "set": ("POST", "/api/diagnostics/netflow/setconfig"),
+       "reconfigure": ("POST", "/api/diagnostics/netflow/reconfigure"),
+       "status": ("GET", "/api/diagnostics/netflow/status")}
 
 
-def resolve_interface(r: Router) -> Router:
-    return r if r.interface != "auto" else r.model_copy(update={"interface": "lan"})
+# -- desired state (pure) ----------------------------------------------------------------------
+def setconfig_body(s: Settings, r: Router) -> dict:
+    """Body for setconfig. ng_netflow has only active/inactive timeouts: maxlife and udp map there."""
+    return {"netflow": {
+        "capture": {"interfaces": r.interface, "version": f"v{r.netflow_version}", "targets": collector(s, r)},
+        "activeTimeout": str(max(1, r.timeouts.maxlife)),
+        "inactiveTimeout": str(max(1, r.timeouts.udp)),
+    }}
+
+
+def _flatten(value) -> str:
+    """getconfig returns selects as {key: {value, selected}}; setconfig takes comma-joined keys."""
+    if isinstance(value, dict):
+        return ",".join(sorted(k for k, v in value.items() if isinstance(v, dict) and int(v.get("selected", 0))))
+    return str(value)
+
+
+def needs_change(current: dict, body: dict) -> bool:
+    """Compare a getconfig response with our setconfig body (only the fields we send)."""
+    def walk(cur, want) -> bool:
+        if isinstance(want, dict):
+            return any(walk((cur or {}).get(k) if isinstance(cur, dict) else None, v) for k, v in want.items())
+        return _flatten(cur if cur is not None else "") != ",".join(sorted(str(want).split(",")))
+    return walk(current, body)
 
 
 def _selected(value) -> list[str]:
@@ -28,64 +58,87 @@ def _selected(value) -> list[str]:
 
 def merged_body(current: dict, s: Settings, r: Router) -> dict:
     """setconfig body with our interface and target added to the ones already configured."""
-    body = sf.opnsense_setconfig_body(s, r)
+    body = setconfig_body(s, r)
     cap, cur = body["netflow"]["capture"], (current.get("netflow") or {}).get("capture") or {}
     for key in ("interfaces", "targets"):
         cap[key] = ",".join(sorted(set(_selected(cur.get(key))) | {cap[key]}))
     return body
 
 
+# -- live router -------------------------------------------------------------------------------
 def _client(r: Router, client: OPNsenseClient | None) -> OPNsenseClient:
     return client or OPNsenseClient(r)
 
 
-def status(session, s: Settings, r: Router, *, client: OPNsenseClient | None = None) -> FlowExportStatus:
-    r = resolve_interface(r)
-    api = _client(r, client)
-    method, path = sf.OPNSENSE_API["status"]
-    state = api.call(method, path)
-    cfg = api.call(*sf.OPNSENSE_API["get"]).get("netflow") or {}
-    cap = cfg.get("capture") or {}
-    targets, ifs = _selected(cap.get("targets")), _selected(cap.get("interfaces"))
-    want = sf.collector(s, r)
-    st = FlowExportStatus(router=r.name, platform=PLATFORM, running=state.get("status") == "active",
-                          collector=",".join(targets) or None, interfaces=ifs,
-                          version=",".join(_selected(cap.get("version"))) or None, details={"api_status": state})
-    if want not in targets:
-        st.drift.append(f"targets: {','.join(targets) or '-'} lack {want}")
-    if r.interface not in ifs:
-        st.drift.append(f"interfaces: {','.join(ifs) or '-'} lack {r.interface}")
-    return st
+class OPNsense(Platform):
+    """No SSH: `session` is ignored (it is used only to detect the platform when settings say auto).
+    `client` lets tests talk to a fake API."""
+
+    name = "opnsense"
+    title = "OPNsense (built-in NetFlow, REST API)"
+
+    def settings_problems(self, r: Router) -> list[str]:
+        out = []
+        if r.opnsense is None:
+            out.append("platform opnsense needs an opnsense section (key_env, secret_env)")
+        if r.netflow_version == 10:
+            out.append("OPNsense NetFlow exports v5 or v9 only: set netflow_version: 9")
+        return out
+
+    def matches(self, facts: dict) -> bool:
+        return facts["opnsense"]
+
+    @staticmethod
+    def _resolve(r: Router) -> Router:
+        return r if r.interface != "auto" else r.model_copy(update={"interface": "lan"})
+
+    def status(self, session, s: Settings, r: Router, *, client: OPNsenseClient | None = None) -> FlowExportStatus:
+        r = self._resolve(r)
+        api = _client(r, client)
+        state = api.call(*API["status"])
+        cfg = api.call(*API["get"]).get("netflow") or {}
+        cap = cfg.get("capture") or {}
+        targets, ifs = _selected(cap.get("targets")), _selected(cap.get("interfaces"))
+        want = collector(s, r)
+        st = FlowExportStatus(router=r.name, platform=self.name, running=state.get("status") == "active",
+                              collector=",".join(targets) or None, interfaces=ifs,
+                              version=",".join(_selected(cap.get("version"))) or None, details={"api_status": state})
+        if want not in targets:
+            st.drift.append(f"targets: {','.join(targets) or '-'} lack {want}")
+        if r.interface not in ifs:
+            st.drift.append(f"interfaces: {','.join(ifs) or '-'} lack {r.interface}")
+        return st
+
+    def restart(self, session, s: Settings, r: Router, *, client: OPNsenseClient | None = None) -> FlowExportStatus:
+        api = _client(r, client)
+        api.call(*API["reconfigure"])
+        return self.status(session, s, r, client=api)
+
+    def converge(self, session, s: Settings, r: Router, *, client: OPNsenseClient | None = None) -> RouterOutcome:
+        out = RouterOutcome(router=r.name, platform=self.name, changed=False, actions=[], restarted=False)
+        r = self._resolve(r)
+        api = _client(r, client)
+        current = api.call(*API["get"])
+        body = merged_body(current, s, r)
+        out.details["setconfig"] = body
+        if needs_change(current, body):
+            res = api.call(*API["set"], body)
+            if res.get("result") != "saved":
+                raise RouterError(f"router {r.name}: OPNsense refused the netflow settings: "
+                                  f"{res.get('validations') or res}")
+            out.actions.append("saved netflow settings (setconfig)")
+            out.changed = True
+        st = self.status(session, s, r, client=api)
+        if out.changed or not st.running:
+            st = self.restart(session, s, r, client=api)
+            out.actions.append("reconfigured netflow (reconfigure)")
+            out.changed = out.restarted = True
+        if not st.running:
+            raise RouterError(f"router {r.name}: OPNsense netflow is not active after reconfigure")
+        if st.drift:
+            raise RouterError(f"router {r.name}: OPNsense netflow differs after setconfig: {'; '.join(st.drift)}")
+        out.status = st
+        return out
 
 
-def restart(session, s: Settings, r: Router, *, client: OPNsenseClient | None = None) -> FlowExportStatus:
-    api = _client(r, client)
-    api.call(*sf.OPNSENSE_API["reconfigure"])
-    return status(session, s, r, client=api)
-
-
-def converge(session, s: Settings, r: Router, *, client: OPNsenseClient | None = None) -> RouterOutcome:
-    out = RouterOutcome(router=r.name, platform=PLATFORM, changed=False, actions=[], restarted=False)
-    r = resolve_interface(r)
-    api = _client(r, client)
-    current = api.call(*sf.OPNSENSE_API["get"])
-    body = merged_body(current, s, r)
-    out.details["setconfig"] = body
-    if sf.opnsense_needs_change(current, body):
-        res = api.call(*sf.OPNSENSE_API["set"], body)
-        if res.get("result") != "saved":
-            raise RouterError(f"router {r.name}: OPNsense refused the netflow settings: "
-                              f"{res.get('validations') or res}")
-        out.actions.append("saved netflow settings (setconfig)")
-        out.changed = True
-    st = status(session, s, r, client=api)
-    if out.changed or not st.running:
-        st = restart(session, s, r, client=api)
-        out.actions.append("reconfigured netflow (reconfigure)")
-        out.changed = out.restarted = True
-    if not st.running:
-        raise RouterError(f"router {r.name}: OPNsense netflow is not active after reconfigure")
-    if st.drift:
-        raise RouterError(f"router {r.name}: OPNsense netflow differs after setconfig: {'; '.join(st.drift)}")
-    out.status = st
-    return out
+PLATFORM = OPNsense()

@@ -21,6 +21,7 @@ from netviz_lab.lab import Lab
 from netviz_lab.prometheus import URL as PROM
 from netviz_lab.topology import LINUX_ROUTER
 from netviz_pipeline import freshness
+from netviz_pipeline.render.scrape import FLOWS_JOB
 
 pytestmark = pytest.mark.lab
 
@@ -67,7 +68,8 @@ def canary_traffic() -> int:
 
 def test_lan_to_wan_traffic_appears_as_top_talker_within_deadline(deployed: Path):
     src, dst = LINUX_ROUTER.lan_host, LINUX_ROUTER.wan_host
-    q = freshness.talker_query(src, dst)
+    # the pair's byte counter, from every aggregator (the test sees the series appear, then grow)
+    q = f'sum(netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src="{src}",dst="{dst}"}})'
     # the aggregator is scraped and the pair's counter exists (background lab traffic) before we start
     deadline = time.monotonic() + 120
     while not query(q):

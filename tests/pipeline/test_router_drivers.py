@@ -19,9 +19,8 @@ from netviz_lab.lab import Lab
 from netviz_lab.settings import settings as lab_settings
 from netviz_lab.topology import LINUX_ROUTER, NODE_IP, PFSENSE_ROUTER
 from netviz_pipeline import routers
-from netviz_pipeline.render import softflowd as sf
 from netviz_pipeline.resources.router import HostKeyError, RouterSession
-from netviz_pipeline.routers import pfsense
+from netviz_pipeline.routers import linux, pfsense
 from netviz_pipeline.settings import Settings, parse_settings
 
 pytestmark = pytest.mark.lab
@@ -80,15 +79,15 @@ def restore_routers(lab: Lab):
         _restore_linux(data)
     if PFSENSE_ROUTER.name in TOUCHED:
         with RouterSession(data.routers[1]) as ssh:
-            cmd = sf.pfsense_commands({"enable": "off"})["apply"]
+            cmd = pfsense.pfsense_commands({"enable": "off"})["apply"]
             ssh.run(cmd.argv, stdin=cmd.stdin)
 
 
 def _restore_linux(data: Settings) -> None:
     with RouterSession(data.routers[0]) as ssh:
         ssh.run(["start-stop-daemon", "--stop", "--quiet", "--oknodo", "--retry", "TERM/5/KILL/2",
-                 "--pidfile", sf.DEBIAN_PID, "--exec", "/usr/sbin/softflowd"])
-        ssh.run(["rm", "-f", sf.DEBIAN_CONF, sf.DEBIAN_PID])
+                 "--pidfile", linux.DEBIAN_PID, "--exec", "/usr/sbin/softflowd"])
+        ssh.run(["rm", "-f", linux.DEBIAN_CONF, linux.DEBIAN_PID])
 
 
 def test_linux_converge_exports_and_second_run_changes_nothing(lab: Lab, collector):
@@ -106,9 +105,9 @@ def test_linux_converge_exports_and_second_run_changes_nothing(lab: Lab, collect
         assert st.healthy and st.collector == f"{NODE_IP}:{port}" and st.interfaces == [LINUX_ROUTER.lan_if]
         assert st.version == "9" and st.details["shim_preloaded"], st
         args = " ".join(st.processes[0].args)
-        for flag in ("-t maxlife=60", "-t expint=1", "-t tcp.fin=1", f"-p {sf.DEBIAN_PID}", f"-c {sf.DEBIAN_CTL}"):
+        for flag in ("-t maxlife=60", "-t expint=1", "-t tcp.fin=1", f"-p {linux.DEBIAN_PID}", f"-c {linux.DEBIAN_CTL}"):
             assert flag in args, (flag, args)
-        assert f"-n {NODE_IP}:{port}" in ssh.read_file(sf.DEBIAN_CONF)
+        assert f"-n {NODE_IP}:{port}" in ssh.read_file(linux.DEBIAN_CONF)
         arrived = first_v9(collector, LINUX_ROUTER.mgmt_ip)
 
         t0 = time.monotonic()
@@ -157,7 +156,7 @@ def test_pfsense_converge_config_xml_package_rc_script_and_reboot(lab: Lab, coll
         cold = time.monotonic() - t0
         assert out.changed and out.restarted and out.status.healthy, out
         fields = pfsense.current_fields(ssh.read_file(pfsense.CONFIG))
-        assert {k: fields.get(k) for k in sf.pfsense_fields(s, r)} == sf.pfsense_fields(s, r)
+        assert {k: fields.get(k) for k in pfsense.pfsense_fields(s, r)} == pfsense.pfsense_fields(s, r)
         assert fields["host"] == NODE_IP and fields["port"] == str(port) and fields["interface"] == "lan"
         assert ssh.read_file("/etc/rc.conf") == rc_conf  # never touched
         rc = ssh.read_file(pfsense.RCFILE)

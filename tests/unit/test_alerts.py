@@ -328,11 +328,13 @@ def test_rules_loaded_check_wants_every_alert_of_the_netviz_group(settings):
     names = alerts.alert_names(settings)
     full = [{"name": "netviz", "file": "/p/netviz-alerts.yml",
              "rules": [{"name": n, "state": "inactive", "health": "ok"} for n in names]}]
-    ok, problems, table = rules_health(settings, Rules(full))
-    assert ok and not problems and table["alerts"]["NetvizCollectorDown"] == "inactive"
-    assert table["files"] == ["/p/netviz-alerts.yml"]
-    ok, problems, _ = rules_health(settings, Rules([{"name": "other", "rules": full[0]["rules"]}]))
-    assert not ok and "NetvizCarettaStale" in problems[0] and "netviz-alerts.yml" in problems[0]
+    f = rules_health(settings, Rules(full))
+    assert f.healthy and not f.details["problems"] and f.details["alerts"]["NetvizCollectorDown"] == "inactive"
+    assert f.details["files"] == ["/p/netviz-alerts.yml"]
+    f = rules_health(settings, Rules([{"name": "other", "rules": full[0]["rules"]}]))
+    problems = f.details["problems"]
+    assert not f.healthy and "NetvizCarettaStale" in problems[0] and "netviz-alerts.yml" in problems[0]
+    assert f.reason.startswith("alert rules not loaded")
     full[0]["rules"][0] |= {"health": "err", "lastError": "many-to-many matching not allowed"}
-    ok, problems, _ = rules_health(settings, Rules(full))
-    assert not ok and problems == [f"{names[0]}: many-to-many matching not allowed"]
+    f = rules_health(settings, Rules(full))
+    assert not f.healthy and f.details["problems"] == [f"{names[0]}: many-to-many matching not allowed"]

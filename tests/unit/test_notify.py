@@ -13,10 +13,11 @@ import dagster as dg
 import pytest
 import yaml
 
+from netviz_pipeline.findings import Finding
 from netviz_pipeline.jobs import REMEDIATION_TAG
 from netviz_pipeline.notify import (Notifier, NotifierResource, check_failed, netviz_run_failure,
                                     recovered, remediation_gave_up, run_failed, transitions)
-from netviz_pipeline.remediation import Observation, Policy, dump, load, plan
+from netviz_pipeline.remediation import Policy, dump, load, plan
 from netviz_pipeline.resources.config import NetvizConfig
 from netviz_pipeline.sensors import load_cursor
 from netviz_pipeline.settings import parse_settings
@@ -238,9 +239,9 @@ def test_settings_default_is_off_and_inline_urls_are_rejected(raw):
 
 # ---------------------------------------------------------------- transitions
 P = Policy(max_attempts=2, backoff_seconds=30, backoff_max_seconds=60)
-OK = Observation("router:edge", True, "fresh")
-BAD = Observation("router:edge", False, "0 NetFlow datagrams from 198.18.0.2 in the last 180s")
-CARETTA = Observation("caretta", True, "ok")
+OK = Finding("router:edge", True, "fresh")
+BAD = Finding("router:edge", False, "0 NetFlow datagrams from 198.18.0.2 in the last 180s")
+CARETTA = Finding("caretta", True, "ok")
 
 
 class Sensor:
@@ -303,18 +304,18 @@ def test_gave_up_waits_for_the_last_run_in_flight():
 
 def test_symptoms_of_a_shared_cause_are_not_announced_one_by_one():
     s = Sensor()
-    routers = [Observation(f"router:r{i}", False, "stale") for i in range(20)]
-    out = s.tick(routers + [Observation("scrape", False, "netviz-goflow2 job missing")], 0)
+    routers = [Finding(f"router:r{i}", False, "stale") for i in range(20)]
+    out = s.tick(routers + [Finding("scrape", False, "netviz-goflow2 job missing")], 0)
     assert subjects(out) == ["scrape"]
-    healthy = [Observation(o.subject, True, "fresh") for o in routers] + [Observation("scrape", True, "ok")]
+    healthy = [Finding(o.subject, True, "fresh") for o in routers] + [Finding("scrape", True, "ok")]
     assert subjects(s.tick(healthy, 60)) == ["scrape"]
 
 
 def test_an_announced_router_hidden_by_a_shared_cause_stays_quiet_until_it_recovers():
     s = Sensor()
-    assert len(s.tick([BAD, Observation("collector", True, "up")], 0)) == 1
-    assert subjects(s.tick([BAD, Observation("collector", False, "down")], 10)) == ["collector"]
-    back = s.tick([OK, Observation("collector", True, "up")], 20)
+    assert len(s.tick([BAD, Finding("collector", True, "up")], 0)) == 1
+    assert subjects(s.tick([BAD, Finding("collector", False, "down")], 10)) == ["collector"]
+    back = s.tick([OK, Finding("collector", True, "up")], 20)
     assert sorted(subjects(back)) == ["collector", "router:edge"]
 
 
@@ -328,10 +329,10 @@ def test_a_subject_first_seen_exhausted_gets_only_gave_up_and_removed_subjects_a
     assert out == [] and announced == {}
 
 
-@pytest.mark.skipif("heal" not in Observation.__dataclass_fields__, reason="planner without Observation.heal")
+@pytest.mark.skipif("heal" not in Finding.__dataclass_fields__, reason="planner without Finding.heal")
 def test_a_failure_no_re_run_can_fix_is_announced_once_and_never_given_up():
     s = Sensor()
-    cut = Observation("router:edge", False, "SSH to 198.18.0.2 refused", heal=False)
+    cut = Finding("router:edge", False, "SSH to 198.18.0.2 refused", heal=False)
     (first,) = s.tick([cut], 1000)
     assert "a person must look" in first["text"] and "a re-run cannot fix this" in first["blocks"][0]["text"]["text"]
     assert all(s.tick([cut], t) == [] for t in range(1010, 5000, 60))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from netviz_pipeline.preflight import blocks_rollout, caretta_preflight, parse_kernel_version
+from netviz_pipeline.preflight import blocks_rollout, caretta_preflight, mebibytes, parse_kernel_version
 
 
 def node(name, kernel, os_name="linux"):
@@ -50,3 +50,14 @@ def test_unknown_kernel_and_windows():
 def test_limit_units():
     assert caretta_preflight([node("n", "6.1.0")], "0.5Gi") == []
     assert caretta_preflight([node("n", "6.1.0")], "400M")[0].severity == "error"
+
+
+@pytest.mark.parametrize(("quantity", "mib"), [("512Mi", 512.0), ("0.5Gi", 512.0), ("1G", 1e9 / 2**20),
+                                               ("1048576", 1.0), ("100m", 0.1 / 2**20)])
+def test_mebibytes_as_kubernetes_parses_quantities(quantity, mib):
+    assert mebibytes(quantity) == pytest.approx(mib)
+
+
+def test_mebibytes_refuses_what_is_no_quantity():
+    with pytest.raises(ValueError):
+        mebibytes("lots")

@@ -118,3 +118,62 @@ def test_job_interval_and_a_timeout_never_above_it(make, raw, seconds, want):
     assert {(j["scrape_interval"], j["scrape_timeout"]) for j in scrape_jobs(s)} == {want}
     endpoints = [e for m in monitors(s) for e in m["spec"]["podMetricsEndpoints"]]
     assert {(e["interval"], e["scrapeTimeout"]) for e in endpoints} == {want}
+
+
+class ListingKube:
+    """A cluster with these Deployments and no Prometheus resource; records what was listed."""
+
+    def __init__(self, deployments=()):
+        self.deployments, self.listed = list(deployments), []
+
+    def list(self, api_version, kind, namespace=None, **selectors):
+        self.listed.append(kind)
+        return self.deployments if kind == "Deployment" else []
+
+
+def cluster_with(s, kube):
+    from netviz_pipeline.resources.cluster import ClusterResource
+    from netviz_pipeline.resources.config import NetvizConfig
+
+    cluster = ClusterResource(config=NetvizConfig(config_path="/unused.yaml"))
+    cluster.config.__dict__["settings"] = s  # the cached_properties' slots
+    cluster.__dict__["kube"] = kube
+    return cluster
+
+
+@pytest.mark.parametrize(("discovery", "sd"), [("file_sd", "file_sd_configs"), ("kubernetes", "kubernetes_sd_configs")])
+def test_auto_resolved_to_file_renders_the_discovery_the_user_chose(make, raw, discovery, sd):
+    """mode auto + a file section: what the scrape config asset and its checks read (the run's resolved
+    settings) is file mode, and the jobs use the chosen discovery; kubernetes_sd keeps the kubeconfig an
+    out-of-cluster Prometheus needs. Resolved once per run: the cluster is asked once."""
+    prom = copy.deepcopy(raw["prometheus"]) | {"mode": "auto"}
+    prom["file"]["discovery"] = discovery
+    kube = ListingKube([chart_deployment()])  # a chart server too: the settings' file section wins
+    cluster = cluster_with(make(prometheus=prom), kube)
+    r = cluster.prometheus_settings
+    assert (r.prometheus.mode, r.prometheus.file.discovery) == ("file", discovery)
+    jobs = scrape_jobs(r)
+    assert [[k for k in j if k.endswith("_sd_configs")] for j in jobs] == [[sd]] * len(jobs)
+    if discovery == "kubernetes":
+        assert {j[sd][0]["kubeconfig_file"] for j in jobs} == {prom["file"]["kubernetes_sd_kubeconfig"]}
+    else:
+        assert {j[sd][0]["files"][0].rsplit("/", 1)[0] for j in jobs} == {str(r.prometheus.file.targets_dir)}
+    assert cluster.prometheus_settings is r and kube.listed == ["Prometheus"]
+
+
+def test_jobs_are_never_rendered_from_an_unresolved_auto(make, raw):
+    """auto with a file section may still resolve to the chart (a chart section) or the Operator: rendering
+    before resolving would guess, so it refuses."""
+    prom = copy.deepcopy(raw["prometheus"]) | {"mode": "auto"}
+    with pytest.raises(ValueError, match="not resolved"):
+        scrape_jobs(make(prometheus=prom))
+
+
+def test_auto_with_chart_and_file_sections_renders_in_cluster_discovery(make, raw):
+    prom = copy.deepcopy(raw["prometheus"]) | {"mode": "auto",
+                                               "chart": {"configmap_namespace": "mon", "configmap_name": "p"}}
+    prom["file"]["discovery"] = "file_sd"
+    r = cluster_with(make(prometheus=prom), ListingKube()).prometheus_settings
+    assert r.prometheus.mode == "chart"
+    assert all("kubernetes_sd_configs" in j and "kubeconfig_file" not in j["kubernetes_sd_configs"][0]
+               for j in scrape_jobs(r))

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from netviz_pipeline.render import softflowd as sf
+from netviz_pipeline.routers import freebsd, linux, opnsense, pfsense, registry
 
 PFSENSE_XML = """<?xml version="1.0"?>
 <pfsense>
@@ -23,8 +24,8 @@ PFSENSE_XML = """<?xml version="1.0"?>
 
 
 def test_debian_conf_exact(settings):
-    linux = settings.routers[0]
-    assert sf.debian_conf(settings, linux) == (
+    r = settings.routers[0]
+    assert linux.debian_conf(settings, r) == (
         "# managed by netviz-pipeline; changes are overwritten\n"
         "interface='lan0'\n"
         "options='-n 198.18.0.1:32055 -v 9 -t maxlife=60 -t expint=1 -t tcp.fin=1 -t tcp.rst=1 -t tcp=300 "
@@ -32,7 +33,7 @@ def test_debian_conf_exact(settings):
 
 
 def test_debian_conf_is_valid_shell_with_two_variables(settings):
-    conf = sf.debian_conf(settings, settings.routers[0])
+    conf = linux.debian_conf(settings, settings.routers[0])
     out = subprocess.run(["sh", "-c", conf + 'printf "%s\\n%s" "$interface" "$options"'],
                          capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "lan0" and out[1].startswith("-n 198.18.0.1:32055 -v 9")
@@ -46,22 +47,22 @@ def test_ipv6_collector_is_bracketed(make, raw):
 
 
 def test_linux_commands_are_argv_lists(settings):
-    cmds = sf.linux_commands()
-    assert cmds["expire_all"].argv == ("softflowctl", "-c", "/run/softflowd/netviz.ctl", "expire-all")
-    assert cmds["expire_all"].shell == "softflowctl -c /run/softflowd/netviz.ctl expire-all"
+    cmds = linux.linux_commands()
+    assert cmds["mkdir"].argv == ("mkdir", "-p", "/etc/softflowd", "/run/softflowd")
+    assert cmds["installed"].shell == "dpkg-query -W '-f=${Status}' softflowd"
     assert shlex.split(cmds["restart"].shell)[:2] == ["sh", "-c"]
 
 
 def test_pfsense_fields(settings):
-    f = sf.pfsense_fields(settings, settings.routers[1])
+    f = pfsense.pfsense_fields(settings, settings.routers[1])
     assert f["enable"] == "enabled" and f["interface"] == "lan" and f["host"] == "198.18.0.1"
     assert f["port"] == "32055" and f["version"] == "9"
     assert f["timeout-maxlife"] == "60" and f["timeout-tcp-fin"] == "1" and f["timeout-expint"] == "1"
 
 
 def test_pfsense_edit_changes_only_our_fields(settings):
-    fields = sf.pfsense_fields(settings, settings.routers[1])
-    new, changed = sf.edit_pfsense_config(PFSENSE_XML, fields)
+    fields = pfsense.pfsense_fields(settings, settings.routers[1])
+    new, changed = pfsense.edit_pfsense_config(PFSENSE_XML, fields)
     assert changed
     root = ET.fromstring(new)
     cfg = root.find("installedpackages/softflowd/config")
@@ -73,45 +74,45 @@ def test_pfsense_edit_changes_only_our_fields(settings):
 
 
 def test_pfsense_edit_is_idempotent(settings):
-    fields = sf.pfsense_fields(settings, settings.routers[1])
-    once, _ = sf.edit_pfsense_config(PFSENSE_XML, fields)
-    twice, changed = sf.edit_pfsense_config(once, fields)
+    fields = pfsense.pfsense_fields(settings, settings.routers[1])
+    once, _ = pfsense.edit_pfsense_config(PFSENSE_XML, fields)
+    twice, changed = pfsense.edit_pfsense_config(once, fields)
     assert not changed and twice == once
 
 
 def test_pfsense_edit_creates_missing_section(settings):
-    fields = sf.pfsense_fields(settings, settings.routers[1])
-    new, changed = sf.edit_pfsense_config("<pfsense><system/></pfsense>", fields)
+    fields = pfsense.pfsense_fields(settings, settings.routers[1])
+    new, changed = pfsense.edit_pfsense_config("<pfsense><system/></pfsense>", fields)
     assert changed and ET.fromstring(new).findtext("installedpackages/softflowd/config/host") == "198.18.0.1"
 
 
 def test_pfsense_edit_rejects_other_xml():
     with pytest.raises(ValueError, match="not a pfSense config.xml"):
-        sf.edit_pfsense_config("<opnsense/>", {"enable": "enabled"})
+        pfsense.edit_pfsense_config("<opnsense/>", {"enable": "enabled"})
 
 
 def test_pfsense_php_sets_fields_writes_config_and_syncs(settings):
-    fields = sf.pfsense_fields(settings, settings.routers[1])
-    php = sf.pfsense_php_apply(fields)
+    fields = pfsense.pfsense_fields(settings, settings.routers[1])
+    php = pfsense.pfsense_php_apply(fields)
     for k, v in fields.items():
         assert f"$config['installedpackages']['softflowd']['config'][0]['{k}'] = '{v}';" in php
     assert "write_config(" in php and "sync_package_softflowd();" in php and "rc.conf" not in php
-    cmd = sf.pfsense_commands(fields)["apply"]
+    cmd = pfsense.pfsense_commands(fields)["apply"]
     assert cmd.argv == ("/usr/local/bin/php",) and cmd.stdin == php
 
 
 def test_freebsd_sysrc(settings, raw, make):
     raw["routers"][0].update(platform="freebsd", interface="em0")
     s = make(routers=raw["routers"])
-    v = sf.freebsd_sysrc(s, s.routers[0], current_interfaces="igb0")
+    v = freebsd.freebsd_sysrc(s, s.routers[0], current_interfaces="igb0")
     assert v == {"softflowd_enable": "YES", "softflowd_interfaces": "igb0 em0",
                  "softflowd_em0_collector": "198.18.0.1:32055",
                  "softflowd_em0_timeouts": "-t maxlife=60 -t expint=1 -t tcp.fin=1 -t tcp.rst=1 -t tcp=300 "
                                            "-t udp=15 -t icmp=5 -t general=60",
                  "softflowd_em0_extra_args": "-v 9"}
     assert "softflowd_flags" not in v
-    assert sf.freebsd_sysrc(s, s.routers[0], current_interfaces="em0")["softflowd_interfaces"] == "em0"
-    argv = sf.freebsd_commands(v, "em0")["sysrc"].argv
+    assert freebsd.freebsd_sysrc(s, s.routers[0], current_interfaces="em0")["softflowd_interfaces"] == "em0"
+    argv = freebsd.freebsd_commands(v, "em0")["sysrc"].argv
     assert argv[0] == "sysrc" and "softflowd_em0_extra_args=-v 9" in argv
 
 
@@ -119,29 +120,31 @@ def test_freebsd_rejects_interface_names_rc_cannot_eval(raw, make):
     raw["routers"][0].update(platform="freebsd", interface="em0.10")
     s = make(routers=raw["routers"])
     with pytest.raises(ValueError, match="rc script"):
-        sf.freebsd_sysrc(s, s.routers[0])
+        freebsd.freebsd_sysrc(s, s.routers[0])
 
 
 def test_opnsense_body_and_change_detection(settings):
-    body = sf.opnsense_setconfig_body(settings, settings.routers[1])
+    body = opnsense.setconfig_body(settings, settings.routers[1])
     assert body == {"netflow": {"capture": {"interfaces": "lan", "version": "v9", "targets": "198.18.0.1:32055"},
                                 "activeTimeout": "60", "inactiveTimeout": "15"}}
     current = {"netflow": {"capture": {
         "interfaces": {"lan": {"value": "LAN", "selected": 1}, "wan": {"value": "WAN", "selected": 0}},
         "version": {"v5": {"value": "v5", "selected": 0}, "v9": {"value": "v9", "selected": 1}},
         "targets": "198.18.0.1:32055"}, "activeTimeout": "60", "inactiveTimeout": "15"}}
-    assert not sf.opnsense_needs_change(current, body)
+    assert not opnsense.needs_change(current, body)
     current["netflow"]["capture"]["interfaces"]["wan"]["selected"] = 1
-    assert sf.opnsense_needs_change(current, body)
-    assert sf.opnsense_needs_change({}, body)
+    assert opnsense.needs_change(current, body)
+    assert opnsense.needs_change({}, body)
 
 
-def test_desired_requires_a_concrete_platform(settings):
-    with pytest.raises(ValueError, match="detect it first"):
-        sf.desired(settings, settings.routers[0], "auto")
-    assert sf.desired(settings, settings.routers[0], "linux")["path"] == "/etc/softflowd/netviz.conf"
+def test_the_registry_wants_a_concrete_platform_and_tries_appliances_before_freebsd():
+    with pytest.raises(ValueError, match="unknown router platform 'auto': one of pfsense, opnsense, freebsd, linux"):
+        registry.get("auto")
+    assert registry.get("linux") is linux.PLATFORM
+    names = list(registry.PLATFORMS)
+    assert names.index("pfsense") < names.index("freebsd") and names.index("opnsense") < names.index("freebsd")
 
 
 def test_unsafe_values_never_rendered():
     with pytest.raises(ValueError):
-        sf._checked("lan0'; reboot; '")
+        sf.checked("lan0'; reboot; '")

@@ -7,7 +7,6 @@ import shlex
 
 import pytest
 
-from netviz_pipeline.render import softflowd as sf
 from netviz_pipeline.resources.router import Result, RouterError, quote_argv
 from netviz_pipeline.routers import common, detection, freebsd, linux, opnsense, pfsense
 from netviz_pipeline.settings import parse_settings
@@ -196,7 +195,7 @@ def fake_debian(shim_tools: bool = True) -> FakeRouter:
     f.on("dpkg-query", "-W", "-f=${Status}", reply=Result(0, "install ok installed", ""))
     f.on("dpkg-query", "-W", "-f=${Package} ${Version}\\n", reply=Result(1, "softflowd 1.1.0-1+b1\nlibpcap0.8 1.10.3-1\n", ""))
     f.on("test", "-d", "/run/systemd/system", reply=Result(1, "", ""))
-    f.on("test", "-s", sf.SHIM_SO, reply=lambda a, i: Result(0 if sf.SHIM_SO in f.files else 1, "", ""))
+    f.on("test", "-s", linux.SHIM_SO, reply=lambda a, i: Result(0 if linux.SHIM_SO in f.files else 1, "", ""))
     f.on("test", "-e", "/usr/include/pcap/pcap.h", reply=Result(0 if shim_tools else 1, "", ""))
     f.on("sh", "-c", "command -v cc || command -v gcc", reply=Result(0, "/usr/bin/cc\n" if shim_tools else "", ""))
     f.on("mkdir")
@@ -206,30 +205,30 @@ def fake_debian(shim_tools: bool = True) -> FakeRouter:
                                                     if a[1] == f"/proc/{pid}/environ"), ""), ""))
 
     def restart(argv, stdin):
-        conf = f.files[sf.DEBIAN_CONF]
+        conf = f.files[linux.DEBIAN_CONF]
         iface = re.search(r"^interface='(.*)'$", conf, re.M).group(1)
         opts = re.search(r"^options='(.*)'$", conf, re.M).group(1).split()
         pre = re.search(r"^export LD_PRELOAD='(.*)'$", conf, re.M)
-        f.spawn(sf.DEBIAN_PID, ["/usr/sbin/softflowd", "-p", sf.DEBIAN_PID, "-c", sf.DEBIAN_CTL, "-i", iface, *opts],
+        f.spawn(linux.DEBIAN_PID, ["/usr/sbin/softflowd", "-p", linux.DEBIAN_PID, "-c", linux.DEBIAN_CTL, "-i", iface, *opts],
                 env=f"PATH=/bin\x00LD_PRELOAD={pre.group(1)}\x00" if pre else "PATH=/bin\x00")
         return OK
-    f.on(*sf.linux_commands()["restart"].argv, reply=restart)
+    f.on(*linux.linux_commands()["restart"].argv, reply=restart)
     return f
 
 
 def test_linux_converge_then_converged(settings):
     f = fake_debian()
     r = settings.routers[0]
-    first = linux.converge(f, settings, r)
+    first = linux.PLATFORM.converge(f, settings, r)
     assert first.changed and first.restarted and not first.warnings
-    conf = f.files[sf.DEBIAN_CONF]
-    assert conf == sf.debian_conf(settings, r, ld_preload=sf.SHIM_SO) and "export LD_PRELOAD=" in conf
-    assert f.files[sf.SHIM_SO] == "ELF" and f.files[sf.SHIM_SRC].startswith("/*")
+    conf = f.files[linux.DEBIAN_CONF]
+    assert conf == linux.debian_conf(settings, r, ld_preload=linux.SHIM_SO) and "export LD_PRELOAD=" in conf
+    assert f.files[linux.SHIM_SO] == "ELF" and f.files[linux.SHIM_SRC].startswith("/*")
     assert first.status.healthy and first.status.details["shim_preloaded"]
     assert first.status.collector == "198.18.0.1:32055"
     pid = first.status.pids
     f.writes.clear()
-    second = linux.converge(f, settings, r)
+    second = linux.PLATFORM.converge(f, settings, r)
     assert not second.changed and not second.restarted and second.actions == [] and f.writes == []
     assert second.status.pids == pid
 
@@ -237,19 +236,19 @@ def test_linux_converge_then_converged(settings):
 def test_linux_restarts_a_stale_process_without_rewriting(settings):
     f = fake_debian()
     r = settings.routers[0]
-    linux.converge(f, settings, r)
+    linux.PLATFORM.converge(f, settings, r)
     pid = next(iter(f.procs))
     f.procs[pid]["args"] = [a.replace("32055", "9995") for a in f.procs[pid]["args"]]
     f.writes.clear()
-    out = linux.converge(f, settings, r)
+    out = linux.PLATFORM.converge(f, settings, r)
     assert out.restarted and f.writes == [] and "collectors" in out.actions[-1]
     assert out.status.pids != [pid]
 
 
 def test_linux_without_compiler_configures_and_says_what_to_install(settings):
     f = fake_debian(shim_tools=False)
-    out = linux.converge(f, settings, settings.routers[0])
-    assert out.status.running and "export LD_PRELOAD" not in f.files[sf.DEBIAN_CONF]
+    out = linux.PLATFORM.converge(f, settings, settings.routers[0])
+    assert out.status.running and "export LD_PRELOAD" not in f.files[linux.DEBIAN_CONF]
     assert len(out.warnings) == 1 and "apt-get install gcc libpcap-dev" in out.warnings[0]
 
 
@@ -258,8 +257,8 @@ def test_linux_auto_interface(make, raw):
     s = make(routers=raw["routers"])
     f = fake_debian()
     f.on("ip", "-o", "addr", "show", reply=Result(0, "2: mgmt0    inet 198.18.0.2/24 x\n3: lan0    inet 198.18.1.1/24 x\n", ""))
-    out = linux.converge(f, s, s.routers[0])
-    assert out.details["interface"] == "lan0" and "interface='lan0'" in f.files[sf.DEBIAN_CONF]
+    out = linux.PLATFORM.converge(f, s, s.routers[0])
+    assert out.details["interface"] == "lan0" and "interface='lan0'" in f.files[linux.DEBIAN_CONF]
 
 
 PF_XML = """<?xml version="1.0"?>
@@ -276,7 +275,7 @@ def fake_pfsense() -> FakeRouter:
     def php(argv, stdin):  # what write_config + sync_package_softflowd do, for our fields
         fields = dict(re.findall(r"\['config'\]\[0\]\['([^']+)'\] = '([^']*)';", stdin))
         if fields:
-            f.files[pfsense.CONFIG] = sf.edit_pfsense_config(f.files[pfsense.CONFIG], fields)[0]
+            f.files[pfsense.CONFIG] = pfsense.edit_pfsense_config(f.files[pfsense.CONFIG], fields)[0]
         cf = pfsense.current_fields(f.files[pfsense.CONFIG])
         t = [x for k, n in (("timeout-general", "general"), ("timeout-maxlife", "maxlife"), ("timeout-expint", "expint"),
                             ("timeout-tcp", "tcp"), ("timeout-tcp-rst", "tcp.rst"), ("timeout-tcp-fin", "tcp.fin"),
@@ -291,14 +290,14 @@ def fake_pfsense() -> FakeRouter:
 def test_pfsense_converge_writes_config_xml_never_rc_conf(settings):
     f = fake_pfsense()
     r = settings.routers[1]
-    out = pfsense.converge(f, settings, r)
+    out = pfsense.PLATFORM.converge(f, settings, r)
     assert out.changed and out.restarted and out.status.healthy
-    assert pfsense.current_fields(f.files[pfsense.CONFIG]) == sf.pfsense_fields(settings, r)
+    assert pfsense.current_fields(f.files[pfsense.CONFIG]) == pfsense.pfsense_fields(settings, r)
     assert not any("rc.conf" in " ".join(c) for c in f.calls) and "/etc/rc.conf" not in f.files
     assert out.status.details["interface_device"] == "vtnet1"
     pid = out.status.pids
     f.calls.clear()
-    again = pfsense.converge(f, settings, r)
+    again = pfsense.PLATFORM.converge(f, settings, r)
     assert not again.changed and again.actions == [] and again.status.pids == pid
     assert not any(c[0] == "/usr/local/bin/php" for c in f.calls)
 
@@ -306,22 +305,22 @@ def test_pfsense_converge_writes_config_xml_never_rc_conf(settings):
 def test_pfsense_starts_a_stopped_exporter_without_writing(settings):
     f = fake_pfsense()
     r = settings.routers[1]
-    pfsense.converge(f, settings, r)
+    pfsense.PLATFORM.converge(f, settings, r)
     f.procs.clear()
 
     def start(argv, stdin):
         return f.handlers[[p for p, _ in f.handlers].index(("/usr/local/bin/php",))][1](argv, "")
     f.on("/usr/local/sbin/pfSsh.php", "playback", "svc", "start", "softflowd", reply=start)
-    out = pfsense.converge(f, settings, r)
+    out = pfsense.PLATFORM.converge(f, settings, r)
     assert out.restarted and out.actions == ["started softflowd (pfSsh.php playback svc start)"]
 
 
 def test_pfsense_php_is_portable_and_quoted(settings):
-    php = sf.pfsense_php_apply(sf.pfsense_fields(settings, settings.routers[1]))
+    php = pfsense.pfsense_php_apply(pfsense.pfsense_fields(settings, settings.routers[1]))
     assert "$config['installedpackages']['softflowd']['config'][0]['host'] = '198.18.0.1';" in php
     assert "write_config(" in php and "sync_package_softflowd();" in php and "rc.conf" not in php
     with pytest.raises(ValueError):
-        sf.pfsense_php_apply({"host": "1.2.3.4'; system('id'); '"})
+        pfsense.pfsense_php_apply({"host": "1.2.3.4'; system('id'); '"})
 
 
 def test_freebsd_converge(make, raw):
@@ -345,12 +344,12 @@ def test_freebsd_converge(make, raw):
                 *rc["softflowd_em1_extra_args"].split()])
         return OK
     f.on("service", "softflowd", reply=service)
-    out = freebsd.converge(f, s, r)
+    out = freebsd.PLATFORM.converge(f, s, r)
     assert out.changed and out.restarted and out.status.healthy
     assert rc["softflowd_interfaces"] == "em0 em1" and rc["softflowd_em1_collector"] == "198.18.0.1:32055"
     assert ("service", "softflowd", "start", "em1") in f.calls
     f.calls.clear()
-    again = freebsd.converge(f, s, r)
+    again = freebsd.PLATFORM.converge(f, s, r)
     assert not again.changed and not any(c[0] == "service" or c[1:2] == ("softflowd_enable=YES",) for c in f.calls)
 
 
@@ -386,10 +385,10 @@ def test_opnsense_converge_keeps_other_targets_and_is_idempotent(make, raw, monk
                                            "targets": {"10.0.0.5:2055": {"selected": 1}},
                                            "version": {"v9": {"selected": 1}}},
                                "activeTimeout": "1800", "inactiveTimeout": "15"}})
-    out = opnsense.converge(None, s, s.routers[0], client=api)
+    out = opnsense.PLATFORM.converge(None, s, s.routers[0], client=api)
     assert out.changed and out.restarted and out.status.running
     cap = out.details["setconfig"]["netflow"]["capture"]
     assert cap["targets"] == "10.0.0.5:2055,198.18.0.1:32055" and cap["interfaces"] == "lan,opt1"
     api.calls.clear()
-    again = opnsense.converge(None, s, s.routers[0], client=api)
+    again = opnsense.PLATFORM.converge(None, s, s.routers[0], client=api)
     assert not again.changed and "setconfig" not in api.calls and "reconfigure" not in api.calls

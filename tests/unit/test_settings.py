@@ -245,6 +245,15 @@ def test_memory_limit_is_a_positive_kubernetes_quantity(raw, limit, ok):
         assert [e.split(":")[0] for e in errors_of(raw)] == ["caretta.resources.memory_limit"]
 
 
+@pytest.mark.parametrize(("limit", "why"), [
+    ("lots", "'lots' is not a Kubernetes quantity (e.g. 512Mi, 1Gi, 150m)"),
+    ("512MB", "'512MB' is not a Kubernetes quantity (e.g. 512Mi, 1Gi, 150m)"),
+    ("-1Mi", "'-1Mi' must be a positive quantity (e.g. 512Mi)")])
+def test_a_bad_quantity_names_the_field_and_the_fix(raw, limit, why):
+    raw["caretta"]["resources"] = {"memory_limit": limit}
+    assert errors_of(raw) == [f"caretta.resources.memory_limit: {why}"]
+
+
 def test_freshness_windows_must_hold_two_scrapes(raw):
     raw["prometheus"]["scrape_interval_seconds"] = 15
     raw["checks"] = dict(raw.get("checks") or {}, freshness={"netflow_max_age_seconds": 12})

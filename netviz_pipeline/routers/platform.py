@@ -1,0 +1,169 @@
+"""What a router platform is, and the softflowd lifecycle the SSH platforms share.
+
+A platform (one module each: linux, pfsense, freebsd, opnsense) knows four things: its settings rules
+(pure, run by settings validation), how to recognise itself from the detection probe, its desired
+state (rendered from settings, pure), and how to read and apply that state on a live router. The
+registry (routers/registry.py) lists them; settings validation, detection and dispatch all read it.
+
+Why one shared lifecycle: on Debian, FreeBSD and pfSense the exporter is a softflowd process started by
+the platform's own service script. Only where its config lives and how it is restarted differ; reading
+the running process (pid file -> process -> its flags vs. the desired flags), restarting only on change
+or drift and waiting for it to run as desired is the same everywhere, so it is written once here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..render.softflowd import Command
+from ..resources.router import Result, RouterError
+from .common import (FlowExportStatus, RouterOutcome, Session, SoftflowdCounters, args_drift,
+                     parse_softflowd_args, read_counters, softflowd_process, wait_for)
+
+if TYPE_CHECKING:  # settings validation imports the registry: no runtime import back
+    from ..settings import Router, Settings
+
+
+class Platform:
+    """One router platform. Subclasses set `name` and implement the four parts."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # for people: "Debian (softflowd package)"
+
+    # -- settings (pure; called by settings validation with the router's own fields) --------------
+    def settings_problems(self, r: Router) -> list[str]:
+        """Why these router settings cannot work on this platform; empty = fine."""
+        return []
+
+    # -- detection (pure; facts from routers.detection.PROBE) ------------------------------------
+    def matches(self, facts: dict) -> bool:
+        return False
+
+    # -- desired state (pure) ---------------------------------------------------------------------
+    def desired(self, s: Settings, r: Router) -> dict:
+        """A JSON-safe summary of what this platform will make the router hold."""
+        raise NotImplementedError
+
+    # -- live router ------------------------------------------------------------------------------
+    def converge(self, session, s: Settings, r: Router) -> RouterOutcome:
+        raise NotImplementedError
+
+    def status(self, session, s: Settings, r: Router) -> FlowExportStatus:
+        raise NotImplementedError
+
+    def restart(self, session, s: Settings, r: Router) -> FlowExportStatus:
+        raise NotImplementedError
+
+    def counters(self, session, st: FlowExportStatus) -> SoftflowdCounters | None:
+        """softflowd's own counters for the health sensor; None where the platform cannot tell."""
+        return None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """Where a platform's softflowd for this router lives and how it should run."""
+
+    pidfile: str
+    want_args: list[str]  # compared with the live process (args_drift)
+    details: dict = field(default_factory=dict)  # shown in status metadata
+
+
+class SoftflowdPlatform(Platform):
+    """softflowd under the platform's service script, reached over SSH. Subclasses provide the hooks
+    below; status, restart and converge are shared."""
+
+    wait_seconds: ClassVar[float] = 15  # a restarted softflowd runs as desired within this
+    restart_timeout: ClassVar[float] = 120
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def resolve(self, session: Session, r: Router) -> Router:
+        """The router with `interface: auto` replaced by the real name."""
+        return r
+
+    def instance(self, session: Session, s: Settings, r: Router) -> Instance:
+        raise NotImplementedError
+
+    def install(self, session: Session, r: Router, out: RouterOutcome) -> None:
+        """Install the exporter when missing (record an action and `out.changed`)."""
+
+    def apply(self, session: Session, s: Settings, r: Router, out: RouterOutcome) -> Any:
+        """Write the desired config where the platform keeps it, only where it differs (record actions and
+        `out.changed`; set `out.restarted` when the platform's own apply restarted softflowd). Returns what
+        `status` should additionally expect of the process (see `process_drift`)."""
+        return None
+
+    def restart_command(self, r: Router, running: bool) -> Command:
+        raise NotImplementedError
+
+    def restart_action(self, r: Router, why: str, running: bool) -> str:
+        return f"restarted softflowd ({why})"
+
+    def process_drift(self, session: Session, st: FlowExportStatus, expect: Any) -> list[str]:
+        """Platform-specific ways a running process differs from the desired one (beyond its flags)."""
+        return []
+
+    def not_started(self, r: Router, command: Command, res: Result) -> str:
+        return (f"router {r.name}: `{command.shell}` did not start softflowd (rc={res.rc}: "
+                f"{(res.err or res.out).strip()[-400:]})")
+
+    def after_restart(self, st: FlowExportStatus, expect: Any, out: RouterOutcome) -> None:
+        """Warnings about a restarted process."""
+
+    def not_running(self, r: Router) -> str:
+        return f"router {r.name}: softflowd is not running after its restart"
+
+    # -- shared lifecycle -------------------------------------------------------------------------
+    def status(self, session: Session, s: Settings, r: Router, expect: Any = None) -> FlowExportStatus:
+        r = self.resolve(session, r)
+        where = self.instance(session, s, r)
+        proc = softflowd_process(session, where.pidfile)
+        st = FlowExportStatus(router=r.name, platform=self.name, running=proc is not None,
+                              details={"pidfile": where.pidfile, **where.details})
+        if proc is not None:
+            parsed = parse_softflowd_args(proc.args)
+            st.processes, st.interfaces, st.version = [proc], parsed["interfaces"], parsed["version"]
+            st.collector = ",".join(parsed["collectors"]) or None
+            st.drift = args_drift(where.want_args, proc.args) + self.process_drift(session, st, expect)
+        return st
+
+    def wait_healthy(self, session: Session, s: Settings, r: Router, expect: Any = None) -> FlowExportStatus:
+        def ready() -> FlowExportStatus | None:
+            st = self.status(session, s, r, expect)
+            return st if st.healthy else None
+        return wait_for(ready, self.wait_seconds) or self.status(session, s, r, expect)
+
+    def restart(self, session: Session, s: Settings, r: Router, expect: Any = None) -> FlowExportStatus:
+        """(Re)start our softflowd the platform's way, then wait until it runs as desired."""
+        r = self.resolve(session, r)
+        command = self.restart_command(r, running=self.status(session, s, r, expect).running)
+        res = session.run(command.argv, stdin=command.stdin, timeout=self.restart_timeout)
+        st = self.wait_healthy(session, s, r, expect)
+        if not st.running:
+            raise RouterError(self.not_started(r, command, res))
+        return st
+
+    def converge(self, session: Session, s: Settings, r: Router) -> RouterOutcome:
+        """Idempotent: restarts only when the config changed or the live process differs."""
+        out = RouterOutcome(router=r.name, platform=self.name, changed=False, actions=[], restarted=False)
+        self.install(session, r, out)
+        r = self.resolve(session, r)
+        expect = self.apply(session, s, r, out)
+        st = self.wait_healthy(session, s, r, expect) if out.restarted else self.status(session, s, r, expect)
+        if not out.restarted and (out.changed or not st.healthy):
+            why = "config changed" if out.changed else ("not running" if not st.running else "; ".join(st.drift))
+            running = st.running
+            st = self.restart(session, s, r, expect)
+            out.actions.append(self.restart_action(r, why, running))
+            out.changed = out.restarted = True
+            self.after_restart(st, expect, out)
+        if not st.running:
+            raise RouterError(self.not_running(r))
+        if st.drift:
+            raise RouterError(f"router {r.name}: softflowd runs but not as configured: {'; '.join(st.drift)}")
+        out.status = st
+        return out
+
+    def counters(self, session: Session, st: FlowExportStatus) -> SoftflowdCounters | None:
+        if not st.running or not st.processes:
+            return None
+        return read_counters(session, parse_softflowd_args(st.processes[0].args)["ctlsock"])
