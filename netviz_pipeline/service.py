@@ -93,6 +93,11 @@ def start(home: Path, settings: Path, host: str, port: int, timeout: float = 90)
     bindir = Path(sys.executable).parent
     up = running(home)
     said = []
+    if len(up) < len(PROCESSES):  # storage first, by one process (instance.MIGRATE says why)
+        res = subprocess.run([str(bindir / instance.MIGRATE[0]), *instance.MIGRATE[1:]], cwd=ROOT, env=env,
+                             capture_output=True, text=True)
+        if res.returncode:
+            raise SystemExit(f"`dagster instance migrate` failed for {home}: {(res.stderr or res.stdout)[-2000:]}")
     for name, argv in instance.commands(str(ROOT / "workspace.yaml"), host, port).items():
         if name in up:
             said.append(f"{name}: already running (pid {up[name]})")

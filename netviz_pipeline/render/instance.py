@@ -44,6 +44,13 @@ def dagster_yaml(postgres_url_env: str | None = None, max_concurrent_runs: int =
             + yaml.safe_dump(config, sort_keys=False))
 
 
+# Creates or upgrades the instance's storage, once, before the two processes start: both would otherwise
+# create a new SQLite instance at the same moment and may stamp its schema twice (seen in the lab's pod:
+# "Version table 'alembic_version' has more than one head present", the code location never loaded).
+# Idempotent: on a current instance it changes nothing. A Dagster upgrade needs it too.
+MIGRATE = ["dagster", "instance", "migrate"]
+
+
 # dagster-webserver serves the UI and GraphQL; dagster-daemon runs sensors, schedules, the run queue
 # and run monitoring. Both load the same workspace and read the same DAGSTER_HOME.
 def commands(workspace: str, host: str = "127.0.0.1", port: int = 3000) -> dict[str, list[str]]:
@@ -61,6 +68,8 @@ def systemd_unit(name: str, argv: list[str], *, venv: str, home: str, settings: 
              f"Environment=DAGSTER_HOME={home}", f"Environment=NETVIZ_CONFIG={settings}"]
     if env_file:
         lines.append(f"EnvironmentFile={env_file}")
-    lines += [f"ExecStart={shlex.join(exe)}", "Restart=on-failure", "RestartSec=5", "", "[Install]",
+    # both units migrate first, one at a time (flock), so whichever starts first creates the storage
+    migrate = ["flock", f"{home}/.netviz-migrate.lock", f"{venv}/bin/{MIGRATE[0]}", *MIGRATE[1:]]
+    lines += [f"ExecStartPre={shlex.join(migrate)}", f"ExecStart={shlex.join(exe)}", "Restart=on-failure", "RestartSec=5", "", "[Install]",
               "WantedBy=multi-user.target"]
     return "\n".join(lines) + "\n"

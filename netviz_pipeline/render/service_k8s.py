@@ -81,9 +81,11 @@ def render(settings_text: str, image: str, namespace: str = "netviz", node_port:
     # run workers are children of the daemon's code server: they count against its limit
     daemon = _container("daemon", image, ["dagster-daemon", "run", "-w", WORKSPACE], "1536Mi")
     home = ({"persistentVolumeClaim": {"claimName": home_claim}} if home_claim else {"emptyDir": {}})
+    # the instance's storage is created (or upgraded) once before both processes open it
+    migrate = _container("migrate", image, instance.MIGRATE, "512Mi")
     pod = {"serviceAccountName": SERVICE_ACCOUNT,
            "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
-           "containers": [webserver, daemon],
+           "initContainers": [migrate], "containers": [webserver, daemon],
            "volumes": [{"name": "home", **home},
                        {"name": "instance", "configMap": {"name": f"{NAME}-instance"}},
                        {"name": "settings", "configMap": {"name": "netviz-settings"}},

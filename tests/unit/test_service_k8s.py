@@ -37,6 +37,10 @@ def test_one_pod_as_the_pipeline_identity_with_secrets_by_reference(raw):
     pod = dep["template"]["spec"]
     assert pod["serviceAccountName"] == service_k8s.SERVICE_ACCOUNT
     assert [c["command"][0] for c in pod["containers"]] == ["dagster-webserver", "dagster-daemon"]
+    # the storage is created once, before both processes open it (they raced on a fresh SQLite instance)
+    [init] = pod["initContainers"]
+    assert init["command"] == ["dagster", "instance", "migrate"]
+    assert init["volumeMounts"] == pod["containers"][1]["volumeMounts"] and init["env"] == pod["containers"][1]["env"]
     ssh = next(v for v in pod["volumes"] if v["name"] == "ssh")
     assert ssh["secret"] == {"secretName": service_k8s.SSH_SECRET, "defaultMode": 0o400}
     for c in pod["containers"]:

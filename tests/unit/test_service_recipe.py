@@ -37,6 +37,9 @@ def test_units_carry_paths_but_no_secrets():
     assert "ExecStart=/opt/netviz/.venv/bin/dagster-daemon run -w /opt/netviz/workspace.yaml" in unit
     assert "EnvironmentFile=/etc/netviz/secrets.env" in unit and "Environment=DAGSTER_HOME=/var/lib/netviz" in unit
     assert cmds["webserver"][-4:] == ["-h", "0.0.0.0", "-p", "3000"]
+    # both units migrate the storage first, one at a time
+    assert ("ExecStartPre=flock /var/lib/netviz/.netviz-migrate.lock /opt/netviz/.venv/bin/dagster instance migrate"
+            in unit)
 
 
 def test_init_is_idempotent_and_start_refuses_bad_settings_before_starting(tmp_path, capsys):
