@@ -193,6 +193,27 @@ class FlowTopK(_Model):
     exporters: int = Field(32, ge=1, le=1000)
 
 
+_HOST_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
+
+
+class FlowNames(_Model):
+    """Names on the talker series (`src_name`, `dst_name`; flowagg/names.py); the address when none is known."""
+
+    # pods -> namespace/workload (via ReplicaSets/Jobs, as Caretta), Services -> service/<ns>/<name>,
+    # nodes -> node/<name>, watched with the aggregator's own ServiceAccount `netviz-flowagg` (ClusterRole
+    # of the same name: get/list/watch on pods, services, nodes, replicasets, jobs; an administrator
+    # installs it). Off: no ServiceAccount, no ClusterRole, no API access.
+    kubernetes: bool = True
+    # Kubernetes objects indexed (pods, Services, nodes, ReplicaSets, Jobs: ~0.7 KiB of RSS each, see
+    # benchmarks/flowagg_names.py; 10,000 pods with their owners ~10-14 MiB); objects beyond it are
+    # counted (netviz_flow_names_overflow_total) and their addresses shown as addresses. Mind the
+    # aggregator's 128Mi memory limit before raising it.
+    max_entries: int = Field(50_000, ge=100, le=500_000)
+    # static address -> name (LAN hosts the cluster does not know); Kubernetes names win where both name one
+    hosts: dict[IPLiteral, Annotated[str, _matching(_HOST_LABEL, "a host name (letters, digits, . _ : / @ -; max 128)")]] \
+        = Field(default_factory=dict, max_length=10_000)
+
+
 def _cidr(v: str) -> str:
     try:
         return str(ipaddress.ip_network(v, strict=False))
@@ -216,6 +237,7 @@ class Flows(_Model):
     # (network pairs are exported without eviction: at most (names + 1)^2 series per metric).
     networks: dict[NetName, list[Annotated[str, AfterValidator(_cidr)]]] = Field(default_factory=dict, max_length=32)
     idle_seconds: int = Field(900, ge=60, le=86400)  # keys unseen this long free their slot
+    names: FlowNames = FlowNames()
     fifo: Path = Path("/run/flows/goflow2.fifo")  # on a memory emptyDir shared by both containers
 
     @field_validator("fifo")

@@ -25,6 +25,17 @@ folded into an "other" key. Guarantees, for a stream of total weight N (bytes) i
 The number of series is therefore fixed by configuration, whatever the traffic:
 `netviz_flow_series` (exported now) <= `netviz_flow_series_budget` (the hard maximum).
 
+Names. With `names` configured (Kubernetes and/or a static `hosts` map, see names.py, shipped in the
+same ConfigMap) the talker series also carry `src_name` and `dst_name`: `namespace/workload`,
+`service/<namespace>/<name>`, `node/<name>`, a host name, or the address itself when none is known.
+Names are looked up when /metrics is rendered, for the tracked pairs only: a tracked pair is still
+one series per metric, so the talker bound is unchanged; when an address's name changes (a pod gone,
+its address reused) that pair's series is replaced by one with the new name (never both in one
+scrape). Its counter keeps counting since admission, so the new series' first sample is its rate()
+baseline and no bytes are attributed to the new name twice. The names' health series are a fixed
+number (`names.Names.SERIES`), so budget = sum over dimensions of 3 (k + 1), + 2 (k_exporters + 1),
++ 32 fixed, + 25 when names are configured.
+
 Service port: the lower of the two ports when it is below 32768 (below the Linux and IANA
 ephemeral ranges, so it is the server side), else "ephemeral"; "none" when both are 0 (ICMP, ...).
 """
@@ -44,6 +55,12 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+try:  # imported as netviz_pipeline.flowagg.flowagg (tests, the pipeline)
+    from . import names as names_mod
+except ImportError:  # run as a script: names.py sits next to this file (both come in the ConfigMap)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import names as names_mod
 
 OTHER = "other"
 MAX_LINE = 65536  # bytes; a longer "line" is garbage (GoFlow2 records are ~1 KiB)
@@ -260,7 +277,7 @@ class Aggregator:
     )
 
     def __init__(self, top_k: dict[str, int] | None = None, networks: dict[str, list[str]] | None = None,
-                 idle_seconds: float = 900.0, clock=time.time):
+                 idle_seconds: float = 900.0, clock=time.time, names=None):
         k = dict(DEFAULT_TOP_K, **(top_k or {}))
         self.nets = Networks(networks)
         n = len(self.nets.names) + 1
@@ -276,6 +293,8 @@ class Aggregator:
         self.packets = 0
         self.idle_seconds = idle_seconds
         self.clock = clock
+        # names.Names (or anything with name(addr) -> str | None and samples()); None: no name labels
+        self.names = names
         self.lock = threading.Lock()
         self.input_connected = 0
         self.started = clock()
@@ -375,7 +394,8 @@ class Aggregator:
         dims = sum((self.k[name] + 1) * 3 for name, _, _ in self.DIMENSIONS)  # bytes, packets, flows
         per_exporter = (self.k["exporters"] + 1) * 2  # last record timestamp, sampling_rate zero
         fixed = 3 + len(MALFORMED_REASONS) + 4 * len(self.DIMENSIONS) + 4  # totals, malformed, per-dim, misc
-        return dims + per_exporter + fixed
+        names = names_mod.Names.SERIES if self.names is not None else 0  # names' health: a fixed set
+        return dims + per_exporter + fixed + names
 
     def render(self) -> str:
         with self.lock:
@@ -391,13 +411,26 @@ class Aggregator:
                     out.append(f"{name}{{{lbl}}} {_num(value)}\n" if lbl else f"{name} {_num(value)}\n")
                     count += 1
 
+            named: dict[str, str] = {}
+
+            def name_of(addr: str) -> str:  # at render time: one series per tracked pair, current names
+                n = named.get(addr)
+                if n is None:
+                    n = named[addr] = _label(self.names.name(addr) or addr)
+                return n
+
             for name, prefix, label_names in self.DIMENSIONS:
                 s = self.sketch[name]
                 rows = []
+                with_names = name == "talkers" and self.names is not None
                 for key, e in s.entries.items():
                     parts = key if isinstance(key, tuple) else (key,)
-                    rows.append((tuple(zip(label_names, parts)), e))
-                other = tuple((ln, OTHER) for ln in label_names)
+                    if with_names:
+                        parts = (*parts, name_of(parts[0]), name_of(parts[1]))
+                        rows.append((tuple(zip(label_names + ("src_name", "dst_name"), parts)), e))
+                    else:
+                        rows.append((tuple(zip(label_names, parts)), e))
+                other = tuple((ln, OTHER) for ln in label_names + (("src_name", "dst_name") if with_names else ()))
                 what = {"talkers": "source/destination pair", "protocols": "protocol",
                         "ports": "protocol and service port", "exporters": "exporter",
                         "networks": "source/destination network"}[name]
@@ -428,6 +461,9 @@ class Aggregator:
             metric("netviz_flow_heavy_hitter_error_bytes", "gauge",
                    "Largest Space-Saving over-estimate among tracked keys; <= N/k (exported counters are exact since admission).",
                    [((("dimension", n),), s.max_error()) for n, s in dims])
+            if self.names is not None:
+                for m_name, kind, help_, samples in self.names.samples():
+                    metric(m_name, kind, help_, samples)
             metric("netviz_flow_input_connected", "gauge", "1 while the GoFlow2 FIFO is open.",
                    [((), self.input_connected)])
             metric("netviz_flow_start_time_seconds", "gauge", "Process start (unix seconds).", [((), self.started)])
@@ -547,6 +583,18 @@ def load_config(path: str | None) -> dict:
     return cfg
 
 
+def make_names(cfg) -> "names_mod.Names | None":
+    """`names` of the config: {kubernetes: bool, max_entries: int, hosts: {address: name}}; None: off."""
+    if not isinstance(cfg, dict):
+        return None
+    cluster = None
+    if cfg.get("kubernetes"):
+        cluster = names_mod.ClusterNames(int(cfg.get("max_entries") or names_mod.DEFAULT_MAX_OBJECTS))
+    hosts = cfg.get("hosts") if isinstance(cfg.get("hosts"), dict) else {}
+    names = names_mod.Names(cluster, hosts)
+    return names if names.enabled else None
+
+
 def log(msg: str) -> None:
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} flowagg: {msg}", file=sys.stderr, flush=True)
 
@@ -555,17 +603,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="GoFlow2 JSON records -> bounded Prometheus series")
     ap.add_argument("--input", default="-", help="FIFO or file GoFlow2 writes (-transport.file), - for stdin")
     ap.add_argument("--config", help="JSON: {top_k: {talkers, protocols, ports, exporters}, networks: "
-                                     "{name: [cidr, ...]}, idle_seconds}")
+                                     "{name: [cidr, ...]}, idle_seconds, names: {kubernetes: bool, "
+                                     "max_entries: int, hosts: {address: name}}}")
     ap.add_argument("--listen", default="0.0.0.0:9102", help="host:port of /metrics")
     ap.add_argument("--wait-input", type=float, default=120.0, help="seconds to wait for the FIFO to appear")
     a = ap.parse_args(argv)
     cfg = load_config(a.config)
-    agg = Aggregator(cfg.get("top_k"), cfg.get("networks"), float(cfg.get("idle_seconds", 900)))
+    names = make_names(cfg.get("names"))
+    agg = Aggregator(cfg.get("top_k"), cfg.get("networks"), float(cfg.get("idle_seconds", 900)), names=names)
     host, _, port = a.listen.rpartition(":")
     serve(agg, host.strip("[]") or "0.0.0.0", int(port))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log(f"serving /metrics on {a.listen}; series budget {agg.budget()}; top_k {agg.k}; "
         f"networks {agg.nets.names}; reading {a.input}")
+    if names is not None and names.cluster is not None:
+        names_mod.start(names.cluster, log)
     fd = open_input(a.input, a.wait_input, agg)
     if fd < 0:
         log(f"input {a.input} did not appear within {a.wait_input:.0f}s; exiting")

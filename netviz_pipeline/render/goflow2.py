@@ -10,6 +10,12 @@ GoFlow2 writes JSON to a FIFO on a memory emptyDir and the aggregator, a stdlib-
 in a ConfigMap and run by a stock python image, turns it into bounded Prometheus series on port
 `flow-metrics`. GoFlow2's container starts through the image's own /bin/sh to create the FIFO and
 hold it open read+write for GoFlow2's lifetime (see `fifo_script`).
+
+With `flows.names.kubernetes` the aggregator names talker addresses from the API server (flowagg/names.py)
+as ServiceAccount `netviz-flowagg`: its token is projected into the aggregator container only (the pod
+automounts none, so GoFlow2 has no API credentials), and its ClusterRole grants get/list/watch on
+exactly what naming reads. The ClusterRole and binding are install objects (render/install.py): an
+administrator applies them; the pipeline applies the ServiceAccount.
 """
 from __future__ import annotations
 
@@ -33,6 +39,11 @@ FLOWAGG_UID = 65534  # nobody: the python image would run as root otherwise
 # kubelet cannot prove a named user is not root, so runAsNonRoot without a numeric runAsUser ends in
 # CreateContainerConfigError; run as the image's own user, by number.
 GOFLOW2_UID, GOFLOW2_GID = 100, 65533
+FLOWAGG_SA = "netviz-flowagg"  # ServiceAccount, ClusterRole and ClusterRoleBinding of the aggregator
+SA_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where names.py reads token and CA
+SA_TOKEN_VOLUME = "flowagg-api"
+# flowagg/names.py lists and watches exactly these, no more (ReplicaSets and Jobs as metadata only)
+NAMES_WATCHED = (("", ("pods", "services", "nodes")), ("apps", ("replicasets",)), ("batch", ("jobs",)))
 
 
 def fifo_script(s: Settings) -> str:
@@ -55,14 +66,44 @@ def fifo_script(s: Settings) -> str:
 def flowagg_config(s: Settings) -> dict:
     f = s.flows
     return {"top_k": f.top_k.model_dump(), "networks": {k: list(v) for k, v in f.networks.items()},
-            "idle_seconds": f.idle_seconds}
+            "idle_seconds": f.idle_seconds,
+            "names": {"kubernetes": f.names.kubernetes, "max_entries": f.names.max_entries,
+                      "hosts": dict(sorted(f.names.hosts.items()))}}
 
 
 def flowagg_configmap(s: Settings) -> dict:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": FLOWAGG_CONFIGMAP, "namespace": s.goflow2.namespace, "labels": labels(NAME, FLOWAGG)},
-            "data": {"flowagg.py": flowagg.source(),
+            "data": {**flowagg.sources(),
                      "config.json": json.dumps(flowagg_config(s), indent=1, sort_keys=True) + "\n"}}
+
+
+def flowagg_rbac(s: Settings) -> list[dict]:
+    """The aggregator's ServiceAccount (the pipeline applies it) and its ClusterRole + binding (install
+    objects: an administrator applies them); [] when names from Kubernetes are off."""
+    if not (s.flows.enabled and s.flows.names.kubernetes):
+        return []
+    ns, lbl = s.goflow2.namespace, labels(NAME, FLOWAGG)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": FLOWAGG_SA, "namespace": ns, "labels": lbl}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": FLOWAGG_SA, "labels": lbl},
+         "rules": [{"apiGroups": [g], "resources": list(r), "verbs": ["get", "list", "watch"]} for g, r in NAMES_WATCHED]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": FLOWAGG_SA, "labels": lbl},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FLOWAGG_SA},
+         "subjects": [{"kind": "ServiceAccount", "name": FLOWAGG_SA, "namespace": ns}]},
+    ]
+
+
+def sa_token_volume() -> dict:
+    """What the kubelet's automount would project (token, cluster CA, namespace), as a volume that only
+    the aggregator container mounts. The token is bound to the pod and rotated; names.py re-reads it."""
+    return {"name": SA_TOKEN_VOLUME, "projected": {"defaultMode": 0o444, "sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace",
+                                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}
 
 
 def flowagg_container(s: Settings) -> dict:
@@ -76,13 +117,15 @@ def flowagg_container(s: Settings) -> dict:
         "ports": [{"name": FLOWS_PORT_NAME, "containerPort": f.metrics_port, "protocol": "TCP"}],
         "readinessProbe": probe | {"initialDelaySeconds": 2},
         "livenessProbe": probe | {"initialDelaySeconds": 10, "failureThreshold": 3},
-        # bench: ~55 MiB peak RSS after 10M distinct pairs; ~150k records per CPU-second
+        # bench: ~55 MiB peak RSS after 10M distinct pairs; ~150k records per CPU-second; Kubernetes
+        # names add ~10-14 MiB per 10,000 pods, at most ~40 MiB at the default 50,000 objects (flowagg_names.py)
         "resources": {"requests": {"cpu": "20m", "memory": "48Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
         "securityContext": {"runAsNonRoot": True, "runAsUser": FLOWAGG_UID, "runAsGroup": FLOWAGG_UID,
                             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": FLOWS_VOLUME, "mountPath": str(f.fifo.parent)},
-                         {"name": FLOWAGG_VOLUME, "mountPath": FLOWAGG_DIR, "readOnly": True}],
+                         {"name": FLOWAGG_VOLUME, "mountPath": FLOWAGG_DIR, "readOnly": True}]
+        + ([{"name": SA_TOKEN_VOLUME, "mountPath": SA_TOKEN_DIR, "readOnly": True}] if f.names.kubernetes else []),
     }
 
 
@@ -113,7 +156,8 @@ def deployment(s: Settings, node_name: str | None = None) -> dict:
                             "capabilities": {"drop": ["ALL"]}},
     }
     # RuntimeDefault seccomp: with the containers' settings this meets Pod Security "restricted"
-    pod: dict = {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+    # no container gets API credentials by default; the aggregator gets its own (sa_token_volume)
+    pod: dict = {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}, "automountServiceAccountToken": False,
                  "containers": [container], "nodeSelector": {"kubernetes.io/os": "linux"}}
     if node_name:  # externalTrafficPolicy Local only delivers on nodes running the pod
         pod["nodeSelector"]["kubernetes.io/hostname"] = node_name
@@ -125,6 +169,9 @@ def deployment(s: Settings, node_name: str | None = None) -> dict:
         # Memory medium: the FIFO's bytes live in the kernel pipe buffer (64 KiB), never on disk.
         pod["volumes"] = [{"name": FLOWS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                           {"name": FLOWAGG_VOLUME, "configMap": {"name": FLOWAGG_CONFIGMAP, "defaultMode": 0o444}}]
+        if s.flows.names.kubernetes:
+            pod["serviceAccountName"] = FLOWAGG_SA
+            pod["volumes"].append(sa_token_volume())
         # a new aggregator version or config rolls the pod (a mounted ConfigMap alone would not restart it)
         digest = hashlib.sha256(json.dumps(flowagg_configmap(s)["data"], sort_keys=True).encode()).hexdigest()[:16]
         template_meta["annotations"] = {"netviz.io/flowagg-config": digest}
@@ -158,6 +205,6 @@ def netflow_service(s: Settings) -> dict:
 
 def render(s: Settings, node_name: str | None = None) -> list[dict]:
     """All GoFlow2 objects, in apply order."""
-    flows = [flowagg_configmap(s)] if s.flows.enabled else []
+    flows = [*flowagg_rbac(s), flowagg_configmap(s)] if s.flows.enabled else []
     ns = namespace(s.goflow2.namespace, pod_security_level(s, s.goflow2.namespace))
     return [ns, *flows, deployment(s, node_name), metrics_service(s), netflow_service(s)]

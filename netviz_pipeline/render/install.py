@@ -1,5 +1,5 @@
-"""What an administrator installs once, and the pipeline only verifies: namespaces, Caretta's
-cluster-scoped RBAC, and the pipeline's own grant.
+"""What an administrator installs once, and the pipeline only verifies: namespaces, Caretta's and the
+flow aggregator's cluster-scoped RBAC, and the pipeline's own grant.
 
 Why split: writing a ClusterRole and binding it needs `escalate`/`bind` and cluster-wide `create` on
 RBAC, and those two verbs are enough to make any identity cluster-admin (widen the role, bind it to
@@ -14,7 +14,13 @@ yourself). So the pipeline's day-to-day identity gets
 - a ValidatingAdmissionPolicy bounding what its Deployments and DaemonSets may contain (Caretta's
   namespace must allow privileged pods; the pipeline may not use that for anything but Caretta), and
   Pod Security "restricted" on GoFlow2's namespace.
-No Secrets, no delete, no RBAC writes, no exec anywhere else. `python -m netviz_pipeline.admin` prints or
+No Secrets, no delete, no RBAC writes, no exec anywhere else.
+
+The flow aggregator's ClusterRole (`netviz-flowagg`, get/list/watch on pods, services, nodes,
+replicasets, jobs: render/goflow2.py) is bound to a ServiceAccount in GoFlow2's namespace that the
+pipeline creates, and the admission policy lets only GoFlow2's Deployment there use it. The pipeline
+writes the aggregator's code (a ConfigMap), so whoever controls the pipeline can read what that role
+reads, cluster-wide (pod specs included); `flows.names.kubernetes: false` removes the role. `python -m netviz_pipeline.admin` prints or
 applies these with the administrator's credentials.
 """
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 
 from ..settings import Settings
 from . import caretta as render_caretta
+from . import goflow2 as render_goflow2
 from . import namespace as render_namespace
 from . import pod_security_level
 
@@ -128,7 +135,7 @@ def cluster_role() -> dict:
                 {"apiGroups": ["monitoring.coreos.com"], "resources": ["prometheuses"], "verbs": ["list"]},
                 # verifies (never writes) the install objects below
                 {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles", "clusterrolebindings"],
-                 "resourceNames": [render_caretta.NAME], "verbs": ["get"]},
+                 "resourceNames": [render_caretta.NAME, render_goflow2.FLOWAGG_SA], "verbs": ["get"]},
             ]}
 
 
@@ -144,7 +151,8 @@ def admission_policy(s: Settings, subject: Subject) -> list[dict]:
     every node. With it, the pipeline's Deployments and DaemonSets may only run the product's images;
     only Caretta's image, with its own entrypoint (no command or args), may be privileged or mount
     host paths, and only /proc and /sys/kernel/debug; no host network, PID or IPC; only the
-    `caretta` or `default` ServiceAccount."""
+    `caretta` or `default` ServiceAccount, and the aggregator's `netviz-flowagg` only in GoFlow2's
+    Deployment in its namespace."""
     caretta_img = json.dumps(s.caretta.image)
     images = _cel_list(dict.fromkeys([s.caretta.image, s.goflow2.image, s.flows.image]))
     workload_namespaces = sorted({s.caretta.namespace, s.goflow2.namespace})
@@ -162,8 +170,11 @@ def admission_policy(s: Settings, subject: Subject) -> list[dict]:
         ("!(has(variables.pod.hostNetwork) && variables.pod.hostNetwork) && "
          "!(has(variables.pod.hostPID) && variables.pod.hostPID) && !(has(variables.pod.hostIPC) && variables.pod.hostIPC)",
          "no host network, PID or IPC namespaces"),
-        ("!has(variables.pod.serviceAccountName) || variables.pod.serviceAccountName in ['caretta', 'default']",
-         "only the caretta or default ServiceAccount"),
+        ("!has(variables.pod.serviceAccountName) || variables.pod.serviceAccountName in ['caretta', 'default'] || "
+         f"(variables.pod.serviceAccountName == {json.dumps(render_goflow2.FLOWAGG_SA)} && "
+         f"request.namespace == {json.dumps(s.goflow2.namespace)} && request.kind.kind == 'Deployment' && "
+         f"object.metadata.name == {json.dumps(render_goflow2.NAME)})",
+         f"only the caretta or default ServiceAccount ({render_goflow2.FLOWAGG_SA}: only GoFlow2's Deployment)"),
     ]
     policy = {
         "apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicy",
@@ -218,8 +229,9 @@ def install_objects(s: Settings, subject: Subject = Subject.parse(DEFAULT_SUBJEC
     """Everything an administrator applies, in apply order: namespaces first, bindings last."""
     namespaces = [render_namespace(ns, pod_security_level(s, ns)) for ns in namespace_purposes(s)
                   if ns in (s.caretta.namespace, s.goflow2.namespace, s.grafana.dashboards_namespace)]
-    caretta_rbac = [o for o in render_caretta.render(s) if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    return namespaces + caretta_rbac + admission_policy(s, subject) + pipeline_grant(s, subject)
+    cluster_rbac = [o for o in render_caretta.render(s) + render_goflow2.flowagg_rbac(s)
+                    if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    return namespaces + cluster_rbac + admission_policy(s, subject) + pipeline_grant(s, subject)
 
 
 def is_install_object(obj: dict) -> bool:
