@@ -19,7 +19,9 @@ def settings(lab: Lab) -> dict:
         "caretta": {"namespace": "caretta"},
         # Named networks for the flow aggregator's network-pair series (dashboard "Traffic between networks").
         "flows": {"networks": {"lan": [f"{r.lan_host.rsplit('.', 1)[0]}.0/24" for r in (LINUX_ROUTER, PFSENSE_ROUTER)],
-                               "wan": [f"{r.wan_host.rsplit('.', 1)[0]}.0/24" for r in (LINUX_ROUTER, PFSENSE_ROUTER)]}},
+                               "wan": [f"{r.wan_host.rsplit('.', 1)[0]}.0/24" for r in (LINUX_ROUTER, PFSENSE_ROUTER)]},
+                  # names the LAN hosts as a user would in settings; cluster addresses are named from the API
+                  "names": {"hosts": {r.lan_host: f"{r.name}-lan-host" for r in (LINUX_ROUTER, PFSENSE_ROUTER)}}},
         "goflow2": {"namespace": "goflow2", "netflow_node_port": NODEPORT_NETFLOW},
         "prometheus": {
             "url": PROMETHEUS_URL,

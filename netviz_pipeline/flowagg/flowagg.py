@@ -25,8 +25,8 @@ folded into an "other" key. Guarantees, for a stream of total weight N (bytes) i
 The number of series is therefore fixed by configuration, whatever the traffic:
 `netviz_flow_series` (exported now) <= `netviz_flow_series_budget` (the hard maximum).
 
-Names. With `names` configured (Kubernetes and/or a static `hosts` map, see names.py, shipped in the
-same ConfigMap) the talker series also carry `src_name` and `dst_name`: `namespace/workload`,
+Names. The talker series also carry `src_name` and `dst_name`, from `names` when configured
+(Kubernetes and/or a static `hosts` map, see names.py, shipped in the same ConfigMap): `namespace/workload`,
 `service/<namespace>/<name>`, `node/<name>`, a host name, or the address itself when none is known.
 Names are looked up when /metrics is rendered, for the tracked pairs only: a tracked pair is still
 one series per metric, so the talker bound is unchanged; when an address's name changes (a pod gone,
@@ -416,13 +416,14 @@ class Aggregator:
             def name_of(addr: str) -> str:  # at render time: one series per tracked pair, current names
                 n = named.get(addr)
                 if n is None:
-                    n = named[addr] = _label(self.names.name(addr) or addr)
+                    n = named[addr] = _label((self.names.name(addr) if self.names is not None else None) or addr)
                 return n
 
             for name, prefix, label_names in self.DIMENSIONS:
                 s = self.sketch[name]
                 rows = []
-                with_names = name == "talkers" and self.names is not None
+                # always, names configured or not: dashboards and checks read one label set
+                with_names = name == "talkers"
                 for key, e in s.entries.items():
                     parts = key if isinstance(key, tuple) else (key,)
                     if with_names:

@@ -20,8 +20,9 @@ The flow aggregator's ClusterRole (`netviz-flowagg`, get/list/watch on pods, ser
 replicasets, jobs: render/goflow2.py) is bound to a ServiceAccount in GoFlow2's namespace that the
 pipeline creates, and the admission policy lets only GoFlow2's Deployment there use it. The pipeline
 writes the aggregator's code (a ConfigMap), so whoever controls the pipeline can read what that role
-reads, cluster-wide (pod specs included); `flows.names.kubernetes: false` removes the role. `python -m netviz_pipeline.admin` prints or
-applies these with the administrator's credentials.
+reads, cluster-wide (pod specs included); `flows.names.kubernetes: false` removes the role.
+
+`python -m netviz_pipeline.admin` prints or applies these with the administrator's credentials.
 """
 from __future__ import annotations
 

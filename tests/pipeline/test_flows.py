@@ -105,3 +105,27 @@ def test_per_exporter_freshness_and_bounded_series(deployed: Path):
     # GoFlow2's own health endpoint and metrics still work next to the FIFO transport
     assert freshness.value(query('sum(up{job="netviz-goflow2"})')) >= 1
     assert query('goflow2_flow_process_nf_total{job="netviz-goflow2"}')
+
+
+def test_flows_carry_names_from_the_settings_and_the_cluster(deployed: Path):
+    """The LAN host's pair carries its name from `flows.names.hosts`, an unnamed address stays itself;
+    the aggregator listed and watches the real API server as its own ServiceAccount (RBAC, the
+    admission policy and the projected token all let it), and indexed the lab's pods."""
+    src, dst = LINUX_ROUTER.lan_host, LINUX_ROUTER.wan_host
+    q = f'netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src="{src}",dst="{dst}"}}'
+    deadline = time.monotonic() + 120
+    while not (rows := query(q)):
+        assert time.monotonic() < deadline, f"no top-talker series for {src} -> {dst}"
+        time.sleep(2)
+    assert {(r["metric"]["src_name"], r["metric"]["dst_name"]) for r in rows} == {(f"{LINUX_ROUTER.name}-lan-host", dst)}
+    kinds = ("pods", "services", "nodes", "replicasets", "jobs")
+    while True:
+        synced = {r["metric"]["kind"]: float(r["value"][1])
+                  for r in query(f'max by (kind) (netviz_flow_names_synced{{job="{FLOWS_JOB}"}})')}
+        if synced == dict.fromkeys(kinds, 1.0):
+            break
+        errors = query(f'sum by (kind) (netviz_flow_names_watch_errors_total{{job="{FLOWS_JOB}"}}) > 0')
+        assert time.monotonic() < deadline, f"names not synced from the API server: {synced}; errors: {errors}"
+        time.sleep(2)
+    pods = freshness.value(query(f'max(netviz_flow_names_entries{{job="{FLOWS_JOB}",kind="pods"}})'))
+    assert pods >= 3, f"only {pods:.0f} pods indexed (the lab runs two demo pods and GoFlow2)"

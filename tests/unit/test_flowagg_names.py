@@ -308,13 +308,15 @@ def test_talkers_carry_names_with_the_address_as_fallback_and_exporters_stay_add
     assert m['netviz_flow_names_entries{kind="pods"}'] == 1 and m['netviz_flow_names_entries{kind="hosts"}'] == 1
 
 
-def test_without_names_the_series_and_the_budget_are_as_before():
+def test_without_names_the_series_count_and_the_budget_are_as_before():
     plain = fa.Aggregator()
     named = fa.Aggregator(names=nm.Names(hosts={"192.0.2.1": "x"}))
     assert named.budget() == plain.budget() + nm.Names.SERIES
     plain.feed([REC % (100, "10.0.0.1", "10.0.0.2")])
     text = plain.render()
-    assert "src_name" not in text and "netviz_flow_names" not in text
+    # the name labels are always there (the address when nothing names it): one label set for dashboards
+    assert 'src="10.0.0.1",dst="10.0.0.2",src_name="10.0.0.1",dst_name="10.0.0.2"' in text
+    assert "netviz_flow_names" not in text
     # defaults: 3 (100+1 + 16+1 + 50+1 + 32+1 + 1+1) + 2 (32+1) + 32 = 710; with names + 25
     assert plain.budget() == 710 and named.budget() == 735
 
