@@ -41,8 +41,8 @@ def writes_in_flight(instance: dg.DagsterInstance) -> bool:
 
 def undeployed(instance: dg.DagsterInstance) -> frozenset[str]:
     """Healable assets this instance has never materialised (a fresh service before its first deploy)."""
-    return frozenset(a.key.to_user_string() for a in _HEALABLE
-                     if instance.get_latest_materialization_event(a.key) is None)
+    latest = instance.get_latest_materialization_events([a.key for a in _HEALABLE])  # one storage query
+    return frozenset(a.key.to_user_string() for a in _HEALABLE if latest.get(a.key) is None)
 
 
 def _evaluation(key: dg.AssetKey, check: str, subjects: list[Finding], p: remediation.Plan):

@@ -12,8 +12,8 @@ import shlex
 from typing import TYPE_CHECKING
 
 from ..render.softflowd import Command, checked, collector, timeout_args
-from ..resources.router import Result, RouterError
-from .common import RouterOutcome, Session, interface_holding, parse_ifconfig
+from ..resources.router import Result
+from .common import RouterOutcome, Session, parse_ifconfig
 from .platform import Instance, SoftflowdPlatform
 
 if TYPE_CHECKING:
@@ -69,23 +69,11 @@ class FreeBSD(SoftflowdPlatform):
     name = "freebsd"
     title = "FreeBSD (softflowd port, rc vars)"
     restart_timeout = 60
-
-    def settings_problems(self, r: Router) -> list[str]:
-        if r.interface == "auto" and r.lan_address is None:
-            return ["interface auto on freebsd needs lan_address (the router's LAN address, whose interface "
-                    "softflowd watches), or give the interface name"]
-        return []
+    list_addresses = ("ifconfig",)
+    parse_addresses = parse_ifconfig
 
     def matches(self, facts: dict) -> bool:
         return facts["uname"] == "FreeBSD"  # after pfSense and OPNsense, which are FreeBSD too
-
-    def resolve(self, session: Session, r: Router) -> Router:
-        if r.interface != "auto":
-            return r
-        if r.lan_address is None:
-            raise RouterError(f"router {r.name}: interface auto needs lan_address on FreeBSD")
-        out = session.check(["ifconfig"], what="list addresses").out
-        return r.model_copy(update={"interface": interface_holding(parse_ifconfig(out), r.lan_address, r.name)})
 
     def instance(self, session: Session, s: Settings, r: Router) -> Instance:
         return Instance(f"/var/run/softflowd.{r.interface}.pid", desired_args(s, r))

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..render.softflowd import Command, checked, checked_path, options
-from ..resources.router import Result, RouterError
-from .common import FlowExportStatus, RouterOutcome, Session, interface_holding, parse_ip_addr, upstream_version
+from ..resources.router import Result
+from .common import FlowExportStatus, RouterOutcome, Session, parse_ip_addr, upstream_version
 from .platform import Instance, SoftflowdPlatform
 
 if TYPE_CHECKING:
@@ -148,23 +148,11 @@ class Debian(SoftflowdPlatform):
 
     name = "linux"
     title = "Debian (softflowd package)"
-
-    def settings_problems(self, r: Router) -> list[str]:
-        if r.interface == "auto" and r.lan_address is None:
-            return ["interface auto on linux needs lan_address (the router's LAN address, whose interface "
-                    "softflowd watches), or give the interface name"]
-        return []
+    list_addresses = ("ip", "-o", "addr", "show")
+    parse_addresses = parse_ip_addr
 
     def matches(self, facts: dict) -> bool:
         return facts["uname"] == "Linux" and facts["debian"]
-
-    def resolve(self, session: Session, r: Router) -> Router:
-        if r.interface != "auto":
-            return r
-        if r.lan_address is None:
-            raise RouterError(f"router {r.name}: interface auto needs lan_address on Linux")
-        out = session.check(["ip", "-o", "addr", "show"], what="list addresses").out
-        return r.model_copy(update={"interface": interface_holding(parse_ip_addr(out), r.lan_address, r.name)})
 
     def instance(self, session: Session, s: Settings, r: Router) -> Instance:
         return Instance(DEBIAN_PID, desired_args(s, r), {"conf": DEBIAN_CONF})

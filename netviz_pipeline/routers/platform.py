@@ -13,11 +13,11 @@ or drift and waiting for it to run as desired is the same everywhere, so it is w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..render.softflowd import Command
 from ..resources.router import Result, RouterError
-from .common import (FlowExportStatus, RouterOutcome, Session, SoftflowdCounters, args_drift,
+from .common import (FlowExportStatus, RouterOutcome, Session, SoftflowdCounters, args_drift, interface_holding,
                      parse_softflowd_args, read_counters, softflowd_process, wait_for)
 
 if TYPE_CHECKING:  # settings validation imports the registry: no runtime import back
@@ -74,11 +74,27 @@ class SoftflowdPlatform(Platform):
 
     wait_seconds: ClassVar[float] = 15  # a restarted softflowd runs as desired within this
     restart_timeout: ClassVar[float] = 120
+    # `interface: auto` on a plain OS = the interface holding lan_address: the command listing addresses
+    # and its parser (-> [(ifname, address)]). None: the platform resolves auto its own way (pfSense: lan).
+    list_addresses: ClassVar[tuple[str, ...] | None] = None
+    parse_addresses: ClassVar[Callable[[str], list[tuple[str, str]]] | None] = None
 
     # -- hooks ------------------------------------------------------------------------------------
+    def settings_problems(self, r: Router) -> list[str]:
+        if self.list_addresses and r.interface == "auto" and r.lan_address is None:
+            return [f"interface auto on {self.name} needs lan_address (the router's LAN address, whose interface "
+                    "softflowd watches), or give the interface name"]
+        return []
+
     def resolve(self, session: Session, r: Router) -> Router:
         """The router with `interface: auto` replaced by the real name."""
-        return r
+        if r.interface != "auto" or not self.list_addresses:
+            return r
+        if r.lan_address is None:
+            raise RouterError(f"router {r.name}: interface auto needs lan_address on {self.name}")
+        out = session.check(list(self.list_addresses), what="list addresses").out
+        pairs = type(self).parse_addresses(out)  # a plain function kept on the class, not a method
+        return r.model_copy(update={"interface": interface_holding(pairs, r.lan_address, r.name)})
 
     def instance(self, session: Session, s: Settings, r: Router) -> Instance:
         raise NotImplementedError
@@ -132,10 +148,14 @@ class SoftflowdPlatform(Platform):
             return st if st.healthy else None
         return wait_for(ready, self.wait_seconds) or self.status(session, s, r, expect)
 
-    def restart(self, session: Session, s: Settings, r: Router, expect: Any = None) -> FlowExportStatus:
-        """(Re)start our softflowd the platform's way, then wait until it runs as desired."""
+    def restart(self, session: Session, s: Settings, r: Router, expect: Any = None,
+                running: bool | None = None) -> FlowExportStatus:
+        """(Re)start our softflowd the platform's way, then wait until it runs as desired. `running`: whether
+        it runs now, when the caller already looked (else one more status read)."""
         r = self.resolve(session, r)
-        command = self.restart_command(r, running=self.status(session, s, r, expect).running)
+        if running is None:
+            running = self.status(session, s, r, expect).running
+        command = self.restart_command(r, running=running)
         res = session.run(command.argv, stdin=command.stdin, timeout=self.restart_timeout)
         st = self.wait_healthy(session, s, r, expect)
         if not st.running:
@@ -152,7 +172,7 @@ class SoftflowdPlatform(Platform):
         if not out.restarted and (out.changed or not st.healthy):
             why = "config changed" if out.changed else ("not running" if not st.running else "; ".join(st.drift))
             running = st.running
-            st = self.restart(session, s, r, expect)
+            st = self.restart(session, s, r, expect, running=running)
             out.actions.append(self.restart_action(r, why, running))
             out.changed = out.restarted = True
             self.after_restart(st, expect, out)
