@@ -187,7 +187,7 @@ class FlowTopK(_Model):
     """Keys tracked per dimension (Space-Saving counters); the rest is folded into "other".
     A key carrying more than 1/k of a dimension's bytes is always tracked; estimates err by <= N/k."""
 
-    talkers: int = Field(100, ge=1, le=5000)  # (src, dst) pairs
+    talkers: int = Field(100, ge=1, le=5000)  # (exporter, src, dst): a pair as each exporter saw it
     protocols: int = Field(16, ge=1, le=256)
     ports: int = Field(50, ge=1, le=5000)  # (protocol, service port)
     exporters: int = Field(32, ge=1, le=1000)
@@ -209,7 +209,12 @@ class FlowNames(_Model):
     # counted (netviz_flow_names_overflow_total) and their addresses shown as addresses. Mind the
     # aggregator's 128Mi memory limit before raising it.
     max_entries: int = Field(50_000, ge=100, le=500_000)
-    # static address -> name (LAN hosts the cluster does not know); Kubernetes names win where both name one
+    # The names each router already knows for its LAN (pfSense/OPNsense DHCP static mappings, DHCP
+    # leases, /etc/hosts; read over SSH, nothing changed on the router), written by the router step to
+    # ConfigMap goflow2-flowagg-router-hosts, which the aggregator re-reads. Off: not read, not written.
+    from_routers: bool = True
+    # static address -> name (LAN hosts the cluster does not know); Kubernetes names win where both
+    # name one, and these win over the routers' names
     hosts: dict[IPLiteral, Annotated[str, _matching(_HOST_LABEL, "a host name (letters, digits, . _ : / @ -; max 128)")]] \
         = Field(default_factory=dict, max_length=10_000)
 

@@ -12,7 +12,7 @@ Input: one JSON object per line with GoFlow2 v2 keys: `sampler_address` (exporte
 nothing in a line can stop the process. End of input (GoFlow2 gone) exits with status 3 so the
 container restarts; the FIFO is reopened then.
 
-Series and their bound. Every dimension (talkers = (src, dst), protocol, (protocol, service port),
+Series and their bound. Every dimension (talkers = (exporter, src, dst), protocol, (protocol, service port),
 exporter, (src network, dst network)) keeps at most k keys with the Space-Saving algorithm
 (Metwally, Agrawal, El Abbadi 2005), weighted by sampling-corrected bytes; everything else is
 folded into an "other" key. Guarantees, for a stream of total weight N (bytes) in that dimension:
@@ -26,15 +26,18 @@ The number of series is therefore fixed by configuration, whatever the traffic:
 `netviz_flow_series` (exported now) <= `netviz_flow_series_budget` (the hard maximum).
 
 Names. The talker series also carry `src_name` and `dst_name`, from `names` when configured
-(Kubernetes and/or a static `hosts` map, see names.py, shipped in the same ConfigMap): `namespace/workload`,
-`service/<namespace>/<name>`, `node/<name>`, a host name, or the address itself when none is known.
+(Kubernetes, a static `hosts` map and/or the router hosts file, see names.py, shipped in the same
+ConfigMap): `namespace/workload`, `service/<namespace>/<name>`, `node/<name>`, a host name, or the
+address itself when none is known; `src_kind`/`dst_kind` say which (workload, service, node, host,
+address), and `src_net`/`dst_net` the configured network of each address, so dashboards can filter
+talkers by them. All are functions of the tracked key at render time: they add no series.
 Names are looked up when /metrics is rendered, for the tracked pairs only: a tracked pair is still
 one series per metric, so the talker bound is unchanged; when an address's name changes (a pod gone,
 its address reused) that pair's series is replaced by one with the new name (never both in one
 scrape). Its counter keeps counting since admission, so the new series' first sample is its rate()
 baseline and no bytes are attributed to the new name twice. The names' health series are a fixed
 number (`names.Names.SERIES`), so budget = sum over dimensions of 3 (k + 1), + 2 (k_exporters + 1),
-+ 32 fixed, + 25 when names are configured.
++ 32 fixed, + 27 when names are configured.
 
 Service port: the lower of the two ports when it is below 32768 (below the Linux and IANA
 ephemeral ranges, so it is the server side), else "ephemeral"; "none" when both are 0 (ICMP, ...).
@@ -68,6 +71,8 @@ MAX_LABEL = 128  # label values are cut to this length
 EXIT_INPUT_LOST = 3
 EXIT_NO_INPUT = 4
 SERVICE_PORT_MAX = 32767
+# labels the talker series carry besides their key, derived from it at render time
+TALKER_EXTRA_LABELS = ("src_name", "dst_name", "src_kind", "dst_kind", "src_net", "dst_net")
 MALFORMED_REASONS = ("json", "truncated", "missing_field", "bad_value", "too_long")
 DEFAULT_TOP_K = {"talkers": 100, "protocols": 16, "ports": 50, "exporters": 32}
 PROTO_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP", 51: "AH",
@@ -269,7 +274,7 @@ class Aggregator:
     """All dimensions plus per-exporter freshness; thread-safe between `feed` and `render`."""
 
     DIMENSIONS = (  # name, metric prefix, label names
-        ("talkers", "netviz_flow_talker", ("src", "dst")),
+        ("talkers", "netviz_flow_talker", ("exporter", "src", "dst")),
         ("protocols", "netviz_flow_protocol", ("protocol",)),
         ("ports", "netviz_flow_port", ("protocol", "port")),
         ("exporters", "netviz_flow_exporter", ("exporter",)),
@@ -332,7 +337,7 @@ class Aggregator:
             n += 1
             tb += b
             tp += p
-            for d, key in ((talk, (src, dst)), (prot, proto), (port, (proto, service_port(sp, dp))),
+            for d, key in ((talk, (exp, src, dst)), (prot, proto), (port, (proto, service_port(sp, dp))),
                            (expo, exp), (netw, (netname(src), netname(dst)))):
                 e = d.get(key)
                 if e is None:
@@ -411,12 +416,15 @@ class Aggregator:
                     out.append(f"{name}{{{lbl}}} {_num(value)}\n" if lbl else f"{name} {_num(value)}\n")
                     count += 1
 
-            named: dict[str, str] = {}
+            named: dict[str, tuple[str, str]] = {}
+            if self.names is not None:
+                self.names.refresh()
 
-            def name_of(addr: str) -> str:  # at render time: one series per tracked pair, current names
+            def name_of(addr: str) -> tuple[str, str]:  # at render time: one series per tracked key, current names
                 n = named.get(addr)
                 if n is None:
-                    n = named[addr] = _label((self.names.name(addr) if self.names is not None else None) or addr)
+                    name, kind = self.names.resolve(addr) if self.names is not None else (None, "address")
+                    n = named[addr] = (_label(name or addr), kind)
                 return n
 
             for name, prefix, label_names in self.DIMENSIONS:
@@ -424,14 +432,15 @@ class Aggregator:
                 rows = []
                 # always, names configured or not: dashboards and checks read one label set
                 with_names = name == "talkers"
+                all_labels = label_names + (TALKER_EXTRA_LABELS if with_names else ())
                 for key, e in s.entries.items():
                     parts = key if isinstance(key, tuple) else (key,)
                     if with_names:
-                        parts = (*parts, name_of(parts[0]), name_of(parts[1]))
-                        rows.append((tuple(zip(label_names + ("src_name", "dst_name"), parts)), e))
-                    else:
-                        rows.append((tuple(zip(label_names, parts)), e))
-                other = tuple((ln, OTHER) for ln in label_names + (("src_name", "dst_name") if with_names else ()))
+                        (src_name, src_kind), (dst_name, dst_kind) = name_of(parts[1]), name_of(parts[2])
+                        parts = (*parts, src_name, dst_name, src_kind, dst_kind,
+                                 self.nets.name(parts[1]), self.nets.name(parts[2]))
+                    rows.append((tuple(zip(all_labels, parts)), e))
+                other = tuple((ln, OTHER) for ln in all_labels)
                 what = {"talkers": "source/destination pair", "protocols": "protocol",
                         "ports": "protocol and service port", "exporters": "exporter",
                         "networks": "source/destination network"}[name]
@@ -585,14 +594,15 @@ def load_config(path: str | None) -> dict:
 
 
 def make_names(cfg) -> "names_mod.Names | None":
-    """`names` of the config: {kubernetes: bool, max_entries: int, hosts: {address: name}}; None: off."""
+    """`names` of the config: {kubernetes: bool, max_entries: int, hosts: {address: name},
+    router_hosts_file: path}; None: off."""
     if not isinstance(cfg, dict):
         return None
     cluster = None
     if cfg.get("kubernetes"):
         cluster = names_mod.ClusterNames(int(cfg.get("max_entries") or names_mod.DEFAULT_MAX_OBJECTS))
     hosts = cfg.get("hosts") if isinstance(cfg.get("hosts"), dict) else {}
-    names = names_mod.Names(cluster, hosts)
+    names = names_mod.Names(cluster, hosts, cfg.get("router_hosts_file") or None)
     return names if names.enabled else None
 
 
@@ -605,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input", default="-", help="FIFO or file GoFlow2 writes (-transport.file), - for stdin")
     ap.add_argument("--config", help="JSON: {top_k: {talkers, protocols, ports, exporters}, networks: "
                                      "{name: [cidr, ...]}, idle_seconds, names: {kubernetes: bool, "
-                                     "max_entries: int, hosts: {address: name}}}")
+                                     "max_entries: int, hosts: {address: name}, router_hosts_file: path}}")
     ap.add_argument("--listen", default="0.0.0.0:9102", help="host:port of /metrics")
     ap.add_argument("--wait-input", type=float, default=120.0, help="seconds to wait for the FIFO to appear")
     a = ap.parse_args(argv)

@@ -380,27 +380,78 @@ def _release(index: dict, addr: str, uid: str) -> None:
 
 
 class Names:
-    """What the aggregator asks: Kubernetes names first, then the static `hosts` map, else None.
+    """What the aggregator asks: Kubernetes names first, then the static `hosts` map, then the names the
+    routers know (`router_hosts_file`, written by the pipeline's router step), else None.
 
     Kubernetes first: for a cluster address its current name is authoritative, while a static or
-    router-known name for it would be stale. `hosts` names what the cluster does not know (LAN hosts)."""
+    router-known name for it would be stale. `hosts` names what the cluster does not know (LAN hosts);
+    it beats a router's name because a person wrote it for this purpose.
 
-    SERIES = 25  # health series `samples` always yields (see flowagg.Aggregator.budget)
+    The router hosts file is JSON {address: name}, mounted from an optional ConfigMap: it may be
+    absent (no router step run yet) and changes while the process runs (the kubelet swaps the mounted
+    file when the ConfigMap changes), so it is re-read when its modification time changes, checked at
+    most every `reload_seconds`. A file that does not parse keeps the last good map (and counts it)."""
 
-    def __init__(self, cluster: ClusterNames | None = None, hosts: dict | None = None):
+    SERIES = 27  # health series `samples` always yields (see flowagg.Aggregator.budget)
+    KINDS = ("workload", "service", "node", "host", "address")  # values of the src_kind/dst_kind labels
+
+    def __init__(self, cluster: ClusterNames | None = None, hosts: dict | None = None,
+                 router_hosts_file: str | None = None, reload_seconds: float = 10.0, clock=time.monotonic,
+                 max_router_hosts: int = 65536):
         self.cluster = cluster
         self.hosts = {str(k): str(v) for k, v in (hosts or {}).items()}
+        self.router_hosts: dict[str, str] = {}
+        self.router_hosts_file = router_hosts_file
+        self.router_hosts_errors = 0
+        self.max_router_hosts = max_router_hosts
+        self._reload_seconds = reload_seconds
+        self._clock = clock
+        self._checked = None  # when the file was last looked at
+        self._stamp = None  # (mtime_ns, size) of the file last read; None: absent
 
     @property
     def enabled(self) -> bool:
-        return self.cluster is not None or bool(self.hosts)
+        return self.cluster is not None or bool(self.hosts) or self.router_hosts_file is not None
 
-    def name(self, addr: str) -> str | None:
+    def refresh(self) -> None:
+        """Re-read the router hosts file if it changed (cheap: one stat per `reload_seconds`)."""
+        if self.router_hosts_file is None:
+            return
+        now = self._clock()
+        if self._checked is not None and now - self._checked < self._reload_seconds:
+            return
+        self._checked = now
+        try:
+            st = os.stat(self.router_hosts_file)
+        except OSError:
+            self._stamp, self.router_hosts = None, {}
+            return
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp:
+            return
+        try:
+            with open(self.router_hosts_file, encoding="utf-8") as f:
+                data = json.load(f)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError):
+            self.router_hosts_errors += 1
+            return
+        self._stamp = stamp
+        self.router_hosts = {str(k): str(v)[:128] for k, v in list(data.items())[:self.max_router_hosts]}
+
+    def resolve(self, addr: str) -> tuple[str | None, str]:
+        """(name or None, kind): kind is one of KINDS ("address" when nothing names it)."""
         if self.cluster is not None:
             n = self.cluster.name(addr)
             if n is not None:
-                return n
-        return self.hosts.get(addr)
+                kind = "node" if n.startswith("node/") else "service" if n.startswith("service/") else "workload"
+                return n, kind
+        n = self.hosts.get(addr) or self.router_hosts.get(addr)
+        return (n, "host") if n is not None else (None, "address")
+
+    def name(self, addr: str) -> str | None:
+        return self.resolve(addr)[0]
 
     def samples(self) -> list[tuple[str, str, str, list]]:
         """(metric, type, help, [(labels, value)]): exactly SERIES samples, whatever the cluster."""
@@ -413,8 +464,13 @@ class Names:
 
         return [
             ("netviz_flow_names_entries", "gauge",
-             "Objects indexed for address names, by kind (hosts: the static map).",
-             per_kind(entries) + [((("kind", "hosts"),), len(self.hosts))]),
+             "Objects indexed for address names, by kind (hosts: the settings' map; router_hosts: "
+             "names read from the routers).",
+             per_kind(entries) + [((("kind", "hosts"),), len(self.hosts)),
+                                  ((("kind", "router_hosts"),), len(self.router_hosts))]),
+            ("netviz_flow_names_router_hosts_errors_total", "counter",
+             "Times the router hosts file could not be read as a JSON object (the last good map is kept).",
+             [((), self.router_hosts_errors)]),
             ("netviz_flow_names_max_entries", "gauge", "Most Kubernetes objects the name index holds.",
              [((), c.max_objects if c else 0)]),
             ("netviz_flow_names_overflow_total", "counter",

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from netviz_pipeline.flowagg import flowagg as fa
 from netviz_pipeline.flowagg import names as nm
 from netviz_pipeline.render import goflow2, install
+from test_flowagg import OTHER_TALKER, talker
 
 REC = ('{"type":"NETFLOW_V9","time_received_ns":1795672900637243907,"sequence_num":67,"sampling_rate":0,'
        '"sampler_address":"198.18.5.2","time_flow_start_ns":1,"time_flow_end_ns":2,"bytes":%d,"packets":5,'
@@ -236,8 +237,7 @@ def test_the_cap_falls_back_to_the_address_counts_the_overflow_and_relists_when_
     a.names.cluster.replace("pods", [pod("p0", "10.244.8.0"), pod("p1", "10.244.8.1")])
     a.feed([REC % (100, "10.244.8.0", "10.244.8.1")])
     m = samples(a.render())
-    assert m['netviz_flow_talker_bytes_total{src="10.244.8.0",dst="10.244.8.1",src_name="shop/p0",'
-             'dst_name="10.244.8.1"}'] == 100  # the refused pod's address stands for itself
+    assert m[talker(src="10.244.8.0", dst="10.244.8.1", src_name="shop/p0", src_kind="workload")] == 100  # the refused pod's address stands for itself
     assert m["netviz_flow_names_overflow_total"] == 1
 
 
@@ -297,13 +297,12 @@ def test_talkers_carry_names_with_the_address_as_fallback_and_exporters_stay_add
     a.feed([REC % (100, "10.244.1.5", "10.96.0.20"), REC % (200, "192.168.1.11", "198.51.100.1"),
             REC % (300, "192.168.1.50", "10.244.1.5")])
     m = samples(a.render())
-    assert m['netviz_flow_talker_bytes_total{src="10.244.1.5",dst="10.96.0.20",src_name="shop/web",'
-             'dst_name="service/shop/db"}'] == 100
-    assert m['netviz_flow_talker_bytes_total{src="192.168.1.11",dst="198.51.100.1",src_name="node/worker-1",'
-             'dst_name="198.51.100.1"}'] == 200
-    assert m['netviz_flow_talker_bytes_total{src="192.168.1.50",dst="10.244.1.5",src_name="nas",'
-             'dst_name="shop/web"}'] == 300
-    assert m['netviz_flow_talker_bytes_total{src="other",dst="other",src_name="other",dst_name="other"}'] == 0
+    assert m[talker(src="10.244.1.5", dst="10.96.0.20", src_name="shop/web", dst_name="service/shop/db",
+                    src_kind="workload", dst_kind="service")] == 100
+    assert m[talker(src="192.168.1.11", dst="198.51.100.1", src_name="node/worker-1", src_kind="node")] == 200
+    assert m[talker(src="192.168.1.50", dst="10.244.1.5", src_name="nas", dst_name="shop/web",
+                    src_kind="host", dst_kind="workload")] == 300
+    assert m[OTHER_TALKER] == 0
     assert m['netviz_flow_exporter_bytes_total{exporter="198.18.5.2"}'] == 600
     assert m['netviz_flow_names_entries{kind="pods"}'] == 1 and m['netviz_flow_names_entries{kind="hosts"}'] == 1
 
@@ -315,10 +314,11 @@ def test_without_names_the_series_count_and_the_budget_are_as_before():
     plain.feed([REC % (100, "10.0.0.1", "10.0.0.2")])
     text = plain.render()
     # the name labels are always there (the address when nothing names it): one label set for dashboards
-    assert 'src="10.0.0.1",dst="10.0.0.2",src_name="10.0.0.1",dst_name="10.0.0.2"' in text
+    assert ('src="10.0.0.1",dst="10.0.0.2",src_name="10.0.0.1",dst_name="10.0.0.2",src_kind="address",'
+            'dst_kind="address",src_net="other",dst_net="other"') in text
     assert "netviz_flow_names" not in text
-    # defaults: 3 (100+1 + 16+1 + 50+1 + 32+1 + 1+1) + 2 (32+1) + 32 = 710; with names + 25
-    assert plain.budget() == 710 and named.budget() == 735
+    # defaults: 3 (100+1 + 16+1 + 50+1 + 32+1 + 1+1) + 2 (32+1) + 32 = 710; with names + 27
+    assert plain.budget() == 710 and named.budget() == 737
 
 
 def test_names_health_series_are_exactly_the_stated_number():
@@ -345,8 +345,7 @@ def test_a_name_change_replaces_the_pairs_series_and_keeps_its_counter():
     after = samples(a.render())
     talkers = [k for k in after if k.startswith("netviz_flow_talker_bytes_total")]
     assert len(talkers) == 2  # the pair and "other": the old name's series is gone, not added to
-    assert after['netviz_flow_talker_bytes_total{src="10.244.2.7",dst="10.96.0.1",src_name="shop/api-b",'
-                 'dst_name="10.96.0.1"}'] == 150
+    assert after[talker(src="10.244.2.7", dst="10.96.0.1", src_name="shop/api-b", src_kind="workload")] == 150
     assert after["netviz_flow_series"] == before["netviz_flow_series"]
 
 
