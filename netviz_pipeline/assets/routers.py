@@ -4,6 +4,10 @@ Fixes to the plan: persistence the platform supports (pfSense: the package's con
 never rc.conf; FreeBSD: rc vars via sysrc; Debian: /etc/softflowd/<instance>.conf), timeouts that
 export finished flows in seconds, the libpcap immediate-mode shim on Debian's softflowd 1.1.0, and
 no restart when the router already runs what is wanted.
+
+Also reads, never changes, the names each router knows for its LAN hosts (DHCP static mappings, leases,
+/etc/hosts: routers/hostnames.py) into that router's ConfigMap, which the flow aggregator re-reads:
+a LAN address then shows as its host name on the flow dashboards.
 """
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +16,7 @@ import dagster as dg
 from .. import health
 from .. import routers as drivers
 from ..findings import Finding, healthy
+from ..render import goflow2 as render_goflow2
 from ..resources.cluster import ClusterResource
 from ..resources.prometheus import PrometheusResource
 from ..resources.router import RouterError
@@ -20,7 +25,7 @@ from ..settings import Router, Settings
 from . import OWNERS
 from .goflow2 import goflow2
 from .prometheus import prometheus_scrape_config
-from .report import table
+from .report import apply_metadata, table
 
 GROUP = "routers"
 ROUTER_WORKERS = 8
@@ -37,16 +42,25 @@ ROUTER_PARTITIONS = dg.DynamicPartitionsDefinition(name="routers")
           description="Changes each router over SSH: installs softflowd if missing, writes its persistent config "
                       "(Debian conf, pfSense config.xml, FreeBSD rc vars, OPNsense API) exporting NetFlow to "
                       "GoFlow2 with short timeouts, and restarts it only when that changed or it runs otherwise")
-def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource) -> dg.MaterializeResult:
+def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource,
+                     cluster: ClusterResource) -> dg.MaterializeResult:
     s = routers.config.settings
     chosen = _routers_for_run(context, s)
     rows: list[dict] = []
     failures, changed = [], 0
+    read_names = s.flows.enabled and s.flows.names.from_routers
+    names: dict[str, drivers.RouterNames] = {}
 
     def converge(r):
         try:
             with routers.session(r) as ssh:
-                return drivers.converge(ssh, s, r), None
+                out = drivers.converge(ssh, s, r)
+                if read_names:  # same session; a failure here is reported, never fails the router
+                    try:
+                        names[r.name] = drivers.host_names(ssh, r)
+                    except RouterError as exc:
+                        names[r.name] = drivers.RouterNames(problems=[f"names not read: {exc}"])
+                return out, None
         except RouterError as exc:  # one router down must not hide the others' results
             return None, exc
 
@@ -58,22 +72,32 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
         if exc is not None:
             failures.append(f"{r.name}: {exc}")
             rows.append({"router": r.name, "platform": r.platform, "changed": False, "restarted": False,
-                         "actions": f"error: {exc}", "seconds": 0.0})
+                         "actions": f"error: {exc}", "seconds": 0.0, "host names": ""})
             continue
         for w in out.warnings:
             context.log.warning(f"{r.name}: {w}")
         changed += out.changed
+        found = names.get(r.name)
+        for p in found.problems if found else ():
+            context.log.warning(f"{r.name}: host names: {p}")
         rows.append({"router": r.name, "platform": out.platform, "changed": out.changed, "restarted": out.restarted,
-                     "actions": "; ".join(out.actions) or "none (converged)", "seconds": out.seconds})
+                     "actions": "; ".join(out.actions) or "none (converged)", "seconds": out.seconds,
+                     "host names": found.summary() if found else "not read (flows.names.from_routers off)"})
     if not context.has_partition_key:  # each router's partition shows its own result
         for row in rows:
             if not row["actions"].startswith("error:"):
                 context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=row["router"],
                                                           metadata={"router": table([row])}))
+    # Names of the routers that answered; a router that failed keeps its last ConfigMap (stale names beat
+    # none while it is down).
+    outcomes = cluster.apply([render_goflow2.router_hosts_configmap(s, r, n.names) for r, n in names.items()
+                              if not n.problems or n.names])
     if failures:
         raise dg.Failure(description="could not converge: " + "; ".join(failures),
                          metadata={"routers": table(rows)})
+    names_meta = {f"host_names_{k}": v for k, v in apply_metadata(outcomes).items() if k in ("summary", "apply")}
     return dg.MaterializeResult(metadata={
+        **names_meta,
         "routers": table(rows),
         "changed": dg.MetadataValue.int(changed),
         "summary": dg.MetadataValue.text(f"{changed} of {len(chosen)} routers changed" if changed

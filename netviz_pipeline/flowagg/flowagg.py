@@ -26,7 +26,7 @@ The number of series is therefore fixed by configuration, whatever the traffic:
 `netviz_flow_series` (exported now) <= `netviz_flow_series_budget` (the hard maximum).
 
 Names. The talker series also carry `src_name` and `dst_name`, from `names` when configured
-(Kubernetes, a static `hosts` map and/or the router hosts file, see names.py, shipped in the same
+(Kubernetes, a static `hosts` map and/or the routers' names, see names.py, shipped in the same
 ConfigMap): `namespace/workload`, `service/<namespace>/<name>`, `node/<name>`, a host name, or the
 address itself when none is known; `src_kind`/`dst_kind` say which (workload, service, node, host,
 address), and `src_net`/`dst_net` the configured network of each address, so dashboards can filter
@@ -595,14 +595,14 @@ def load_config(path: str | None) -> dict:
 
 def make_names(cfg) -> "names_mod.Names | None":
     """`names` of the config: {kubernetes: bool, max_entries: int, hosts: {address: name},
-    router_hosts_file: path}; None: off."""
+    router_hosts_dir: path}; None: off."""
     if not isinstance(cfg, dict):
         return None
     cluster = None
     if cfg.get("kubernetes"):
         cluster = names_mod.ClusterNames(int(cfg.get("max_entries") or names_mod.DEFAULT_MAX_OBJECTS))
     hosts = cfg.get("hosts") if isinstance(cfg.get("hosts"), dict) else {}
-    names = names_mod.Names(cluster, hosts, cfg.get("router_hosts_file") or None)
+    names = names_mod.Names(cluster, hosts, cfg.get("router_hosts_dir") or None)
     return names if names.enabled else None
 
 
@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input", default="-", help="FIFO or file GoFlow2 writes (-transport.file), - for stdin")
     ap.add_argument("--config", help="JSON: {top_k: {talkers, protocols, ports, exporters}, networks: "
                                      "{name: [cidr, ...]}, idle_seconds, names: {kubernetes: bool, "
-                                     "max_entries: int, hosts: {address: name}, router_hosts_file: path}}")
+                                     "max_entries: int, hosts: {address: name}, router_hosts_dir: path}}")
     ap.add_argument("--listen", default="0.0.0.0:9102", help="host:port of /metrics")
     ap.add_argument("--wait-input", type=float, default=120.0, help="seconds to wait for the FIFO to appear")
     a = ap.parse_args(argv)

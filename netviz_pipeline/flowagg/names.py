@@ -381,64 +381,84 @@ def _release(index: dict, addr: str, uid: str) -> None:
 
 class Names:
     """What the aggregator asks: Kubernetes names first, then the static `hosts` map, then the names the
-    routers know (`router_hosts_file`, written by the pipeline's router step), else None.
+    routers know (`router_hosts_dir`, written by the pipeline's router step), else None.
 
     Kubernetes first: for a cluster address its current name is authoritative, while a static or
     router-known name for it would be stale. `hosts` names what the cluster does not know (LAN hosts);
     it beats a router's name because a person wrote it for this purpose.
 
-    The router hosts file is JSON {address: name}, mounted from an optional ConfigMap: it may be
-    absent (no router step run yet) and changes while the process runs (the kubelet swaps the mounted
-    file when the ConfigMap changes), so it is re-read when its modification time changes, checked at
-    most every `reload_seconds`. A file that does not parse keeps the last good map (and counts it)."""
+    The router hosts directory holds one JSON {address: name} per router (`<router>.json`), projected
+    from optional ConfigMaps: it may be empty (no router step run yet) and changes while the process
+    runs (the kubelet swaps the files when a ConfigMap changes, with its sync delay of up to a minute or
+    two), so it is re-read when a file's (mtime, size, inode) changes, looked at no more often than every
+    `reload_seconds`. A file that does not parse keeps its last good map (and is counted). Files merge in
+    name order: the first router naming an address wins."""
 
     SERIES = 27  # health series `samples` always yields (see flowagg.Aggregator.budget)
     KINDS = ("workload", "service", "node", "host", "address")  # values of the src_kind/dst_kind labels
 
     def __init__(self, cluster: ClusterNames | None = None, hosts: dict | None = None,
-                 router_hosts_file: str | None = None, reload_seconds: float = 10.0, clock=time.monotonic,
+                 router_hosts_dir: str | None = None, reload_seconds: float = 10.0, clock=time.monotonic,
                  max_router_hosts: int = 65536):
         self.cluster = cluster
         self.hosts = {str(k): str(v) for k, v in (hosts or {}).items()}
         self.router_hosts: dict[str, str] = {}
-        self.router_hosts_file = router_hosts_file
+        self.router_hosts_dir = router_hosts_dir
         self.router_hosts_errors = 0
         self.max_router_hosts = max_router_hosts
         self._reload_seconds = reload_seconds
         self._clock = clock
-        self._checked = None  # when the file was last looked at
-        self._stamp = None  # (mtime_ns, size) of the file last read; None: absent
+        self._checked = None  # when the directory was last looked at
+        self._files: dict[str, tuple] = {}  # file name -> (stamp, its last good map)
 
     @property
     def enabled(self) -> bool:
-        return self.cluster is not None or bool(self.hosts) or self.router_hosts_file is not None
+        return self.cluster is not None or bool(self.hosts) or self.router_hosts_dir is not None
 
     def refresh(self) -> None:
-        """Re-read the router hosts file if it changed (cheap: one stat per `reload_seconds`)."""
-        if self.router_hosts_file is None:
+        """Re-read the router hosts files that changed (one listdir and a stat per file, at most every
+        `reload_seconds`)."""
+        if self.router_hosts_dir is None:
             return
         now = self._clock()
         if self._checked is not None and now - self._checked < self._reload_seconds:
             return
         self._checked = now
         try:
-            st = os.stat(self.router_hosts_file)
+            names = sorted(n for n in os.listdir(self.router_hosts_dir) if n.endswith(".json"))
         except OSError:
-            self._stamp, self.router_hosts = None, {}
-            return
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stamp == self._stamp:
-            return
-        try:
-            with open(self.router_hosts_file, encoding="utf-8") as f:
-                data = json.load(f)
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError):
-            self.router_hosts_errors += 1
-            return
-        self._stamp = stamp
-        self.router_hosts = {str(k): str(v)[:128] for k, v in list(data.items())[:self.max_router_hosts]}
+            names = []
+        files: dict[str, tuple] = {}
+        for n in names:
+            path = os.path.join(self.router_hosts_dir, n)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            old = self._files.get(n)
+            if old is not None and old[0] == stamp:
+                files[n] = old
+                continue
+            try:
+                with open(path, encoding="utf-8") as f:
+                    data = json.load(f)
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+                files[n] = (stamp, {str(k): str(v)[:128] for k, v in data.items()})
+            except (OSError, ValueError):
+                self.router_hosts_errors += 1
+                if old is not None:
+                    files[n] = (stamp, old[1])  # keep the last good names; retried when the file changes
+        if files.keys() != self._files.keys() or any(files[n] is not self._files.get(n) for n in files):
+            merged: dict[str, str] = {}
+            for _, m in files.values():
+                for addr, name in m.items():
+                    if len(merged) >= self.max_router_hosts:
+                        break
+                    merged.setdefault(addr, name)
+            self.router_hosts = merged
+        self._files = files
 
     def resolve(self, addr: str) -> tuple[str | None, str]:
         """(name or None, kind): kind is one of KINDS ("address" when nothing names it)."""
@@ -469,7 +489,7 @@ class Names:
              per_kind(entries) + [((("kind", "hosts"),), len(self.hosts)),
                                   ((("kind", "router_hosts"),), len(self.router_hosts))]),
             ("netviz_flow_names_router_hosts_errors_total", "counter",
-             "Times the router hosts file could not be read as a JSON object (the last good map is kept).",
+             "Times a router hosts file could not be read as a JSON object (its last good names are kept).",
              [((), self.router_hosts_errors)]),
             ("netviz_flow_names_max_entries", "gauge", "Most Kubernetes objects the name index holds.",
              [((), c.max_objects if c else 0)]),

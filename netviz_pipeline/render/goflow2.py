@@ -39,6 +39,14 @@ FLOWAGG_UID = 65534  # nobody: the python image would run as root otherwise
 # kubelet cannot prove a named user is not root, so runAsNonRoot without a numeric runAsUser ends in
 # CreateContainerConfigError; run as the image's own user, by number.
 GOFLOW2_UID, GOFLOW2_GID = 100, 65533
+# Names the routers know (routers/hostnames.py): one ConfigMap per router, written by that router's step
+# (a partition run applies only its own; one shared object would lose the other routers' keys under
+# server-side apply), projected together into one directory the aggregator re-reads. Optional: the
+# aggregator starts before any router step ran.
+ROUTER_HOSTS_PREFIX = "goflow2-flowagg-hosts-"
+ROUTER_HOSTS_KEY = "hosts.json"
+ROUTER_HOSTS_VOLUME = "router-hosts"
+ROUTER_HOSTS_DIR = "/var/run/netviz-router-hosts"
 FLOWAGG_SA = "netviz-flowagg"  # ServiceAccount, ClusterRole and ClusterRoleBinding of the aggregator
 SA_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where names.py reads token and CA
 SA_TOKEN_VOLUME = "flowagg-api"
@@ -68,7 +76,23 @@ def flowagg_config(s: Settings) -> dict:
     return {"top_k": f.top_k.model_dump(), "networks": {k: list(v) for k, v in f.networks.items()},
             "idle_seconds": f.idle_seconds,
             "names": {"kubernetes": f.names.kubernetes, "max_entries": f.names.max_entries,
-                      "hosts": dict(sorted(f.names.hosts.items()))}}
+                      "hosts": dict(sorted(f.names.hosts.items())),
+                      "router_hosts_dir": ROUTER_HOSTS_DIR if f.names.from_routers and s.routers else None}}
+
+
+def router_hosts_configmap(s: Settings, router: str, names: dict[str, str]) -> dict:
+    """The names one router knows, as the aggregator reads them (sorted: same names, same object)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": ROUTER_HOSTS_PREFIX + router, "namespace": s.goflow2.namespace,
+                         "labels": labels(NAME, "router-hosts")},
+            "data": {ROUTER_HOSTS_KEY: json.dumps(dict(sorted(names.items())), indent=0, sort_keys=True) + "\n"}}
+
+
+def router_hosts_volume(s: Settings) -> dict:
+    """Every configured router's names ConfigMap, each optional, as <router>.json in one directory."""
+    return {"name": ROUTER_HOSTS_VOLUME, "projected": {"defaultMode": 0o444, "sources": [
+        {"configMap": {"name": ROUTER_HOSTS_PREFIX + r.name, "optional": True,
+                       "items": [{"key": ROUTER_HOSTS_KEY, "path": f"{r.name}.json"}]}} for r in s.routers]}}
 
 
 def flowagg_configmap(s: Settings) -> dict:
@@ -125,7 +149,9 @@ def flowagg_container(s: Settings) -> dict:
                             "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": FLOWS_VOLUME, "mountPath": str(f.fifo.parent)},
                          {"name": FLOWAGG_VOLUME, "mountPath": FLOWAGG_DIR, "readOnly": True}]
-        + ([{"name": SA_TOKEN_VOLUME, "mountPath": SA_TOKEN_DIR, "readOnly": True}] if f.names.kubernetes else []),
+        + ([{"name": SA_TOKEN_VOLUME, "mountPath": SA_TOKEN_DIR, "readOnly": True}] if f.names.kubernetes else [])
+        + ([{"name": ROUTER_HOSTS_VOLUME, "mountPath": ROUTER_HOSTS_DIR, "readOnly": True}]
+           if f.names.from_routers and s.routers else []),
     }
 
 
@@ -172,6 +198,8 @@ def deployment(s: Settings, node_name: str | None = None) -> dict:
         if s.flows.names.kubernetes:
             pod["serviceAccountName"] = FLOWAGG_SA
             pod["volumes"].append(sa_token_volume())
+        if s.flows.names.from_routers and s.routers:
+            pod["volumes"].append(router_hosts_volume(s))
         # a new aggregator version or config rolls the pod (a mounted ConfigMap alone would not restart it)
         digest = hashlib.sha256(json.dumps(flowagg_configmap(s)["data"], sort_keys=True).encode()).hexdigest()[:16]
         template_meta["annotations"] = {"netviz.io/flowagg-config": digest}

@@ -7,6 +7,7 @@ settings say auto) and hand over:
   status(session, settings, router)   -> FlowExportStatus for the freshness sensors
   restart(session, settings, router)  -> FlowExportStatus for remediation
   probe(session, settings, router)    -> status plus softflowd's own counters, for the health sensor
+  host_names(session, router)         -> the names the router knows for its LAN (hostnames.py), read only
 `session` is a resources.router.RouterSession (OPNsense uses its HTTP API and ignores it, except
 for detection when platform is auto).
 """
@@ -18,11 +19,12 @@ from ..resources.router import RouterError, RouterSession
 from ..settings import Router, Settings
 from .common import FlowExportStatus, RouterOutcome, SoftflowdCounters
 from .detection import detect
+from .hostnames import RouterNames, read
 from .platform import Platform
 from .registry import PLATFORMS
 
 __all__ = ["PLATFORMS", "FlowExportStatus", "RouterError", "RouterOutcome", "RouterSession", "converge", "detect",
-           "platform", "probe", "restart", "status"]
+           "host_names", "platform", "probe", "restart", "status"]
 
 
 def platform(session, r: Router) -> Platform:
@@ -56,3 +58,8 @@ def probe(session, s: Settings, r: Router) -> tuple[FlowExportStatus, SoftflowdC
     p = platform(session, r)
     st = p.status(session, s, r)
     return st, p.counters(session, st)
+
+
+def host_names(session, r: Router) -> RouterNames:
+    """What the router's own files name (DHCP static mappings, leases, hosts), for the aggregator."""
+    return read(session, platform(session, r).name_sources)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..render.softflowd import Command, checked, collector, timeout_args
 from ..resources.router import Result
 from .common import RouterOutcome, Session, parse_ifconfig
+from .hostnames import NameSource
 from .platform import Instance, SoftflowdPlatform
 
 if TYPE_CHECKING:
@@ -67,6 +68,10 @@ def parse_sysrc_e(out: str) -> dict[str, str]:
 
 class FreeBSD(SoftflowdPlatform):
     name = "freebsd"
+    name_sources = (NameSource("/var/db/dnsmasq.leases", "dnsmasq"),
+                    NameSource("/var/db/kea/kea-leases4.csv", "kea"),
+                    NameSource("/var/db/dhcpd/dhcpd.leases", "isc"),  # the isc-dhcp44-server port
+                    NameSource("/etc/hosts", "hosts"))
     title = "FreeBSD (softflowd port, rc vars)"
     restart_timeout = 60
     list_addresses = ("ifconfig",)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ..render.softflowd import Command, checked, checked_path, options
 from ..resources.router import Result
 from .common import FlowExportStatus, RouterOutcome, Session, parse_ip_addr, upstream_version
+from .hostnames import NameSource
 from .platform import Instance, SoftflowdPlatform
 
 if TYPE_CHECKING:
@@ -147,6 +148,11 @@ class Debian(SoftflowdPlatform):
     (then a process without it is drift)."""
 
     name = "linux"
+    name_sources = (NameSource("/var/lib/misc/dnsmasq.leases", "dnsmasq"),  # dnsmasq (Debian)
+                    NameSource("/tmp/dhcp.leases", "dnsmasq"),  # OpenWrt's dnsmasq
+                    NameSource("/var/lib/kea/kea-leases4.csv", "kea"),
+                    NameSource("/var/lib/dhcp/dhcpd.leases", "isc"),
+                    NameSource("/etc/hosts", "hosts"))
     title = "Debian (softflowd package)"
     list_addresses = ("ip", "-o", "addr", "show")
     parse_addresses = parse_ip_addr

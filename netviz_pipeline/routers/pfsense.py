@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..render.softflowd import Command, checked
 from ..resources.router import Result, RouterError
 from .common import RouterOutcome, Session
+from .hostnames import NameSource
 from .platform import Instance, SoftflowdPlatform
 
 if TYPE_CHECKING:
@@ -138,6 +139,12 @@ def _config(session: Session, r: Router) -> str:
 
 class PfSense(SoftflowdPlatform):
     name = "pfsense"
+    # static mappings and resolver overrides first (a person chose those names), then live leases
+    # (Kea, pfSense's newer DHCP backend; ISC dhcpd runs chrooted in /var/dhcpd), then hosts
+    name_sources = (NameSource(CONFIG, "pfsense"),
+                    NameSource("/var/lib/kea/dhcp4.leases", "kea"),
+                    NameSource("/var/dhcpd/var/db/dhcpd.leases", "isc"),
+                    NameSource("/etc/hosts", "hosts"))
     title = "pfSense (softflowd package, config.xml)"
     wait_seconds = 20  # the package starts softflowd in the background (mwexec_bg)
 

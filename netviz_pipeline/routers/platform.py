@@ -19,6 +19,7 @@ from ..render.softflowd import Command
 from ..resources.router import Result, RouterError
 from .common import (FlowExportStatus, RouterOutcome, Session, SoftflowdCounters, args_drift, interface_holding,
                      parse_softflowd_args, read_counters, softflowd_process, wait_for)
+from .hostnames import NameSource
 
 if TYPE_CHECKING:  # settings validation imports the registry: no runtime import back
     from ..settings import Router, Settings
@@ -29,6 +30,9 @@ class Platform:
 
     name: ClassVar[str]
     title: ClassVar[str]  # for people: "Debian (softflowd package)"
+    # Files where this platform keeps names of its LAN hosts, in priority order (routers/hostnames.py);
+    # read over the same SSH session, never written. Empty: the platform has no way to read them.
+    name_sources: ClassVar[tuple[NameSource, ...]] = ()
 
     # -- settings (pure; called by settings validation with the router's own fields) --------------
     def settings_problems(self, r: Router) -> list[str]:

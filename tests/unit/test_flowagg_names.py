@@ -398,7 +398,8 @@ def test_the_configmap_ships_both_files_and_they_run_together(settings, tmp_path
     assert set(cm["data"]) == {"flowagg.py", "names.py", "config.json"}
     assert "class ClusterNames" in cm["data"]["names.py"]
     cfg = json.loads(cm["data"]["config.json"])
-    assert cfg["names"] == {"kubernetes": True, "max_entries": 50_000, "hosts": {}}
+    assert cfg["names"] == {"kubernetes": True, "max_entries": 50_000, "hosts": {},
+                            "router_hosts_dir": goflow2.ROUTER_HOSTS_DIR}
     for name, text in cm["data"].items():
         (tmp_path / name).write_text(text)
     # -I: no site, no repo, not even the script's directory on sys.path: flowagg.py finds names.py itself
@@ -451,7 +452,8 @@ def test_names_off_means_no_account_no_role_no_token(make):
     assert all(m["mountPath"] != nm.SA_DIR for c in pod_spec["containers"] for m in c["volumeMounts"])
     assert not any(o["metadata"]["name"] == "netviz-flowagg" for o in install.install_objects(s))
     cfg = json.loads([o for o in objs if o["kind"] == "ConfigMap"][0]["data"]["config.json"])
-    assert cfg["names"] == {"kubernetes": False, "max_entries": 50_000, "hosts": {"192.168.1.50": "nas"}}
+    assert cfg["names"] == {"kubernetes": False, "max_entries": 50_000, "hosts": {"192.168.1.50": "nas"},
+                            "router_hosts_dir": goflow2.ROUTER_HOSTS_DIR}
 
 
 def test_the_admission_policy_lets_only_goflow2s_deployment_use_the_aggregators_account(settings):

@@ -89,7 +89,8 @@ def test_flow_aggregator_sidecar(settings):
     assert vols["flowagg"]["configMap"]["name"] == "goflow2-flowagg"
     assert {m["mountPath"] for m in gf["volumeMounts"]} == {"/run/flows"}
     assert {m["mountPath"] for m in agg["volumeMounts"]} == {"/run/flows", "/etc/netviz-flowagg",
-                                                             "/var/run/secrets/kubernetes.io/serviceaccount"}
+                                                             "/var/run/secrets/kubernetes.io/serviceaccount",
+                                                             "/var/run/netviz-router-hosts"}
     assert agg["ports"] == [{"name": "flow-metrics", "containerPort": 9102, "protocol": "TCP"}]
     assert agg["securityContext"]["runAsNonRoot"] and agg["securityContext"]["readOnlyRootFilesystem"]
     assert agg["command"][0] == "python3" and "--input" in agg["args"]
