@@ -12,7 +12,7 @@ import time
 import dagster as dg
 
 from .. import freshness, health
-from ..dashboards import load_dashboard, panel_queries, substitute
+from ..dashboards import load_dashboard, panel_queries
 from ..findings import Finding
 from ..render.dashboards import DASHBOARD_DIR
 from ..render.scrape import FLOWS_JOB
@@ -33,7 +33,7 @@ def panel_report(prom: PrometheusResource) -> tuple[list[str], list[str]]:
         for q in panel_queries(load_dashboard(path)):
             name = f"{path.stem} / {q.panel_title} [{q.ref_id}]"
             try:
-                expr = substitute(q.expr)
+                expr = q.ready()  # built-ins, and the dashboard's variables at their defaults
                 result = prom.query(expr) if q.instant else prom.query_range(expr, seconds=300, step=15)
             except Exception as exc:  # noqa: BLE001 - a broken query is a failed panel, reported
                 failed.append(f"{name}: {exc}")
