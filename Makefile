@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LAB := $(PY) -m netviz_lab
-# containerd, runc and the CNI plugins run the real nodes; umoci and busybox-static build their images.
+# containerd, runc and the CNI plugins run the real nodes; umoci and busybox-static build their images;
+# dnsmasq-base is the Linux lab router's DHCP server (busybox's udhcpc its LAN host's client).
 DEBIAN_PACKAGES := softflowd openssh-server iproute2 nftables conntrack libpcap-dev gcc curl iputils-ping \
-	python3-venv util-linux containerd runc containernetworking-plugins umoci busybox-static libc6-dev
+	python3-venv util-linux containerd runc containernetworking-plugins umoci busybox-static libc6-dev \
+	dnsmasq-base
 
 .PHONY: bench bench-flows soak service screenshots demo test lab-deps debian-packages go-binaries shim venv images lab-up lab-down unit-test lab-test dashcheck
 

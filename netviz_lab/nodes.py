@@ -34,7 +34,7 @@ from .lab import Lab
 from .nodeconfig import NodePaths
 from .proc import kill_netns_processes, netns_exists, pid_cmdline, run
 from .supervisor import Service
-from .topology import APISERVER_PORT, LAB_RANGE, NODE_IP, REAL_NODES, RealNode
+from .topology import APISERVER_PORT, LAB_RANGE, NODE_IP, REAL_NODES, SERVICE_CIDR, SERVICE_GATEWAY, RealNode
 
 CGROUP_FS = Path("/sys/fs/cgroup")
 # Outside the lab root, by containerd's and libcni's design: the runc shims' sockets (named by a hash of
@@ -116,6 +116,8 @@ def _network(node: RealNode) -> None:
     # Only the lab's range leaves the node: no default route, so nothing reaches the outside.
     run(["ip", "route", "add", LAB_RANGE, "via", node.host_ip, "dev", "eth0"], netns=ns)
     run(["ip", "route", "replace", node.pod_cidr, "via", node.ip, "dev", node.host_if])
+    if node == SERVICE_GATEWAY:  # the Service range through one node, as a user's static route (topology.py)
+        run(["ip", "route", "replace", SERVICE_CIDR, "via", node.ip, "dev", node.host_if])
 
 
 def _delete_network(node: RealNode) -> None:

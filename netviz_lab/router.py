@@ -71,7 +71,7 @@ from pathlib import Path
 from .lab import Lab
 from .proc import LabError, kill_netns_processes, netns_exists, pid_alive, run
 from .supervisor import Service
-from .topology import LAB_RANGE, ROUTERS, Router
+from .topology import DEMO_WEB_CLUSTER_IP, DEMO_WEB_PORT, LAB_RANGE, ROUTERS, Router
 
 HERE = Path(__file__).resolve().parent
 ROUTERINIT = HERE / "routerinit.py"
@@ -212,13 +212,36 @@ def _setup_files(lab: Lab, r: Router) -> None:
     mounts += [{"type": "rbind", "src": "/dev", "dst": "/dev"},
                {"type": "bind", "src": "/sys", "dst": "/sys"},
                {"type": "proc", "dst": "/proc"}]
+    daemons = [["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/sshd_config"]]
+    if r.platform == "linux":
+        daemons.append(dnsmasq_argv(r))
     spec = {
         "name": r.name, "hostname": r.name, "rootfs": str(root), "mounts": mounts,
-        "clear": ["/run", "/tmp"], "mkdirs": ["/run/sshd"],
-        "daemons": [["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/sshd_config"]],
-        "boot": boot, "state_file": str(d / "init.json"),
+        "clear": ["/run", "/tmp"], "mkdirs": ["/run/sshd", "/var/lib/misc"],
+        "daemons": daemons, "boot": boot, "state_file": str(d / "init.json"),
     }
     (d / "spec.json").write_text(json.dumps(spec, indent=2))
+
+
+def dnsmasq_argv(r: Router) -> list[str]:
+    """The Linux router's LAN DHCP server (DHCP only: no DNS), its leases where Debian keeps them
+    (/var/lib/misc/dnsmasq.leases, persisted across reboots like a real disk). --no-ping: the LAN host
+    already holds its static address and asks for it; dnsmasq would otherwise refuse an address that
+    answers a ping."""
+    net = ipaddress.ip_network(f"{r.lan_gw}/{r.prefix}", strict=False)
+    first = ipaddress.ip_address(r.lan_host)
+    return ["/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", f"--interface={r.lan_if}",
+            "--bind-interfaces", f"--dhcp-range={first},{first + 9},{net.netmask},12h",
+            "--dhcp-leasefile=/var/lib/misc/dnsmasq.leases", "--no-ping", "--pid-file=", "--log-facility=-"]
+
+
+def dhcp_client_service(r: Router) -> Service:
+    """The LAN host's DHCP client: real DHCP to the router's dnsmasq, sending its host name, keeping
+    its lease renewed. `-s /bin/true`: the lease changes nothing on the host (it keeps its static
+    address, which it requests)."""
+    return Service(name=f"dhcp-{r.name}-lan-host", netns=r.lan_ns,
+                   argv=["busybox", "udhcpc", "-f", "-i", "eth0", "-r", r.lan_host, "-x", f"hostname:{r.lan_host_name}",
+                         "-s", "/bin/true", "-t", "5", "-T", "2", "-A", "5"])
 
 
 def _linux_boot_script(d: Path) -> str:
@@ -309,7 +332,8 @@ def _pfsense_files(lab: Lab, r: Router) -> Path:
            "NETVIZ_PFSENSE_USR_LOCAL": str(usr_local)}
     subprocess.run([SYSTEM_PYTHON, str(PFSENSE_EMU), "factory-setup", "--hostname", r.name,
                     "--wan-if", r.wan_if, "--wan-ip", r.wan_gw, "--lan-if", r.lan_if, "--lan-ip", r.lan_gw,
-                    "--prefix", str(r.prefix)], env=env, check=True)
+                    "--prefix", str(r.prefix), "--lan-host-ip", r.lan_host, "--lan-host-name", r.lan_host_name],
+                   env=env, check=True)
     _symlink(rootfs(lab, r) / "conf", "cf/conf")
     return usr_local
 
@@ -365,7 +389,9 @@ def traffic_services(lab: Lab, r: Router) -> list[Service]:
     return [
         Service(name=f"traffic-{r.name}-server", argv=[*mod, "server", "--bind", r.wan_host, *ports],
                 netns=r.wan_ns, ready=lambda: _tcp_open(r.wan_host, TRAFFIC_TCP_PORT), ready_timeout=15),
+        # also to the demo web Service (routed to a node, topology.py): LAN host -> Service flows
         Service(name=f"traffic-{r.name}-client", argv=[*mod, "client", "--server", r.wan_host, *ports,
+                                                       "--also-tcp", f"{DEMO_WEB_CLUSTER_IP}:{DEMO_WEB_PORT}",
                                                        "--pause-file", str(traffic_pause_file(lab, r))],
                 netns=r.lan_ns),
     ]
@@ -375,6 +401,8 @@ def services(lab: Lab) -> list[Service]:
     out = [router_service(lab, r) for r in ROUTERS]
     for r in ROUTERS:
         out += traffic_services(lab, r)
+        if r.platform == "linux":
+            out.append(dhcp_client_service(r))
     return out
 
 

@@ -20,8 +20,9 @@ def settings(lab: Lab) -> dict:
         # Named networks for the flow aggregator's network-pair series (dashboard "Traffic between networks").
         "flows": {"networks": {"lan": [f"{r.lan_host.rsplit('.', 1)[0]}.0/24" for r in (LINUX_ROUTER, PFSENSE_ROUTER)],
                                "wan": [f"{r.wan_host.rsplit('.', 1)[0]}.0/24" for r in (LINUX_ROUTER, PFSENSE_ROUTER)]},
-                  # names the LAN hosts as a user would in settings; cluster addresses are named from the API
-                  "names": {"hosts": {r.lan_host: f"{r.name}-lan-host" for r in (LINUX_ROUTER, PFSENSE_ROUTER)}}},
+                  # the WAN hosts named as a user would in settings; the LAN hosts by their routers (a DHCP
+                  # lease, a static mapping), cluster addresses from the API
+                  "names": {"hosts": {r.wan_host: f"{r.name}-wan-host" for r in (LINUX_ROUTER, PFSENSE_ROUTER)}}},
         "goflow2": {"namespace": "goflow2", "netflow_node_port": NODEPORT_NETFLOW},
         "prometheus": {
             "url": PROMETHEUS_URL,

@@ -10,6 +10,16 @@
       (inside each node namespace: containerd, kubelet, kube-proxy; CNI bridge cni0 to its pods)
     nvz-lan  eth0 198.18.1.10 <-> nvz-router lan0 198.18.1.1 | wan0 198.18.2.1 <-> nvz-wan eth0 198.18.2.10
     nvz-pflan eth0 198.18.3.10 <-> nvz-pfsense vtnet1 198.18.3.1 | vtnet0 198.18.4.1 <-> nvz-pfwan eth0 198.18.4.10
+
+Names the routers know for their LAN hosts (what the pipeline reads, routers/hostnames.py): the Linux
+router runs dnsmasq as the LAN's DHCP server and its LAN host a real DHCP client (busybox udhcpc, sending
+its host name), so dnsmasq's lease file names 198.18.1.10; the pfSense router has a DHCP static mapping
+for 198.18.3.10 in config.xml, as a person adds one.
+
+The Service range is routed to real node 1 (the host routes SERVICE_CIDR to it, as a user routes a
+cluster's Service range to a node or a BGP speaker announces it), so the LAN hosts reach the demo web
+Service's fixed ClusterIP through their router: softflowd sees LAN host -> Service flows, and kube-proxy
+on node 1 forwards them (masqueraded: the source is outside clusterCIDR) to the web pod.
 """
 from __future__ import annotations
 
@@ -27,6 +37,8 @@ ETCD_PEER_PORT = 2380
 KWOK_SERVER_PORT = 10250
 PROMETHEUS_PORT = 9090
 NODEPORT_NETFLOW = 32055
+DEMO_WEB_CLUSTER_IP = "198.19.128.80"  # netviz_lab/demo/10-web.yaml: fixed, so the LAN hosts' traffic can aim at it
+DEMO_WEB_PORT = 8080
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Router:
     wan_gw: str
     wan_host: str
     canary_host: str  # a second LAN address used only by the pipeline's canary check
+    lan_host_name: str  # the name the router knows the LAN host by (DHCP lease or static mapping)
     prefix: int = 24
 
 
@@ -54,11 +67,13 @@ LINUX_ROUTER = Router(
     name="nvz-router", platform="linux", host_if="nvz-mgmt", host_ip=NODE_IP, mgmt_ip="198.18.0.2",
     lan_ns="nvz-lan", lan_if="lan0", lan_gw="198.18.1.1", lan_host="198.18.1.10",
     wan_ns="nvz-wan", wan_if="wan0", wan_gw="198.18.2.1", wan_host="198.18.2.10", canary_host="198.18.1.20",
+    lan_host_name="nvz-lan-pc",
 )
 PFSENSE_ROUTER = Router(
     name="nvz-pfsense", platform="pfsense", host_if="nvz-pfmgmt", host_ip="198.18.5.1", mgmt_ip="198.18.5.2",
     lan_ns="nvz-pflan", lan_if="vtnet1", lan_gw="198.18.3.1", lan_host="198.18.3.10",
     wan_ns="nvz-pfwan", wan_if="vtnet0", wan_gw="198.18.4.1", wan_host="198.18.4.10", canary_host="198.18.3.20",
+    lan_host_name="nvz-pflan-nas",
 )
 ROUTERS = (LINUX_ROUTER, PFSENSE_ROUTER)
 
@@ -88,6 +103,7 @@ REAL_NODES = (
 )
 # Routers send NetFlow to this node's NodePort; the GoFlow2 pod is pinned to it (externalTrafficPolicy Local).
 COLLECTOR_NODE = REAL_NODES[0]
+SERVICE_GATEWAY = REAL_NODES[0]  # where the host routes SERVICE_CIDR (see the module doc)
 # Every real node's kubelet registers with it; lab workloads select it (kwok nodes run nothing).
 REAL_NODE_LABEL = ("netviz.io/lab-node", "real")
 

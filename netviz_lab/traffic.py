@@ -84,7 +84,7 @@ def ping(server: str, seq: int, timeout: float = 1.0) -> bool:
 
 
 def client(server: str, tcp_port: int, udp_port: int, interval: float, deadline: float,
-           pause_file: str | None = None) -> None:
+           pause_file: str | None = None, also_tcp: list[tuple[str, int]] = ()) -> None:
     print(f"traffic client -> {server} every {interval}s", flush=True)
     seq = 0
     ok = {"tcp": 0, "udp": 0, "icmp": 0}
@@ -114,6 +114,15 @@ def client(server: str, tcp_port: int, udp_port: int, interval: float, deadline:
             ok["icmp"] += ping(server, seq)
         except OSError:
             pass
+        for host, port in also_tcp:
+            try:
+                with socket.create_connection((host, port), timeout=2) as c:
+                    c.sendall(b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % host.encode())
+                    while c.recv(2048):
+                        pass
+                ok[f"{host}:{port}"] = ok.get(f"{host}:{port}", 0) + 1
+            except OSError:
+                pass
         if seq % 60 == 0:
             print(f"{time.strftime('%H:%M:%S')} rounds={seq} ok={ok}", flush=True)
         time.sleep(max(0.0, interval - (time.monotonic() - t0)))
@@ -129,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--duration", type=float, default=0, help="seconds; 0 = until SIGTERM")
     ap.add_argument("--pause-file", help="client: send nothing while this file exists")
+    ap.add_argument("--also-tcp", action="append", default=[], metavar="HOST:PORT",
+                    help="client: also an HTTP GET to HOST:PORT each round (repeatable)")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -138,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not a.server:
             ap.error("client needs --server")
-        client(a.server, a.tcp_port, a.udp_port, a.interval, deadline, a.pause_file)
+        also = [(h, int(p)) for h, _, p in (x.rpartition(":") for x in a.also_tcp)]
+        client(a.server, a.tcp_port, a.udp_port, a.interval, deadline, a.pause_file, also)
     return 0
 
 

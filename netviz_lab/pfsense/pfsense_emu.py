@@ -682,6 +682,12 @@ def cmd_factory_setup(args: list[str]) -> int:
             ET.SubElement(el, "descr").text = descr
             ET.SubElement(el, "ipaddr").text = opts[f"--{friendly}-ip"]
             ET.SubElement(el, "subnet").text = opts.get("--prefix", "24")
+        if opts.get("--lan-host-ip"):  # a DHCP static mapping, as a person adds one (Services > DHCP Server)
+            sm = ET.SubElement(ET.SubElement(ET.SubElement(root, "dhcpd"), "lan"), "staticmap")
+            ET.SubElement(sm, "mac").text = "02:00:c6:12:03:0a"
+            ET.SubElement(sm, "ipaddr").text = opts["--lan-host-ip"]
+            ET.SubElement(sm, "hostname").text = opts["--lan-host-name"]
+            ET.SubElement(sm, "descr").text = "netviz lab LAN host"
         ET.SubElement(root, "installedpackages")
         tree = ET.ElementTree(root)
         with open(P(CONFIG) + ".tmp", "w") as f:

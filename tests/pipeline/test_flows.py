@@ -7,6 +7,7 @@ tcp.fin=1, expint=1), GoFlow2 and the aggregator add milliseconds, Prometheus sc
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -107,18 +108,39 @@ def test_per_exporter_freshness_and_bounded_series(deployed: Path):
     assert query('goflow2_flow_process_nf_total{job="netviz-goflow2"}')
 
 
-def test_flows_carry_names_from_the_settings_and_the_cluster(deployed: Path):
-    """The LAN host's pair carries its name from `flows.names.hosts`, an unnamed address stays itself;
-    the aggregator listed and watches the real API server as its own ServiceAccount (RBAC, the
-    admission policy and the projected token all let it), and indexed the lab's pods."""
-    src, dst = LINUX_ROUTER.lan_host, LINUX_ROUTER.wan_host
-    q = f'netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src="{src}",dst="{dst}"}}'
-    deadline = time.monotonic() + 120
-    while not (rows := query(q)):
-        assert time.monotonic() < deadline, f"no top-talker series for {src} -> {dst}"
+def wait_rows(expr: str, what: str, timeout: float = 180) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while not (rows := query(expr)):
+        assert time.monotonic() < deadline, f"no series for {what}: {expr}"
         time.sleep(2)
-    assert {(r["metric"]["src_name"], r["metric"]["dst_name"]) for r in rows} == {(f"{LINUX_ROUTER.name}-lan-host", dst)}
+    return rows
+
+
+def talker_names(src: str, dst: str, timeout: float = 180) -> set[tuple[str, str, str, str]]:
+    """(src_name, dst_name, src_kind, dst_kind) of the pair's series, once names are in: the routers'
+    names travel router -> ConfigMap -> kubelet (its sync period, up to a minute or two) -> aggregator."""
+    q = f'netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src="{src}",dst="{dst}",src_name!="{src}"}}'
+    rows = wait_rows(q, f"a named top-talker series {src} -> {dst}", timeout)
+    return {(r["metric"]["src_name"], r["metric"]["dst_name"], r["metric"]["src_kind"], r["metric"]["dst_kind"])
+            for r in rows}
+
+
+def test_flows_carry_names_from_the_routers_the_settings_and_the_cluster(lab: Lab, deployed: Path):
+    """LAN hosts carry the names their routers know (the Linux router's dnsmasq lease, taken by a real
+    DHCP client; pfSense's DHCP static mapping), read over SSH by the router step into one ConfigMap per
+    router; the WAN hosts the names from `flows.names.hosts`; the aggregator listed and watches the real
+    API server as its own ServiceAccount (RBAC, the admission policy and the projected token all let it)."""
+    from netviz_lab.clusterapi import dynamic
+    from netviz_lab.topology import PFSENSE_ROUTER
+
+    cms = dynamic(lab).resources.get(api_version="v1", kind="ConfigMap")
+    for name, r in (("edge-linux", LINUX_ROUTER), ("edge-pfsense", PFSENSE_ROUTER)):
+        data = json.loads(cms.get(name=f"goflow2-flowagg-hosts-{name}", namespace="goflow2").data["hosts.json"])
+        assert data.get(r.lan_host) == r.lan_host_name, data
+    for r in (LINUX_ROUTER, PFSENSE_ROUTER):
+        assert talker_names(r.lan_host, r.wan_host) == {(r.lan_host_name, f"{r.name}-wan-host", "host", "host")}
     kinds = ("pods", "services", "nodes", "replicasets", "jobs")
+    deadline = time.monotonic() + 120
     while True:
         synced = {r["metric"]["kind"]: float(r["value"][1])
                   for r in query(f'max by (kind) (netviz_flow_names_synced{{job="{FLOWS_JOB}"}})')}
@@ -129,3 +151,47 @@ def test_flows_carry_names_from_the_settings_and_the_cluster(deployed: Path):
         time.sleep(2)
     pods = freshness.value(query(f'max(netviz_flow_names_entries{{job="{FLOWS_JOB}",kind="pods"}})'))
     assert pods >= 3, f"only {pods:.0f} pods indexed (the lab runs two demo pods and GoFlow2)"
+    assert freshness.value(query(f'max(netviz_flow_names_entries{{job="{FLOWS_JOB}",kind="router_hosts"}})')) >= 2
+
+
+def test_lan_host_to_a_cluster_service_shows_both_names(deployed: Path):
+    """Each LAN host's traffic to the demo web Service (its ClusterIP routed to a node, topology.py) is
+    seen by its router's softflowd and shows up as host name -> service/demo/web."""
+    from netviz_lab.topology import DEMO_WEB_CLUSTER_IP, PFSENSE_ROUTER
+
+    for r in (LINUX_ROUTER, PFSENSE_ROUTER):
+        assert talker_names(r.lan_host, DEMO_WEB_CLUSTER_IP) == {(r.lan_host_name, "service/demo/web", "host", "service")}
+
+
+def test_every_flow_panel_shows_the_labs_names(deployed: Path):
+    """What `every_panel_has_data` runs, with the dashboard's variables at their defaults: the top
+    talkers and the edge-to-cluster panels carry the lab's host, Service and workload names (the edge
+    map joins Caretta's demo/client -> demo/web link to the routers' hops on the same node ids)."""
+    from netviz_lab.topology import PFSENSE_ROUTER
+    from netviz_pipeline.dashboards import load_dashboard, panel_queries
+    from netviz_pipeline.render.dashboards import DASHBOARD_DIR
+
+    talker_names(LINUX_ROUTER.lan_host, "198.19.128.80")  # names are in (the router hosts' ConfigMap synced)
+    by_title = {(q.panel_title, q.ref_id): q for q in panel_queries(load_dashboard(DASHBOARD_DIR / "goflow2.json"))}
+    hosts = {LINUX_ROUTER.lan_host_name, PFSENSE_ROUTER.lan_host_name}
+    # A dashboard range of the last 2 minutes: the routers' names arrived after the first flows (the
+    # router step runs after GoFlow2's), so over longer ranges the same pairs also show under their
+    # addresses until those series age out of the range.
+    window = 120
+
+    def labels(title: str, ref: str, label: str) -> set[str]:
+        return {r["metric"].get(label, "") for r in query(by_title[(title, ref)].ready(range_seconds=window))}
+
+    want = hosts | {"service/demo/web", f"{LINUX_ROUTER.name}-wan-host"}
+    deadline = time.monotonic() + 150
+    while not want <= (top := labels("Top talkers (bytes in range)", "A", "src_name")
+                       | labels("Top talkers (bytes in range)", "A", "dst_name")):
+        assert time.monotonic() < deadline, f"top talkers lack {want - top}: {top}"
+        time.sleep(5)
+    assert "service/demo/web" in labels("Edge traffic into the cluster by destination", "A", "dst_name")
+    nodes = labels("Edge to cluster map", "nodes", "id")
+    assert hosts | {"service/demo/web", "demo/web", "demo/client", f"exporter/{LINUX_ROUTER.mgmt_ip}"} <= nodes, nodes
+    edges = {(r["metric"]["source"], r["metric"]["target"]) for r in query(by_title[("Edge to cluster map", "edges")].ready())}
+    assert (LINUX_ROUTER.lan_host_name, f"exporter/{LINUX_ROUTER.mgmt_ip}") in edges, edges
+    assert (f"exporter/{LINUX_ROUTER.mgmt_ip}", "service/demo/web") in edges, edges
+    assert ("demo/client", "demo/web") in edges, edges  # Caretta's link, on the same ids
