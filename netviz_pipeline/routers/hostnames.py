@@ -24,6 +24,7 @@ import csv
 import ipaddress
 import io
 import re
+import secrets
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -154,23 +155,41 @@ def merge(parsed: list[tuple[str, list[tuple[str, str | None]]]], into: RouterNa
     return out
 
 
+# One round trip for every source: for each path, its first MAX_BYTES then a marker line with a random
+# boundary saying whether it was read, absent or unreadable (paths are the platforms' constants, passed
+# as arguments, never spliced into the script; no `!`, which csh, pfSense's root shell, would expand).
+_READ_ALL = ('b=$1; n=$2; shift 2; for f in "$@"; do '
+             'if [ -e "$f" ]; then if head -c "$n" -- "$f" 2>/dev/null; then s=ok; else s=unreadable; fi; else s=absent; fi; '
+             'printf "\\n%s %s %s\\n" "$b" "$s" "$f"; done')
+
+
+def split_read_all(out: str, boundary: str) -> list[tuple[str, str, str]]:
+    """_READ_ALL's output -> [(path, status, content)] in the order read."""
+    parts = re.split(rf"\n{re.escape(boundary)} (ok|absent|unreadable) ([^\n]*)\n", out)
+    return [(parts[i + 1], parts[i], parts[i - 1]) for i in range(1, len(parts) - 1, 3)]
+
+
 def read(session: Session, sources: tuple[NameSource, ...]) -> RouterNames:
-    """Read each source the router has (at most MAX_BYTES of each) and merge them. A file that is
-    absent is normal (a router without DHCP); one that cannot be read or parsed is a problem to report,
-    never a reason to fail the router's step: names are a convenience, flow export is the job."""
+    """Read each source the router has (at most MAX_BYTES of each, all in one command) and merge them.
+    A file that is absent is normal (a router without DHCP); one that cannot be read or parsed is a
+    problem to report, never a reason to fail the router's step: names are a convenience, flow export
+    is the job."""
     out = RouterNames()
+    if not sources:
+        return out
+    boundary = "netviz-names-" + secrets.token_hex(8)
+    res = session.run(["sh", "-c", _READ_ALL, "sh", boundary, str(MAX_BYTES), *(src.path for src in sources)])
+    got = {path: (status, content) for path, status, content in split_read_all(res.out, boundary)}
     parsed = []
     for src in sources:
-        res = session.run(["head", "-c", str(MAX_BYTES), src.path])
-        if res.rc != 0:
-            if session.run(["test", "-e", src.path]).rc != 0:
-                out.absent.append(src.path)
-            else:
-                out.problems.append(f"{src.path}: cannot read ({(res.err or res.out).strip()[-200:]})")
-            continue
-        try:
-            parsed.append((src.path, PARSERS[src.format](res.out)))
-        except ValueError as e:
-            out.problems.append(f"{src.path}: {e}")
+        status, content = got.get(src.path, ("unreadable", ""))
+        if status == "absent":
+            out.absent.append(src.path)
+        elif status != "ok":
+            out.problems.append(f"{src.path}: cannot read (rc={res.rc}: {res.err.strip()[-200:]})")
+        else:
+            try:
+                parsed.append((src.path, PARSERS[src.format](content)))
+            except ValueError as e:
+                out.problems.append(f"{src.path}: {e}")
     return merge(parsed, out)
-

@@ -195,3 +195,44 @@ def test_every_flow_panel_shows_the_labs_names(deployed: Path):
     assert (LINUX_ROUTER.lan_host_name, f"exporter/{LINUX_ROUTER.mgmt_ip}") in edges, edges
     assert (f"exporter/{LINUX_ROUTER.mgmt_ip}", "service/demo/web") in edges, edges
     assert ("demo/client", "demo/web") in edges, edges  # Caretta's link, on the same ids
+
+
+def test_series_stay_within_the_budget_while_pods_churn(lab: Lab, deployed: Path):
+    """A rollout of the demo client (a new pod, a new address; the old one's released) seen by the
+    aggregator's watch on the real API server: the index follows it without growing, the budget stays
+    what it was and every scrape keeps one talker series per tracked key plus "other"."""
+    from netviz_lab.clusterapi import dynamic
+
+    def flows(expr: str) -> float:
+        return freshness.value(query(expr.replace("JOB", f'job="{FLOWS_JOB}"')))
+
+    budget = flows("sum(netviz_flow_series_budget{JOB})")
+    pods_before = flows('max(netviz_flow_names_entries{JOB,kind="pods"})')
+    events_before = flows('max(netviz_flow_names_events_total{JOB,kind="pods"})')
+    dc = dynamic(lab)
+    deployments = dc.resources.get(api_version="apps/v1", kind="Deployment")
+    pods = dc.resources.get(api_version="v1", kind="Pod")
+    old = {p.metadata.name for p in pods.get(namespace="demo", label_selector="app=client").items}
+    deployments.patch(name="client", namespace="demo", content_type="application/merge-patch+json",
+                      body={"spec": {"template": {"metadata": {"annotations": {
+                          "netviz.io/restarted-by-test": str(time.time())}}}}})
+    deadline = time.monotonic() + 180
+    while True:
+        now = pods.get(namespace="demo", label_selector="app=client").items
+        running = [p for p in now if p.status.phase == "Running" and p.metadata.name not in old]
+        if running and not {p.metadata.name for p in now} & old:
+            break
+        assert time.monotonic() < deadline, f"client rollout did not finish: {[p.metadata.name for p in now]}"
+        time.sleep(2)
+    # the watch saw the new pod and the old one's deletion: more events, the same number of pods indexed
+    while not (flows('max(netviz_flow_names_events_total{JOB,kind="pods"})') >= events_before + 2
+               and flows('max(netviz_flow_names_entries{JOB,kind="pods"})') == pods_before):
+        assert time.monotonic() < deadline, "the names index did not follow the rollout"
+        time.sleep(2)
+    for r in query(f'netviz_flow_series{{job="{FLOWS_JOB}"}}'):
+        inst = r["metric"]["instance"]
+        talkers = flows(f'count(netviz_flow_talker_bytes_total{{JOB,instance="{inst}"}})')
+        tracked = flows(f'sum(netviz_flow_tracked_keys{{JOB,instance="{inst}",dimension="talkers"}})')
+        assert talkers == tracked + 1, (inst, talkers, tracked)
+        assert float(r["value"][1]) <= flows(f'sum(netviz_flow_series_budget{{JOB,instance="{inst}"}})')
+    assert flows("sum(netviz_flow_series_budget{JOB})") == budget

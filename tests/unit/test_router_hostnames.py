@@ -205,3 +205,40 @@ def test_names_from_routers_off_renders_no_volume(make):
     assert all(v["name"] != "router-hosts" for v in dep["spec"]["template"]["spec"]["volumes"])
     cm = next(o for o in goflow2.render(s) if o["metadata"]["name"] == "goflow2-flowagg")
     assert json.loads(cm["data"]["config.json"])["names"]["router_hosts_dir"] is None
+
+
+# -- reading them: the one command, run by a real local shell --------------------------------------------
+class LocalShell:
+    """A Session whose commands run here, quoted into one command line as RouterSession sends it
+    (sshd hands that line to the login shell's -c)."""
+
+    def run(self, argv, *, stdin=None, timeout=None):
+        import subprocess
+
+        from netviz_pipeline.resources.router import Result, quote_argv
+        done = subprocess.run(["sh", "-c", quote_argv(argv)], capture_output=True, text=True, timeout=30)
+        return Result(done.returncode, done.stdout, done.stderr)
+
+
+def test_one_command_reads_every_source_and_tells_absent_from_unreadable(tmp_path):
+    (tmp_path / "leases").write_text(DNSMASQ_LEASES)
+    (tmp_path / "hosts").write_text(HOSTS.rstrip("\n"))  # no final newline: the marker still splits
+    (tmp_path / "config.xml").write_text("<pfsense><dhcpd>")
+    unreadable = tmp_path / "a-directory"  # head fails on it, also as root (a 0000 file root would read)
+    unreadable.mkdir()
+    sources = (hn.NameSource(str(tmp_path / "config.xml"), "pfsense"), hn.NameSource(str(tmp_path / "leases"), "dnsmasq"),
+               hn.NameSource(str(tmp_path / "missing"), "isc"), hn.NameSource(str(unreadable), "hosts"),
+               hn.NameSource(str(tmp_path / "hosts"), "hosts"))
+    got = hn.read(LocalShell(), sources)
+    assert got.names == {"192.168.1.70": "pi", "2001:db8::70": "pi6", "192.168.1.1": "router.home.arpa",
+                         "192.168.1.20": "nas-from-hosts"}
+    assert got.absent == [str(tmp_path / "missing")]
+    problems = " ".join(got.problems)
+    assert "config.xml: config.xml does not parse" in problems
+    assert f"{unreadable}: cannot read" in problems
+
+
+def test_the_output_split_keeps_each_files_bytes_exactly():
+    b = "netviz-names-0123"
+    out = f"one\ntwo\n\n{b} ok /a\n\n{b} absent /b\nthree\n{b} ok /c\n"
+    assert hn.split_read_all(out, b) == [("/a", "ok", "one\ntwo\n"), ("/b", "absent", ""), ("/c", "ok", "three")]
