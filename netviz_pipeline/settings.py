@@ -197,7 +197,8 @@ _HOST_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
 
 
 class FlowNames(_Model):
-    """Names on the talker series (`src_name`, `dst_name`; flowagg/names.py); the address when none is known."""
+    """Names on the talker series (`src_name`, `dst_name`, and what they are in `src_kind`, `dst_kind`;
+    flowagg/names.py); the address when none is known."""
 
     # pods -> namespace/workload (via ReplicaSets/Jobs, as Caretta), Services -> service/<ns>/<name>,
     # nodes -> node/<name>, watched with the aggregator's own ServiceAccount `netviz-flowagg` (ClusterRole
@@ -211,7 +212,7 @@ class FlowNames(_Model):
     max_entries: int = Field(50_000, ge=100, le=500_000)
     # The names each router already knows for its LAN (pfSense/OPNsense DHCP static mappings, DHCP
     # leases, /etc/hosts; read over SSH, nothing changed on the router), written by the router step to
-    # ConfigMap goflow2-flowagg-router-hosts, which the aggregator re-reads. Off: not read, not written.
+    # ConfigMap goflow2-flowagg-hosts-<router>, which the aggregator re-reads. Off: not read, not written.
     from_routers: bool = True
     # static address -> name (LAN hosts the cluster does not know); Kubernetes names win where both
     # name one, and these win over the routers' names

@@ -175,6 +175,7 @@ def test_cluster_names_beat_router_names(tmp_path):
     n = nm.Names(c, router_hosts_dir=str(tmp_path))
     n.refresh()
     assert n.resolve("192.168.1.11") == ("node/worker-1", "node")
+    assert {n.resolve(a)[1] for a in ("192.168.1.11", "192.168.1.12")} <= set(nm.Names.KINDS)
 
 
 # -- what the pipeline renders ---------------------------------------------------------------------------
