@@ -83,6 +83,14 @@ def ping(server: str, seq: int, timeout: float = 1.0) -> bool:
     return False
 
 
+def http_get(host: str, port: int) -> None:
+    """One HTTP/1.0 GET, the answer read to its end; raises OSError when it fails."""
+    with socket.create_connection((host, port), timeout=2) as c:
+        c.sendall(b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % host.encode())
+        while c.recv(2048):
+            pass
+
+
 def client(server: str, tcp_port: int, udp_port: int, interval: float, deadline: float,
            pause_file: str | None = None, also_tcp: list[tuple[str, int]] = ()) -> None:
     print(f"traffic client -> {server} every {interval}s", flush=True)
@@ -95,10 +103,7 @@ def client(server: str, tcp_port: int, udp_port: int, interval: float, deadline:
             continue
         seq += 1
         try:
-            with socket.create_connection((server, tcp_port), timeout=2) as c:
-                c.sendall(b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % server.encode())
-                while c.recv(2048):
-                    pass
+            http_get(server, tcp_port)
             ok["tcp"] += 1
         except OSError:
             pass
@@ -116,10 +121,7 @@ def client(server: str, tcp_port: int, udp_port: int, interval: float, deadline:
             pass
         for host, port in also_tcp:
             try:
-                with socket.create_connection((host, port), timeout=2) as c:
-                    c.sendall(b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % host.encode())
-                    while c.recv(2048):
-                        pass
+                http_get(host, port)
                 ok[f"{host}:{port}"] = ok.get(f"{host}:{port}", 0) + 1
             except OSError:
                 pass

@@ -48,7 +48,7 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
     chosen = _routers_for_run(context, s)
     rows: list[dict] = []
     failures, changed = [], 0
-    read_names = s.flows.enabled and s.flows.names.from_routers
+    read_names = render_goflow2.reads_router_names(s)
     names: dict[str, drivers.RouterNames] = {}
 
     def converge(r):
@@ -57,7 +57,7 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
                 out = drivers.converge(ssh, s, r)
                 if read_names:  # same session; a failure here is reported, never fails the router
                     try:
-                        names[r.name] = drivers.host_names(ssh, r)
+                        names[r.name] = drivers.host_names(ssh, r, out.platform)
                     except RouterError as exc:
                         names[r.name] = drivers.RouterNames(problems=[f"names not read: {exc}"])
                 return out, None
@@ -82,7 +82,7 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
             context.log.warning(f"{r.name}: host names: {p}")
         rows.append({"router": r.name, "platform": out.platform, "changed": out.changed, "restarted": out.restarted,
                      "actions": "; ".join(out.actions) or "none (converged)", "seconds": out.seconds,
-                     "host names": found.summary() if found else "not read (flows.names.from_routers off)"})
+                     "host names": found.summary() if found else "not read (flows or flows.names.from_routers off)"})
     if not context.has_partition_key:  # each router's partition shows its own result
         for row in rows:
             if not row["actions"].startswith("error:"):
@@ -95,7 +95,8 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
     if failures:
         raise dg.Failure(description="could not converge: " + "; ".join(failures),
                          metadata={"routers": table(rows)})
-    names_meta = {f"host_names_{k}": v for k, v in apply_metadata(outcomes).items() if k in ("summary", "apply")}
+    names_meta = {f"host_names_{k}": v for k, v in apply_metadata(outcomes).items()
+                  if k in ("summary", "apply")} if read_names else {}
     return dg.MaterializeResult(metadata={
         **names_meta,
         "routers": table(rows),

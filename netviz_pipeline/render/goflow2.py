@@ -77,7 +77,12 @@ def flowagg_config(s: Settings) -> dict:
             "idle_seconds": f.idle_seconds,
             "names": {"kubernetes": f.names.kubernetes, "max_entries": f.names.max_entries,
                       "hosts": dict(sorted(f.names.hosts.items())),
-                      "router_hosts_dir": ROUTER_HOSTS_DIR if f.names.from_routers and s.routers else None}}
+                      "router_hosts_dir": ROUTER_HOSTS_DIR if reads_router_names(s) else None}}
+
+
+def reads_router_names(s: Settings) -> bool:
+    """The router step reads the routers' names and the aggregator mounts them."""
+    return s.flows.enabled and s.flows.names.from_routers and bool(s.routers)
 
 
 def router_hosts_configmap(s: Settings, router: str, names: dict[str, str]) -> dict:
@@ -151,7 +156,7 @@ def flowagg_container(s: Settings) -> dict:
                          {"name": FLOWAGG_VOLUME, "mountPath": FLOWAGG_DIR, "readOnly": True}]
         + ([{"name": SA_TOKEN_VOLUME, "mountPath": SA_TOKEN_DIR, "readOnly": True}] if f.names.kubernetes else [])
         + ([{"name": ROUTER_HOSTS_VOLUME, "mountPath": ROUTER_HOSTS_DIR, "readOnly": True}]
-           if f.names.from_routers and s.routers else []),
+           if reads_router_names(s) else []),
     }
 
 
@@ -198,7 +203,7 @@ def deployment(s: Settings, node_name: str | None = None) -> dict:
         if s.flows.names.kubernetes:
             pod["serviceAccountName"] = FLOWAGG_SA
             pod["volumes"].append(sa_token_volume())
-        if s.flows.names.from_routers and s.routers:
+        if reads_router_names(s):
             pod["volumes"].append(router_hosts_volume(s))
         # a new aggregator version or config rolls the pod (a mounted ConfigMap alone would not restart it)
         digest = hashlib.sha256(json.dumps(flowagg_configmap(s)["data"], sort_keys=True).encode()).hexdigest()[:16]

@@ -7,7 +7,7 @@ settings say auto) and hand over:
   status(session, settings, router)   -> FlowExportStatus for the freshness sensors
   restart(session, settings, router)  -> FlowExportStatus for remediation
   probe(session, settings, router)    -> status plus softflowd's own counters, for the health sensor
-  host_names(session, router)         -> the names the router knows for its LAN (hostnames.py), read only
+  host_names(session, router, name)   -> the names the router knows for its LAN (hostnames.py), read only
 `session` is a resources.router.RouterSession (OPNsense uses its HTTP API and ignores it, except
 for detection when platform is auto).
 """
@@ -24,7 +24,7 @@ from .platform import Platform
 from .registry import PLATFORMS
 
 __all__ = ["PLATFORMS", "FlowExportStatus", "RouterError", "RouterOutcome", "RouterSession", "converge", "detect",
-           "host_names", "platform", "probe", "restart", "status"]
+           "RouterNames", "host_names", "platform", "probe", "restart", "status"]
 
 
 def platform(session, r: Router) -> Platform:
@@ -60,6 +60,8 @@ def probe(session, s: Settings, r: Router) -> tuple[FlowExportStatus, SoftflowdC
     return st, p.counters(session, st)
 
 
-def host_names(session, r: Router) -> RouterNames:
-    """What the router's own files name (DHCP static mappings, leases, hosts), for the aggregator."""
-    return read(session, platform(session, r).name_sources)
+def host_names(session, r: Router, platform_name: str | None = None) -> RouterNames:
+    """What the router's own files name (DHCP static mappings, leases, hosts), for the aggregator.
+    `platform_name`: the platform a converge already resolved (spares detecting `auto` again)."""
+    p = PLATFORMS[platform_name] if platform_name else platform(session, r)
+    return read(session, p.name_sources)
