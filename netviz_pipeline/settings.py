@@ -21,6 +21,8 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       field_validator, model_validator)
 
 ENV_VAR = "NETVIZ_CONFIG"
+# Kubernetes' own namespaces: no netviz step may name one
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 
 
 def url_join(base, path: str) -> str:
@@ -490,6 +492,34 @@ class Settings(_Model):
                              "flows.enabled: false")
         if self.flows.enabled and self.flows.metrics_port in (self.goflow2.metrics_port, self.goflow2.netflow_port):
             raise ValueError(f"flows.metrics_port {self.flows.metrics_port} collides with a GoFlow2 port")
+        return self
+
+    @model_validator(mode="after")
+    def _namespaces_apart(self):
+        """A namespace named here gets a Role for the pipeline, and Caretta's and GoFlow2's get Pod
+        Security labels from `admin apply`. So none may be a system namespace, and Caretta's (labelled
+        privileged) may hold nothing else: sharing it would let every other step's pods run privileged
+        (and a canary's exec would reach Caretta's privileged pods)."""
+        named = {"caretta.namespace": self.caretta.namespace, "goflow2.namespace": self.goflow2.namespace,
+                 "grafana.dashboards_namespace": self.grafana.dashboards_namespace}
+        p, canary = self.prometheus, self.checks.canary_pod
+        if p.chart:
+            named["prometheus.chart.configmap_namespace"] = p.chart.configmap_namespace
+        if p.operator and p.operator.namespace:
+            named["prometheus.operator.namespace"] = p.operator.namespace
+        if canary:
+            named["checks.canary_pod.namespace"] = canary.namespace
+        relabelled = ("caretta.namespace", "goflow2.namespace")
+        problems = [f"{field}: {ns!r} is a system namespace, where netviz must hold no Role"
+                    + (" nor relabel Pod Security" if field in relabelled else "") + ": use one of its own"
+                    for field, ns in named.items() if ns in SYSTEM_NAMESPACES]
+        problems += [f"{field}: 'default' holds everyone's unlabelled workloads; `admin apply` would relabel its "
+                     "Pod Security: use one of its own" for field in relabelled if named[field] == "default"]
+        problems += [f"{field}: {ns!r} is caretta.namespace, which Pod Security lets run privileged pods: "
+                     f"give {field} a namespace of its own"
+                     for field, ns in named.items() if field != "caretta.namespace" and ns == self.caretta.namespace]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @model_validator(mode="after")

@@ -36,6 +36,7 @@ from . import namespace as render_namespace
 from . import pod_security_level
 
 NAME = "netviz-pipeline"  # the pipeline's ClusterRole, Roles, bindings and admission policy
+SERVICES_POLICY = f"{NAME}-services"  # the admission policy for its Services
 DEFAULT_SUBJECT = "user:netviz-pipeline"
 INSTALL_KINDS = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
                            "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"})
@@ -144,16 +145,76 @@ def _cel_list(items) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"  # image refs are validated: no quotes inside
 
 
+# Pod Security "baseline"'s SELinux types: anything else (spc_t, ...) runs a container unconfined
+_SELINUX_TYPES = ["container_t", "container_init_t", "container_kvm_t", "container_engine_t"]
+_APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+
+
+def product_capabilities(s: Settings) -> list[str]:
+    """Capabilities the product's own pods add (today none: Caretta is privileged, the rest drop ALL).
+    The admission policy allows exactly these, so a new need shows up here and in its test."""
+    pods = [o["spec"]["template"]["spec"] for o in render_caretta.render(s) + render_goflow2.render(s)
+            if o["kind"] in ("Deployment", "DaemonSet")]
+    return sorted({cap for pod in pods for c in pod["containers"] + pod.get("initContainers", [])
+                   for cap in ((c.get("securityContext") or {}).get("capabilities") or {}).get("add", [])})
+
+
+def _unset_or(obj: str, field: str, test: str) -> str:
+    """CEL: `obj.field` is absent or passes `test` (written against `obj.field`)."""
+    return f"(!has({obj}.{field}) || {test})"
+
+
+def _security_context_checks(caps: list[str]) -> list[tuple[str, str]]:
+    """The ways a pod takes its node without `privileged`, pod and container level alike."""
+    pod, sc = "variables.pod.securityContext", "c.securityContext"
+
+    def each(test: str) -> str:
+        return f"variables.containers.all(c, !has(c.securityContext) || {test})"
+
+    def both(field: str, test) -> str:
+        return (f"(!has(variables.pod.securityContext) || {_unset_or(pod, field, test(pod + '.' + field))}) && "
+                + each(_unset_or(sc, field, test(sc + "." + field))))
+
+    return [
+        (each(_unset_or(sc, "capabilities", _unset_or(sc + ".capabilities", "add",
+                                                      f"{sc}.capabilities.add.all(k, k in {_cel_list(caps)})"))),
+         f"capabilities.add: only {', '.join(caps) or 'none'} (what the product's own pods add); "
+         "SYS_ADMIN, SYS_MODULE, SYS_PTRACE and the like take the node"),
+        (both("seccompProfile", lambda f: f"{f}.type != 'Unconfined'"),
+         "seccompProfile: Unconfined is refused (pod and containers); use RuntimeDefault"),
+        (both("appArmorProfile", lambda f: f"{f}.type != 'Unconfined'") + " && "
+         "(!has(object.spec.template.metadata) || !has(object.spec.template.metadata.annotations) || "
+         "!object.spec.template.metadata.annotations.exists(k, k.startsWith("
+         f"{json.dumps(_APPARMOR_ANNOTATION)}) && object.spec.template.metadata.annotations[k] == 'unconfined'))",
+         "appArmorProfile: Unconfined is refused (field and annotation)"),
+        (each(_unset_or(sc, "procMount", f"{sc}.procMount != 'Unmasked'")),
+         "procMount: Unmasked is refused (it exposes the host's /proc and /sys controls)"),
+        (both("seLinuxOptions", lambda f: f"(!has({f}.user) && !has({f}.role) && "
+                                          f"(!has({f}.type) || {f}.type in {_cel_list(_SELINUX_TYPES)}))"),
+         "seLinuxOptions: only the container types " + ", ".join(_SELINUX_TYPES) + ", no user or role"),
+        (both("windowsOptions", lambda f: f"!(has({f}.hostProcess) && {f}.hostProcess)"),
+         "windowsOptions.hostProcess is refused"),
+        (f"!has(variables.pod.securityContext) || {_unset_or(pod, 'sysctls', f'size({pod}.sysctls) == 0')}",
+         "securityContext.sysctls: the product sets none"),
+        ("variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0))",
+         "hostPort is refused (it binds on the node's address)"),
+    ]
+
+
 def admission_policy(s: Settings, subject: Subject) -> list[dict]:
-    """What the pipeline may put in the workloads it writes, enforced by the API server.
+    """What the pipeline may put in the workloads and Services it writes, enforced by the API server.
 
     The workloads Role must allow DaemonSets in Caretta's namespace, which Pod Security lets run
     privileged with host paths (Caretta needs both). Without this policy that grant is a way to root on
     every node. With it, the pipeline's Deployments and DaemonSets may only run the product's images;
     only Caretta's image, with its own entrypoint (no command or args), may be privileged or mount
-    host paths, and only /proc and /sys/kernel/debug; no host network, PID or IPC; only the
-    `caretta` or `default` ServiceAccount, and the aggregator's `netviz-flowagg` only in GoFlow2's
-    Deployment in its namespace."""
+    host paths, and only /proc and /sys/kernel/debug; no host network, PID or IPC; none of the other
+    ways to the node without `privileged` (added capabilities, Unconfined seccomp or AppArmor, an
+    unmasked /proc, SELinux types outside the container ones, Windows host processes, sysctls,
+    hostPort), in Caretta's privileged namespace too; only the `caretta` or `default` ServiceAccount,
+    and the aggregator's `netviz-flowagg` only in GoFlow2's Deployment in its namespace. Its Services
+    claim no externalIPs (CVE-2020-8554: a Service can take over any address's traffic) and are
+    ClusterIP or NodePort, as the product's are."""
     caretta_img = json.dumps(s.caretta.image)
     images = _cel_list(dict.fromkeys([s.caretta.image, s.goflow2.image, s.flows.image]))
     workload_namespaces = sorted({s.caretta.namespace, s.goflow2.namespace})
@@ -171,38 +232,46 @@ def admission_policy(s: Settings, subject: Subject) -> list[dict]:
         ("!(has(variables.pod.hostNetwork) && variables.pod.hostNetwork) && "
          "!(has(variables.pod.hostPID) && variables.pod.hostPID) && !(has(variables.pod.hostIPC) && variables.pod.hostIPC)",
          "no host network, PID or IPC namespaces"),
+        *_security_context_checks(product_capabilities(s)),
         ("!has(variables.pod.serviceAccountName) || variables.pod.serviceAccountName in ['caretta', 'default'] || "
          f"(variables.pod.serviceAccountName == {json.dumps(render_goflow2.FLOWAGG_SA)} && "
          f"request.namespace == {json.dumps(s.goflow2.namespace)} && request.kind.kind == 'Deployment' && "
          f"object.metadata.name == {json.dumps(render_goflow2.NAME)})",
          f"only the caretta or default ServiceAccount ({render_goflow2.FLOWAGG_SA}: only GoFlow2's Deployment)"),
     ]
-    policy = {
-        "apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": NAME, "labels": dict(_PART_OF)},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
-                                                    "operations": ["CREATE", "UPDATE"],
-                                                    "resources": ["deployments", "daemonsets"]}]},
-            "matchConditions": [{"name": "the-pipeline",
-                                 "expression": f"request.userInfo.username == {json.dumps(subject.username)}"}],
-            "variables": [
-                {"name": "pod", "expression": "object.spec.template.spec"},
-                {"name": "containers", "expression": "variables.pod.containers + "
-                                                     "(has(variables.pod.initContainers) ? variables.pod.initContainers : [])"},
-            ],
-            "validations": [{"expression": e, "message": m, "reason": "Forbidden"} for e, m in checks],
-        },
-    }
-    binding = {
-        "apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": NAME, "labels": dict(_PART_OF)},
-        "spec": {"policyName": NAME, "validationActions": ["Deny"],
-                 "matchResources": {"namespaceSelector": {"matchExpressions": [
-                     {"key": "kubernetes.io/metadata.name", "operator": "In", "values": workload_namespaces}]}}},
-    }
-    return [policy, binding]
+    service_checks = [
+        ("!has(object.spec.externalIPs) || size(object.spec.externalIPs) == 0",
+         "spec.externalIPs is refused (CVE-2020-8554: it takes over traffic to those addresses)"),
+        ("!has(object.spec.type) || object.spec.type in ['ClusterIP', 'NodePort']",
+         "spec.type: only ClusterIP or NodePort, as the product's Services"),
+    ]
+    match_pipeline = [{"name": "the-pipeline",
+                       "expression": f"request.userInfo.username == {json.dumps(subject.username)}"}]
+
+    def policy(name: str, rules: list[dict], variables: list[dict], validations: list[tuple[str, str]]) -> dict:
+        spec = {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": rules},
+                "matchConditions": match_pipeline,
+                "validations": [{"expression": e, "message": m, "reason": "Forbidden"} for e, m in validations]}
+        if variables:
+            spec["variables"] = variables
+        return {"apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": name, "labels": dict(_PART_OF)}, "spec": spec}
+
+    def binding(name: str) -> dict:
+        return {"apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": name, "labels": dict(_PART_OF)},
+                "spec": {"policyName": name, "validationActions": ["Deny"],
+                         "matchResources": {"namespaceSelector": {"matchExpressions": [
+                             {"key": "kubernetes.io/metadata.name", "operator": "In", "values": workload_namespaces}]}}}}
+
+    workloads = policy(NAME, [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                               "resources": ["deployments", "daemonsets"]}],
+                       [{"name": "pod", "expression": "object.spec.template.spec"},
+                        {"name": "containers", "expression": "variables.pod.containers + "
+                         "(has(variables.pod.initContainers) ? variables.pod.initContainers : [])"}], checks)
+    services = policy(SERVICES_POLICY, [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                                         "resources": ["services"]}], [], service_checks)
+    return [workloads, binding(NAME), services, binding(SERVICES_POLICY)]
 
 
 def _binding(kind: str, role_kind: str, subject: Subject, namespace: str | None = None) -> dict:

@@ -7,9 +7,12 @@ identity (tests/pipeline). Runs on the pristine lab; nothing is left behind.
 """
 from __future__ import annotations
 
+import copy
+import re
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -187,14 +190,29 @@ def test_goflow2_namespace_enforces_pod_security_restricted_behind_the_policy(la
         r(admin, "apps/v1", "Deployment").delete(name=name, namespace="goflow2")
 
 
+def _can_i_rows(text: str) -> set[tuple[str, tuple[str, ...], frozenset[str]]]:
+    """`kubectl auth can-i --list` rows as (resource, resource names, verbs), without the self-review
+    rules every user has and the non-resource URLs."""
+    rows = set()
+    for line in text.splitlines():
+        m = re.match(r"^(\S+)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$", line)
+        if not m or m.group(1).startswith("selfsubject") or m.group(2):
+            continue
+        rows.add((m.group(1), tuple(m.group(3).split()), frozenset(m.group(4).split())))
+    return rows
+
+
 def test_the_grant_is_what_the_readme_shows(lab):
-    """`kubectl auth can-i --list` as the pipeline, per namespace: only the rules render/install.py grants."""
+    """`kubectl auth can-i --list -n caretta` as the pipeline against the real API server (what the
+    rendered grant gives) is exactly the table in the README, row for row."""
     res = kubectl(lab, "auth", "can-i", "--list", "-n", "caretta")
     assert res.returncode == 0, res.stderr
-    lines = res.stdout.splitlines()
-    assert not any(line.split()[0] in ("*.*", "secrets", "pods/exec", "roles.rbac.authorization.k8s.io",
-                                       "rolebindings.rbac.authorization.k8s.io") for line in lines[1:] if line.split())
-    assert any(line.startswith("daemonsets.apps") and "create" in line for line in lines)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("`kubectl auth can-i --list -n caretta` as `netviz-pipeline`", 1)[1].split("```", 2)[1]
+    live, documented = _can_i_rows(res.stdout), _can_i_rows(table)
+    assert live == documented, f"live only: {sorted(live - documented)}; README only: {sorted(documented - live)}"
+    assert not {row[0] for row in live} & {"*.*", "secrets", "pods/exec", "roles.rbac.authorization.k8s.io",
+                                           "rolebindings.rbac.authorization.k8s.io"}
 
 
 def _caretta_ds(lab, **pod_changes) -> dict:
@@ -211,24 +229,105 @@ def _caretta_ds(lab, **pod_changes) -> dict:
     return ds
 
 
+def _sidecar(**security) -> dict:
+    """A second container with an allowed, unprivileged image (GoFlow2's) and the attacker's settings."""
+    return {"name": "side", "image": "netsampler/goflow2:v2.2.1", "securityContext": security}
+
+
+def _first(key: str, value):
+    return lambda p: p["containers"][0].setdefault("securityContext", {}).update({key: value})
+
+
+# attack -> (change to Caretta's own DaemonSet, the policy message the refusal must carry)
 ADMISSION_ATTACKS = {
-    "foreign-image": lambda p: p["containers"][0].update(image="python:3.12-alpine"),
-    "caretta-image-with-a-shell": lambda p: p["containers"][0].update(command=["/bin/sh", "-c", "cat /proc/1/environ"]),
-    "host-root-mount": lambda p: p["volumes"].append({"name": "root", "hostPath": {"path": "/"}}),
-    "host-network": lambda p: p.update(hostNetwork=True),
-    "host-pid": lambda p: p.update(hostPID=True),
-    "other-service-account": lambda p: p.update(serviceAccountName="netviz-pipeline"),
-    "privileged-sidecar": lambda p: p["containers"].append(
-        {"name": "side", "image": "netsampler/goflow2:v2.2.1", "securityContext": {"privileged": True}}),
+    "foreign-image": (lambda p: p["containers"][0].update(image="python:3.12-alpine"), "only the netviz images"),
+    "caretta-image-with-a-shell": (lambda p: p["containers"][0].update(command=["/bin/sh", "-c", "cat /proc/1/environ"]),
+                                   "its own entrypoint"),
+    "host-root-mount": (lambda p: p["volumes"].append({"name": "root", "hostPath": {"path": "/"}}), "host paths"),
+    "host-network": (lambda p: p.update(hostNetwork=True), "no host network"),
+    "host-pid": (lambda p: p.update(hostPID=True), "no host network, PID"),
+    "other-service-account": (lambda p: p.update(serviceAccountName="netviz-pipeline"), "ServiceAccount"),
+    "privileged-sidecar": (lambda p: p["containers"].append(_sidecar(privileged=True)), "may run privileged"),
+    # node takeover without `privileged` (issue 20), with an image on the allowed list
+    "cap-sys-admin-sys-module": (lambda p: p["containers"].append(
+        _sidecar(capabilities={"add": ["SYS_ADMIN", "SYS_MODULE"]})), "capabilities.add"),
+    "seccomp-unconfined-with-sys-ptrace": (lambda p: (p.setdefault("securityContext", {}).update(
+        seccompProfile={"type": "Unconfined"}), p["containers"].append(
+        _sidecar(capabilities={"add": ["SYS_PTRACE"]}))), "denied request"),  # two rules: either may answer
+    "seccomp-unconfined-pod": (lambda p: p.setdefault("securityContext", {}).update(
+        seccompProfile={"type": "Unconfined"}), "seccompProfile"),
+    "seccomp-unconfined-container": (lambda p: p["containers"].append(
+        _sidecar(seccompProfile={"type": "Unconfined"})), "seccompProfile"),
+    "init-container-sys-admin": (lambda p: p.setdefault("initContainers", []).append(
+        _sidecar(capabilities={"add": ["SYS_ADMIN"]})), "capabilities.add"),
+    "caretta-container-cap-add": (_first("capabilities", {"add": ["SYS_MODULE"]}), "capabilities.add"),
+    "apparmor-unconfined": (lambda p: p["containers"].append(_sidecar(appArmorProfile={"type": "Unconfined"})),
+                            "appArmorProfile"),
+    "selinux-spc-t": (lambda p: p["containers"].append(_sidecar(seLinuxOptions={"type": "spc_t"})),
+                      "seLinuxOptions"),
+    # Unmasked needs a user namespace (hostUsers: false), which a privileged or hostPath pod cannot have
+    "proc-mount-unmasked": (lambda p: (p.update(hostUsers=False, containers=[_sidecar(procMount="Unmasked")]),
+                                       p.pop("volumes", None)), "procMount"),
+    "host-port": (lambda p: p["containers"].append(_sidecar() | {"ports": [{"containerPort": 2222, "hostPort": 2222}]}),
+                  "hostPort"),
+    "sysctls": (lambda p: p.setdefault("securityContext", {}).update(
+        sysctls=[{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]), "sysctls"),
 }
+
+
+def _denied_by_policy(call, message: str) -> None:
+    """Refused (403) by the admission policy, and the refusal names the rule that refused it."""
+    with pytest.raises((ForbiddenError, ApiException)) as exc:
+        call()
+    assert getattr(exc.value, "status", 403) == 403, exc.value
+    body = str(getattr(exc.value, "body", "") or exc.value)
+    assert "ValidatingAdmissionPolicy" in body and message in body, body
 
 
 @pytest.mark.parametrize("attack", sorted(ADMISSION_ATTACKS))
 def test_privileged_workloads_it_may_write_are_bounded_by_the_admission_policy(lab, pipeline, attack):
     """Caretta's namespace admits privileged pods (Caretta needs them) and the pipeline may write
-    DaemonSets there; the ValidatingAdmissionPolicy keeps that grant to Caretta's own shape."""
-    body = _caretta_ds(lab, change=ADMISSION_ATTACKS[attack])
-    _forbidden(lambda: r(pipeline, "apps/v1", "DaemonSet").create(namespace="caretta", body=body, dry_run="All"))
+    DaemonSets there; the ValidatingAdmissionPolicy keeps that grant to Caretta's own shape: no way to
+    the node through another field either."""
+    change, message = ADMISSION_ATTACKS[attack]
+    body = _caretta_ds(lab, change=change)
+    _denied_by_policy(lambda: r(pipeline, "apps/v1", "DaemonSet").create(namespace="caretta", body=body,
+                                                                         dry_run="All"), message)
+
+
+def _service(**spec) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"nvz-attack-{uuid.uuid4().hex[:6]}"},
+            "spec": {"selector": {"app": "goflow2"}, "ports": [{"port": 2055, "protocol": "UDP"}], **spec}}
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"externalIPs": ["198.18.0.1"]}, "externalIPs"),  # CVE-2020-8554: take over traffic to that address
+    ({"type": "LoadBalancer"}, "spec.type"),
+    ({"type": "ExternalName", "externalName": "kubernetes.default.svc", "selector": None, "ports": None}, "spec.type"),
+], ids=["external-ip", "load-balancer", "external-name"])
+@pytest.mark.parametrize("namespace", ["goflow2", "caretta"])
+def test_services_it_may_write_claim_no_external_addresses(pipeline, namespace, spec, message):
+    body = _service(**spec)
+    body["spec"] = {k: v for k, v in body["spec"].items() if v is not None}
+    _denied_by_policy(lambda: r(pipeline, "v1", "Service").create(namespace=namespace, body=body, dry_run="All"),
+                      message)
+
+
+def test_the_products_own_services_pass_the_admission_policy(lab, pipeline):
+    from netviz_lab import settings as lab_settings
+    from netviz_pipeline.render import caretta as render_caretta
+    from netviz_pipeline.render import goflow2 as render_goflow2
+    from netviz_pipeline.settings import parse_settings
+
+    s = parse_settings(lab_settings.settings(lab), check_host=False)
+    services = [o for o in render_caretta.render(s) + render_goflow2.render(s) if o["kind"] == "Service"]
+    assert {o["spec"].get("type", "ClusterIP") for o in services} == {"ClusterIP", "NodePort"}
+    for svc in services:
+        body = copy.deepcopy(svc)
+        body["metadata"]["name"] = f"nvz-check-{uuid.uuid4().hex[:6]}"
+        for port in body["spec"]["ports"]:
+            port.pop("nodePort", None)  # the product's own Service holds it
+        r(pipeline, "v1", "Service").create(namespace=svc["metadata"]["namespace"], body=body, dry_run="All")
 
 
 def test_the_products_own_daemonset_passes_the_admission_policy(lab, pipeline):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from netviz_pipeline.render import install
-from netviz_pipeline.settings import parse_settings
+from netviz_pipeline.settings import SettingsError, parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = {"cluster": {"in_cluster": True, "node_address": "10.0.0.1"}, "prometheus": {"url": "http://prometheus:9090"}}
@@ -129,3 +129,53 @@ def test_admin_print_renders_for_the_settings_and_rejects_a_bad_subject(tmp_path
                for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding") and d["metadata"]["name"] == install.NAME)
     assert admin.main(["print", "--settings", str(path), "--subject", "root"]) == 2
     assert "user:<name> or serviceaccount:<namespace>/<name>" in capsys.readouterr().err
+
+
+def test_admission_allows_only_the_capabilities_the_products_pods_add():
+    s = _settings()
+    assert install.product_capabilities(s) == []  # Caretta is privileged, the rest drop ALL
+    policy = _by_key(install.install_objects(s))[("ValidatingAdmissionPolicy", None, install.NAME)]
+    messages = [v["message"] for v in policy["spec"]["validations"]]
+    for rule in ("capabilities.add: only none", "seccompProfile", "appArmorProfile", "procMount",
+                 "seLinuxOptions", "hostProcess", "sysctls", "hostPort"):
+        assert any(m.startswith(rule) or rule in m for m in messages), rule
+
+
+def test_services_get_their_own_policy_bound_to_the_workload_namespaces():
+    objs = _by_key(install.install_objects(_settings(goflow2={"namespace": "flows"})))
+    policy = objs[("ValidatingAdmissionPolicy", None, install.SERVICES_POLICY)]
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["services"]
+    assert any("externalIPs" in v["expression"] for v in policy["spec"]["validations"])
+    binding = objs[("ValidatingAdmissionPolicyBinding", None, install.SERVICES_POLICY)]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"] == \
+        ["caretta", "flows"]
+
+
+@pytest.mark.parametrize("section,field,path", [
+    ("caretta", {"namespace": "kube-system"}, "caretta.namespace"),
+    ("goflow2", {"namespace": "kube-node-lease"}, "goflow2.namespace"),
+    ("grafana", {"dashboards_namespace": "kube-public"}, "grafana.dashboards_namespace"),
+    ("prometheus", {"url": "http://p:9090", "mode": "chart",
+                    "chart": {"configmap_namespace": "kube-system", "configmap_name": "p"}},
+     "prometheus.chart.configmap_namespace"),
+    ("prometheus", {"url": "http://p:9090", "operator": {"namespace": "kube-system"}}, "prometheus.operator.namespace"),
+])
+def test_settings_refuse_system_namespaces_naming_the_field(section, field, path):
+    with pytest.raises(SettingsError) as exc:
+        _settings(**{section: field})
+    assert f"{path}: " in str(exc.value) and "system namespace" in str(exc.value), exc.value
+
+
+def test_settings_keep_caretta_privileged_namespace_to_itself_and_default_unlabelled():
+    for section, field, path in (("goflow2", {"namespace": "caretta"}, "goflow2.namespace"),
+                                 ("grafana", {"dashboards_namespace": "caretta"}, "grafana.dashboards_namespace"),
+                                 ("checks", {"canary_command": ["true"], "canary_source": "198.18.0.1",
+                                             "canary_destination": "198.18.0.2",
+                                             "canary_pod": {"namespace": "caretta", "label_selector": "a=b"}},
+                                  "checks.canary_pod.namespace")):
+        with pytest.raises(SettingsError) as exc:
+            _settings(**{section: field})
+        assert f"{path}: 'caretta' is caretta.namespace" in str(exc.value), exc.value
+    with pytest.raises(SettingsError, match="goflow2.namespace: 'default'"):
+        _settings(goflow2={"namespace": "default"})
+    assert _settings(grafana={"dashboards_namespace": "default"}).grafana.dashboards_namespace == "default"
