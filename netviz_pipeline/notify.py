@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import dagster as dg
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -32,6 +34,8 @@ NETVIZ_JOBS = (netviz_deploy.name, netviz_verify.name)
 # subject kind -> the asset check the flow_freshness sensor records it under (see sensors._evaluation)
 _CHECK = {"router": "netflow_arriving", "caretta": "caretta_links_present"}
 
+MAX_OUTBOX = 20  # notifications a silent receiver leaves for later ticks; older ones are dropped
+_MIN_ATTEMPT_SECONDS = 0.5
 _MAX_REASON = 600  # chars: a chat message is a pointer to Dagster, not the full diagnosis
 _MAX_ERROR = 900
 
@@ -88,6 +92,21 @@ def recovered(subject: str, after_seconds: float, link: str | None = None) -> di
     return _payload(text, text, link)
 
 
+def flapping(subject: str, reason: str, settle_seconds: float, link: str | None = None) -> dict:
+    reason = escape(_clip(reason, _MAX_REASON))
+    head = f"netviz: {escape(subject)} failed again after recovering (flapping)"
+    tail = (f"Re-runs continue within the same incident's bound; no further message until it has stayed "
+            f"healthy for {_duration(settle_seconds)}.")
+    return _payload(f":large_orange_circle: {head}: {reason}", f":large_orange_circle: *{head}*\n{reason}\n{tail}",
+                    link)
+
+
+def stable(subject: str, after_seconds: float, settle_seconds: float, link: str | None = None) -> dict:
+    text = (f":large_green_circle: netviz: {escape(subject)} stable again: healthy for {_duration(settle_seconds)} "
+            f"after flapping (incident of {_duration(after_seconds)})")
+    return _payload(text, text, link)
+
+
 def run_failed(job_name: str, run_id: str, error: str, link: str | None = None) -> dict:
     error = escape(_clip(error, _MAX_ERROR))
     return _payload(f":x: netviz: run of {escape(job_name)} failed: {error}",
@@ -104,18 +123,24 @@ def transitions(announced: dict[str, dict], observations: list[Finding], plan: r
     observations, `now`, policy and `busy`; keep `announced'` in the cursor next to the remediation
     state, as sensors.flow_freshness does):
 
-    - `announced` is plain JSON data: subject -> {"stage": "failing" | "gave_up", "since": epoch seconds
-      the failure began}. Start with {}.
+    - `announced` is plain JSON data: subject -> {"stage": "failing" | "recovered", "since": epoch
+      seconds the incident began, "gave_up": told that re-runs gave up, "flapped": told it flaps}.
+      Start with {}. (A cursor's older stage "gave_up" reads as failing with gave_up.)
+    - An incident is remediation's: it ends once the subject has stayed healthy for
+      `policy.settle_seconds` (its state leaves the plan), so each message below is sent at most once
+      per incident, however often the subject flaps.
     - check_failed: a subject that is unhealthy, a root cause (remediation.root_causes: routers hidden by
       a broken scrape job or collector are not announced one by one) and not yet announced. The reason
       is the plan's diagnosis (what is seen and what is being re-run). A subject no re-run can fix
       (Finding.heal False) gets only this message: it has nothing to give up on.
     - remediation_gave_up: an announced (or new) subject whose re-runs are exhausted
       (SubjectState.attempts >= policy.max_attempts), once the last re-run is no longer the one launched
-      this tick and no deploy or remediation run is in flight (`busy`), i.e. it had its chance. Once per incident;
-      a subject first seen in that state gets only this message.
-    - recovered: an announced subject observed healthy again (with how long it was unhealthy). A subject
-      never announced recovers silently.
+      this tick and no deploy or remediation run is in flight (`busy`), i.e. it had its chance. A
+      subject first seen in that state gets only this message.
+    - recovered: an announced subject observed healthy for the first time in its incident (with how long
+      it was unhealthy). A subject never announced recovers silently.
+    - flapping: a recovered subject failing again within the incident, once; further flaps are silent.
+    - stable: the end of an incident that flapped (healthy for settle_seconds), once.
     - Nothing otherwise: steady state (still failing, still healthy, masked by a shared cause) sends
       nothing. A subject no longer observed at all (removed from the settings) is forgotten silently.
 
@@ -129,10 +154,21 @@ def transitions(announced: dict[str, dict], observations: list[Finding], plan: r
         o = seen.get(subject)
         if o is None:
             continue
+        entry = _entry(entry)
+        open_incident = subject in plan.state  # remediation keeps it until settled
         if o.healthy:
-            out.append(recovered(subject, now - float(entry.get("since", now)), link))
+            if entry["stage"] == "failing" and not entry.get("flapped"):
+                out.append(recovered(subject, now - entry["since"], link))
+            if open_incident:
+                new[subject] = entry | {"stage": "recovered"}
+            elif entry.get("flapped"):
+                out.append(stable(subject, now - entry["since"], policy.settle_seconds, link))
+        elif entry["stage"] == "recovered":  # failed again within the incident
+            new[subject] = entry | {"stage": "failing", "flapped": True}
+            if not entry.get("flapped"):
+                out.append(flapping(subject, plan.diagnoses.get(subject, o.reason), policy.settle_seconds, link))
         else:
-            new[subject] = dict(entry)  # still failing, or hidden behind a shared cause: already told
+            new[subject] = entry  # still failing, or hidden behind a shared cause: already told
     for o in remediation.root_causes(observations):
         if o.healthy:
             continue
@@ -146,10 +182,19 @@ def transitions(announced: dict[str, dict], observations: list[Finding], plan: r
             if not gave_up:
                 out.append(check_failed(o.subject, plan.diagnoses.get(o.subject, o.reason),
                                         _details(o, st, policy), link))
-        if gave_up and entry["stage"] != "gave_up":
-            entry["stage"] = "gave_up"
+        if gave_up and not entry.get("gave_up"):
+            entry["gave_up"] = True
             out.append(remediation_gave_up(o.subject, list(st.tried), o.reason, link))
     return out, new
+
+
+def _entry(entry: dict) -> dict:
+    """An announced entry in today's shape (a cursor may hold the older stage "gave_up")."""
+    entry = dict(entry)
+    entry["since"] = float(entry.get("since", 0))
+    if entry.get("stage") == "gave_up":
+        entry.update(stage="failing", gave_up=True)
+    return entry
 
 
 def _details(o: Finding, st: remediation.SubjectState | None, policy: remediation.Policy) -> dict:
@@ -200,6 +245,12 @@ for _name in ("urllib3.connectionpool", "urllib3.util.retry"):  # the loggers th
         logging.getLogger(_name).addFilter(_REDACT)
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """requests raises a read timeout that urllib3's Retry gave up on as a ConnectionError: look inside."""
+    inner = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.Timeout) or isinstance(inner, urllib3.exceptions.TimeoutError)
+
+
 def _why(exc: BaseException, url: str) -> str:
     # requests' ConnectionError text embeds the request path (the token); the innermost reason does not,
     # but scrub it anyway.
@@ -237,28 +288,49 @@ class Notifier:
         return s
 
     def send(self, payload: dict, log: Any = None) -> bool:
+        return self._post(payload, log, self.timeout_seconds) == "sent"
+
+    def send_within(self, payloads: list[dict], budget_seconds: float, log: Any = None) -> list[dict]:
+        """Send in order, spending at most `budget_seconds` in all: each attempt's timeout is cut to what
+        is left (shared by its retries), and a receiver that does not answer in time ends this round.
+        Returns the payloads not attempted, for the caller to carry to its next round (a sensor tick
+        must end well inside Dagster's limit, or it loses its cursor)."""
+        deadline = time.monotonic() + budget_seconds
+        for i, payload in enumerate(payloads):
+            left = deadline - time.monotonic()
+            if left < _MIN_ATTEMPT_SECONDS:
+                return payloads[i:]
+            if self._post(payload, log, min(self.timeout_seconds, left / (self.retries + 1))) == "timeout":
+                (log or _LOG).warning(f"webhook receiver did not answer in time: {len(payloads) - i - 1} "
+                                      "notification(s) kept for the next tick")
+                return payloads[i + 1:]
+        return []
+
+    def _post(self, payload: dict, log: Any, timeout: float) -> str:
+        """One POST with its retries: "sent", "failed" (refused, an error status, an unusable URL),
+        "timeout" (no answer in time) or "off" (no webhook configured)."""
         log = log or _LOG
         if not self.url_env:
-            return False
+            return "off"
         url = os.environ.get(self.url_env, "").strip()
         where = f"webhook from ${self.url_env}"
         if not url:
             log.warning(f"notification not sent: {self.url_env} is not set")
-            return False
+            return "failed"
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
             log.warning(f"notification not sent: {self.url_env} does not hold an http(s) URL")
-            return False
+            return "failed"
         _RedactWebhooks.urls.add(url)
         try:
-            resp = self._session.post(url, json=payload, timeout=self.timeout_seconds, allow_redirects=False)
+            resp = self._session.post(url, json=payload, timeout=timeout, allow_redirects=False)
         except (requests.RequestException, ValueError) as exc:  # ValueError: e.g. an unparsable port
             log.warning(f"notification not delivered ({where}): {_why(exc, url)}")
-            return False
+            return "timeout" if _timed_out(exc) else "failed"
         if not 200 <= resp.status_code < 300:
             log.warning(f"notification not delivered ({where}): HTTP {resp.status_code} "
                         f"{_scrub(resp.text.strip(), url)[:200]!r}")
-            return False
-        return True
+            return "failed"
+        return "sent"
 
 
 class NotifierResource(dg.ConfigurableResource):
@@ -282,6 +354,17 @@ class NotifierResource(dg.ConfigurableResource):
     def send(self, payload: dict, log: Any = None) -> bool:
         n = self._get(log)
         return n.send(payload, log) if n else False
+
+    def deliver(self, outbox: list[dict], payloads: list[dict], log: Any = None) -> list[dict]:
+        """This tick's payloads after those an earlier tick could not attempt, within the settings'
+        `notify.send_budget_seconds`; returns the new outbox (at most MAX_OUTBOX, oldest dropped)."""
+        n = self._get(log)
+        if n is None or not n.enabled:
+            return []
+        left = n.send_within(list(outbox) + list(payloads), self.config.settings.notify.send_budget_seconds, log)
+        if len(left) > MAX_OUTBOX:
+            (log or _LOG).warning(f"{len(left) - MAX_OUTBOX} notification(s) dropped: the receiver is behind")
+        return left[-MAX_OUTBOX:]
 
     def link(self, path: str = "") -> str | None:
         n = self._get(None)

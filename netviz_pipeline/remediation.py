@@ -3,13 +3,15 @@
 The usual causes of stale data are fixed by re-running the step that owns them: softflowd died or lost
 its config (router_softflowd re-converges and restarts it), the collector is gone (goflow2), a scrape
 job vanished (prometheus_scrape_config), a dashboard was edited by hand (its dashboard asset). Each
-subject gets at most `max_attempts` re-runs, spaced by an exponential back-off so a flapping exporter
-cannot cause a storm of runs; after that it stays red with a diagnosis of what was tried and seen.
-Pure functions over plain data: the sensor keeps the state in its cursor.
+subject gets at most `max_attempts` re-runs per incident, spaced by an exponential back-off; after that
+it stays red with a diagnosis of what was tried and seen. An incident ends only when the subject has
+stayed healthy for `settle_seconds`: one that fails, heals and fails again within that window (a
+crash-looping exporter) keeps its attempt count and back-off, so a flapping subject cannot cause a storm
+of runs. Pure functions over plain data: the sensor keeps the state in its cursor.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .findings import Finding
 
@@ -25,6 +27,7 @@ class Policy:
     max_attempts: int = 3
     backoff_seconds: float = 120.0  # before the 2nd attempt; doubles each time
     backoff_max_seconds: float = 3600.0
+    settle_seconds: float = 600.0  # healthy this long ends the incident; a failure before is the same one
 
 
 @dataclass
@@ -33,6 +36,8 @@ class SubjectState:
     attempts: int = 0
     last_attempt: float | None = None
     tried: list[str] = field(default_factory=list)
+    healthy_since: float | None = None  # healthy again, but not yet for settle_seconds
+    flaps: int = 0  # failures after a recovery within this incident
 
 
 @dataclass(frozen=True)
@@ -72,10 +77,19 @@ def plan(observations: list[Finding], state: dict[str, SubjectState], now: float
     assets: list[str] = []
     diagnoses: dict[str, str] = {}
     for o in root_causes(observations):
+        old = state.get(o.subject)
         if o.healthy:
-            continue  # healthy subjects drop out of the state: a later failure starts afresh
-        st = state.get(o.subject) or SubjectState(failing_since=now)
-        st = SubjectState(st.failing_since or now, st.attempts, st.last_attempt, list(st.tried))
+            # the incident ends once healthy for settle_seconds; until then a failure continues it
+            if old is not None:
+                since = old.healthy_since if old.healthy_since is not None else now
+                if now - since < policy.settle_seconds:
+                    new[o.subject] = replace(old, tried=list(old.tried), healthy_since=since)
+            continue
+        st = old or SubjectState(failing_since=now)
+        flapped = st.healthy_since is not None
+        st = replace(st, failing_since=now if st.failing_since is None else st.failing_since,
+                     tried=list(st.tried), healthy_since=None,
+                     flaps=st.flaps + flapped)
         new[o.subject] = st
         if not o.heal:
             diagnoses[o.subject] = f"{o.reason}; no re-run can fix this, a person must look"
@@ -94,8 +108,9 @@ def plan(observations: list[Finding], state: dict[str, SubjectState], now: float
             st.tried.append(f"re-ran {target} (attempt {st.attempts})")
             assets += [a for a in targets if a not in assets]
         if st.attempts >= policy.max_attempts and not (st.last_attempt == now):
-            diagnoses[o.subject] = (f"still unhealthy after {st.attempts} re-runs of {target}: {o.reason}; "
-                                    f"tried: {'; '.join(st.tried)}")
+            flapping = f" (failed again {st.flaps} time(s) after recovering)" if st.flaps else ""
+            diagnoses[o.subject] = (f"still unhealthy after {st.attempts} re-runs of {target}{flapping}: "
+                                    f"{o.reason}; tried: {'; '.join(st.tried)}")
         else:
             diagnoses[o.subject] = f"{o.reason}; " + (f"re-running {target}" if st.last_attempt == now
                                                       else f"waiting for back-off before re-running {target}"

@@ -72,8 +72,7 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
     # A person hears once per incident: it began, its re-runs gave up, it recovered.
     messages, announced = notify.transitions(cursor.get("announced") or {}, seen, p, now, busy=busy,
                                              link=notifier.link())
-    for message in messages:
-        notifier.send(message, log=context.log)
+    outbox = notifier.deliver(cursor.get("outbox") or [], messages, log=context.log)  # bounded in time
     exporters = [o for o in seen if o.subject.startswith("router:")]
     events = [_evaluation(router_softflowd.key, "netflow_arriving", exporters, p),
               _evaluation(end_to_end.key, "caretta_links_present", [o for o in seen if o.subject == "caretta"], p)]
@@ -84,7 +83,7 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
                           tags={REMEDIATION_TAG: "true", WRITES_TAG: "true", "netviz/remediates": ",".join(r.subjects)})
             for r in remediation.reruns(p, now)]
     cursor = {"remediation": remediation.dump(p.state), "samples": exporter_health.dump(samples),
-              "announced": announced}
+              "announced": announced, "outbox": outbox}
     # a router's partition must exist before a run can target it (the deploy adds them too)
     partitions = [dg.AddDynamicPartitionsRequest(ROUTER_PARTITIONS.name, [r.name for r in s.routers])]
     return dg.SensorResult(asset_events=events, run_requests=runs, cursor=json.dumps(cursor),

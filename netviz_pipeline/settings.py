@@ -467,6 +467,9 @@ class Notify(_Model):
 
     webhook_url_env: EnvName | None = None  # None: notifications off
     timeout_seconds: float = Field(5, gt=0, le=60)  # per attempt; the sensors must not stall on a slow receiver
+    # all sends of one sensor tick together (Dagster ends a tick after 60 s and loses its cursor); what
+    # does not fit waits for the next tick
+    send_budget_seconds: float = Field(10, ge=1, le=40)
     dagster_url: HttpUrl | None = None  # the Dagster UI, for links in messages
 
     _env = field_validator("webhook_url_env")(_env_is_set)
@@ -570,9 +573,17 @@ _SECRETISH = re.compile(r"token|password|secret|api_?key|passphrase", re.I)
 
 
 def _loc(loc: tuple) -> str:
+    """routers[0].interface; a key that would break the one `path: problem` line (empty, blanks, control
+    characters: an unknown key is the user's own text) is quoted: flows['a\\nb'], ['']."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        part = part if isinstance(part, int) else str(part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part or not part.isprintable() or any(c.isspace() for c in part):
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
     return out or "(top level)"
 
 
@@ -595,8 +606,13 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
+# pydantic's own steps in a location (e.g. "function-after[check(), str]"); only these are dropped: a user's
+# key that merely starts with "function-" or "lax-" is a location too
+_PYDANTIC_STEP = re.compile(r"(function-(after|before|wrap|plain)|lax-or-strict)\[.*\]", re.S)
+
+
 def _format(err: dict) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "lax-"))))
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _PYDANTIC_STEP.fullmatch(p)))
     path, kind = _loc(loc), err["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"

@@ -15,7 +15,7 @@ import yaml
 
 from netviz_pipeline.findings import Finding
 from netviz_pipeline.jobs import REMEDIATION_TAG
-from netviz_pipeline.notify import (Notifier, NotifierResource, check_failed, netviz_run_failure,
+from netviz_pipeline.notify import (MAX_OUTBOX, Notifier, NotifierResource, check_failed, netviz_run_failure,
                                     recovered, remediation_gave_up, run_failed, transitions)
 from netviz_pipeline.remediation import Policy, dump, load, plan
 from netviz_pipeline.resources.config import NetvizConfig
@@ -190,6 +190,43 @@ def test_a_slow_receiver_is_cut_by_the_timeout_and_not_posted_twice(hook):
     assert time.monotonic() - started < 1.0 and len(hook.posts) == 1
 
 
+@pytest.fixture
+def blackhole(monkeypatch):
+    """A receiver that takes the connection (the kernel's backlog) and never reads or answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        monkeypatch.setenv(ENV, f"http://127.0.0.1:{s.getsockname()[1]}{SECRET_PATH}")
+        yield s
+
+
+def test_a_receiver_that_never_answers_cannot_hold_a_tick_past_its_budget(blackhole, caplog):
+    """Four transitions in one tick against a blackholed receiver: the first attempt's timeout is cut
+    to the budget, the round ends there, and the three not attempted are kept for the next tick."""
+    payloads = [check_failed(f"router:r{i}", "stale") for i in range(4)]
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        left = Notifier(ENV, timeout_seconds=5).send_within(payloads, budget_seconds=3)
+    elapsed = time.monotonic() - started
+    assert left == payloads[1:]
+    assert elapsed < 3 + 1.5, elapsed  # the contract: a tick's sends end within their budget
+    assert "did not answer in time: 3 notification(s) kept" in caplog.text and "s3cr3tT0ken" not in caplog.text
+
+
+def test_what_a_tick_could_not_send_goes_first_next_tick_and_the_outbox_is_bounded(hook, make, tmp_path, raw):
+    raw["notify"] = {"webhook_url_env": ENV, "send_budget_seconds": 5}
+    path = tmp_path / "netviz.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    res = NotifierResource(config=NetvizConfig(config_path=str(path)))
+    older, newer = recovered("router:a", 5), recovered("router:b", 5)
+    assert res.deliver([older], [newer]) == []
+    assert [json.loads(p["body"]) for p in hook.posts] == [older, newer]
+    hook.delay = 2.0  # slower than the cut timeout: nothing is delivered, at most MAX_OUTBOX kept
+    many = [recovered(f"router:r{i}", 5) for i in range(MAX_OUTBOX + 5)]
+    left = res.deliver([], many)
+    assert len(left) == MAX_OUTBOX and left[-1] == many[-1]
+
+
 def test_a_value_that_is_no_url_is_refused_without_echoing_it(monkeypatch, caplog):
     monkeypatch.setenv(ENV, "xoxb-not-a-url")
     with caplog.at_level(logging.WARNING):
@@ -282,8 +319,24 @@ def test_one_incident_is_announced_once_gave_up_once_recovered_once():
     back = s.tick([OK, CARETTA], 660)
     assert kinds(back) == [":large_green_circle:"] and back[0]["text"].endswith("recovered after 10 min")
     assert s.tick([OK, CARETTA], 670) == [] and s.tick([OK, CARETTA], 680) == []
+    assert s.tick([OK, CARETTA], 660 + P.settle_seconds) == []  # the incident ends quietly: no flap
     assert json.loads(s.cursor) == {"remediation": {}, "announced": {}}
-    assert kinds(s.tick([BAD, CARETTA], 700)) == [":red_circle:"]  # a new incident is announced again
+    assert kinds(s.tick([BAD, CARETTA], 1300)) == [":red_circle:"]  # a new incident is announced again
+
+
+def test_a_flapping_subject_is_told_once_per_incident_not_once_per_flap():
+    """Red, green, one 'flapping', and one 'stable' when it has stayed healthy for the settle window;
+    the flaps in between send nothing and launch no more re-runs than the incident's bound."""
+    s = Sensor()
+    sent = []
+    for now in range(0, 1200, 10):
+        sent += s.tick([OK if (now // 60) % 2 else BAD, CARETTA], now)  # a minute down, a minute up
+    for now in range(1200, 1200 + int(P.settle_seconds) + 20, 10):
+        sent += s.tick([OK, CARETTA], now)
+    assert kinds(sent) == [":red_circle:", ":warning:", ":large_green_circle:", ":large_orange_circle:",
+                           ":large_green_circle:"]  # 2 re-runs (P) within the first minute, then gave up
+    assert "flapping" in sent[3]["text"] and "stable again" in sent[4]["text"]
+    assert json.loads(s.cursor) == {"remediation": {}, "announced": {}}
 
 
 def test_a_short_incident_healed_by_the_first_re_run():
@@ -324,7 +377,8 @@ def test_a_subject_first_seen_exhausted_gets_only_gave_up_and_removed_subjects_a
     p1 = plan([BAD], p0.state, 1030, policy=P)
     p2 = plan([BAD], p1.state, 1040, policy=P)
     out, announced = transitions({}, [BAD], p2, 1040, policy=P)  # e.g. notifications just turned on
-    assert kinds(out) == [":warning:"] and announced["router:edge"] == {"stage": "gave_up", "since": 1000}
+    assert kinds(out) == [":warning:"] and announced["router:edge"] == {"stage": "failing", "since": 1000,
+                                                                        "gave_up": True}
     out, announced = transitions(announced, [CARETTA], plan([CARETTA], p2.state, 1050, policy=P), 1050, policy=P)
     assert out == [] and announced == {}
 

@@ -29,12 +29,39 @@ def test_back_off_doubles_and_is_capped_then_gives_up_with_a_diagnosis():
     assert "0 NetFlow datagrams" in final.diagnoses["router:edge"]
 
 
-def test_recovery_resets_the_subject():
+def test_recovery_ends_the_incident_only_after_the_settle_window():
     p = plan([BAD_ROUTER], {}, now=0, policy=P)
     healed = plan([Finding("router:edge", True, "fresh")], p.state, now=50, policy=P)
-    assert healed.state == {} and healed.assets == ()
-    again = plan([BAD_ROUTER], healed.state, now=60, policy=P)
-    assert again.assets == ("router_softflowd",)  # a new failure starts afresh, no back-off owed
+    assert healed.assets == () and healed.state["router:edge"].healthy_since == 50
+    assert healed.state["router:edge"].attempts == 1  # kept: a failure now would be the same incident
+    later = plan([Finding("router:edge", True, "fresh")], healed.state, now=50 + P.settle_seconds, policy=P)
+    assert later.state == {}
+    again = plan([BAD_ROUTER], later.state, now=60 + P.settle_seconds, policy=P)
+    assert again.assets == ("router_softflowd",) and again.state["router:edge"].attempts == 1  # afresh
+
+
+def test_a_flap_keeps_the_attempt_count_and_back_off():
+    p = plan([BAD_ROUTER], {}, now=0, policy=P)
+    p = plan([Finding("router:edge", True, "fresh")], p.state, now=30, policy=P)
+    p = plan([BAD_ROUTER], p.state, now=60, policy=P)  # fails again within the window
+    assert p.assets == () and "waiting for back-off" in p.diagnoses["router:edge"]
+    st = p.state["router:edge"]
+    assert (st.attempts, st.flaps, st.failing_since, st.healthy_since) == (1, 1, 0, None)
+    assert plan([BAD_ROUTER], p.state, now=100, policy=P).assets == ("router_softflowd",)  # back-off of 100 s
+
+
+def test_a_crash_looping_exporter_gets_a_bounded_number_of_runs_with_the_default_policy():
+    """Killed every 75 s for 10 minutes (seen within a 30 s tick, healthy again after a re-run or by
+    itself): the default policy's 3 re-runs are the bound, and the diagnosis says it flaps."""
+    policy, state, runs = Policy(), {}, 0
+    for now in range(0, 600, 30):
+        healthy = (now % 75) >= 45  # 45 s dead, 30 s alive, and again
+        p = plan([Finding("router:edge", True, "fresh") if healthy else BAD_ROUTER], state, now=now, policy=policy)
+        state, runs = p.state, runs + len(p.assets)
+    assert runs == policy.max_attempts and state["router:edge"].flaps >= 5
+    stuck = plan([BAD_ROUTER], state, now=600, policy=policy)
+    assert "still unhealthy after 3 re-runs" in stuck.diagnoses["router:edge"] and "failed again" in \
+        stuck.diagnoses["router:edge"]
 
 
 def test_shared_cause_suppresses_per_router_storm():
