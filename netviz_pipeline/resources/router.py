@@ -267,7 +267,7 @@ class OPNsenseClient:
             raise RouterError(f"router {self.router.name}: {method} {url} failed: {e}") from None
         if resp.status_code in (401, 403):
             raise RouterError(f"router {self.router.name}: {method} {url} -> {resp.status_code}: the API key "
-                              "is wrong or its user lacks the Diagnostics: Netflow privilege")
+                              "is wrong or its user lacks the 'Diagnostics: Netflow configuration' privilege")
         if resp.status_code != 200:
             raise RouterError(f"router {self.router.name}: {method} {url} -> {resp.status_code}: {resp.text[:300]}")
         try:

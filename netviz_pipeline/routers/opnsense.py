@@ -5,6 +5,13 @@ OPNsense/Netflow); the API validates them and `reconfigure` regenerates and rest
 exporter. Nothing to install. Interfaces and collector targets the user already has are kept: ours
 are added to the lists. getconfig is compared first, so a converged router is neither saved nor
 reconfigured.
+
+Shapes as OPNsense's own model and controller define them (opnsense/core Netflow.xml and
+Api/NetflowController.php; checked in tests/unit/test_router_published_shapes.py): getconfig returns
+list fields as {key: {value, selected}}, and an empty `targets` (an IPPortField list) as one selected
+entry with the empty key, which is no target; setconfig takes comma-joined keys and answers
+{"result": "saved"} or {"result": "failed", "validations": {"netflow.<field>": message}}; the timeouts
+are integers 1..86400; status answers {"status": "active"|"inactive"}.
 """
 from __future__ import annotations
 
@@ -24,20 +31,28 @@ API = {"get": ("GET", "/api/diagnostics/netflow/getconfig"),
        "status": ("GET", "/api/diagnostics/netflow/status")}
 
 
+TIMEOUT_MIN, TIMEOUT_MAX = 1, 86400  # the model's activeTimeout/inactiveTimeout bounds (Netflow.xml)
+
+
 # -- desired state (pure) ----------------------------------------------------------------------
+def _timeout(seconds: int) -> str:
+    return str(min(TIMEOUT_MAX, max(TIMEOUT_MIN, seconds)))
+
+
 def setconfig_body(s: Settings, r: Router) -> dict:
-    """Body for setconfig. ng_netflow has only active/inactive timeouts: maxlife and udp map there."""
+    """Body for setconfig. ng_netflow has only active/inactive timeouts: maxlife and udp map there,
+    held to the 1..86400 s the model accepts (settings allow maxlife up to 7 days, which it refuses)."""
     return {"netflow": {
         "capture": {"interfaces": r.interface, "version": f"v{r.netflow_version}", "targets": collector(s, r)},
-        "activeTimeout": str(max(1, r.timeouts.maxlife)),
-        "inactiveTimeout": str(max(1, r.timeouts.udp)),
+        "activeTimeout": _timeout(r.timeouts.maxlife),
+        "inactiveTimeout": _timeout(r.timeouts.udp),
     }}
 
 
 def _flatten(value) -> str:
     """getconfig returns selects as {key: {value, selected}}; setconfig takes comma-joined keys."""
     if isinstance(value, dict):
-        return ",".join(sorted(k for k, v in value.items() if isinstance(v, dict) and int(v.get("selected", 0))))
+        return ",".join(_selected(value))
     return str(value)
 
 
@@ -51,9 +66,22 @@ def needs_change(current: dict, body: dict) -> bool:
 
 
 def _selected(value) -> list[str]:
+    """Selected keys of a getconfig list field. The empty key is no entry: an empty IPPortField list
+    comes back as {"": {"value": "", "selected": 1}}, and sending it back makes setconfig fail."""
     if isinstance(value, dict):
-        return sorted(k for k, v in value.items() if isinstance(v, dict) and int(v.get("selected", 0) or 0))
+        return sorted(k for k, v in value.items() if k and isinstance(v, dict) and int(v.get("selected", 0) or 0))
     return sorted(x for x in str(value or "").split(",") if x)
+
+
+def refused(router: str, res: dict) -> str:
+    """A setconfig answer other than saved, as an error naming each refused field."""
+    val = res.get("validations")
+    if not isinstance(val, dict) or not val:
+        return f"router {router}: OPNsense did not save the netflow settings: {res}"
+    parts = [f"{k}: {'; '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in sorted(val.items())]
+    hint = (" (OPNsense names interfaces by identifier: lan, wan, optN, not the device)"
+            if "netflow.capture.interfaces" in val else "")
+    return f"router {router}: OPNsense refused the netflow settings: {'; '.join(parts)}{hint}"
 
 
 def merged_body(current: dict, s: Settings, r: Router) -> dict:
@@ -99,14 +127,21 @@ class OPNsense(Platform):
         cfg = api.call(*API["get"]).get("netflow") or {}
         cap = cfg.get("capture") or {}
         targets, ifs = _selected(cap.get("targets")), _selected(cap.get("interfaces"))
-        want = collector(s, r)
+        versions = _selected(cap.get("version"))
+        want, body = collector(s, r), setconfig_body(s, r)["netflow"]
         st = FlowExportStatus(router=r.name, platform=self.name, running=state.get("status") == "active",
                               collector=",".join(targets) or None, interfaces=ifs,
-                              version=",".join(_selected(cap.get("version"))) or None, details={"api_status": state})
+                              version=",".join(v.removeprefix("v") for v in versions) or None,  # "9", as softflowd's -v
+                              details={"api_status": state})
         if want not in targets:
             st.drift.append(f"targets: {','.join(targets) or '-'} lack {want}")
         if r.interface not in ifs:
             st.drift.append(f"interfaces: {','.join(ifs) or '-'} lack {r.interface}")
+        if versions != [body["capture"]["version"]]:
+            st.drift.append(f"version: running {','.join(versions) or '-'}, want {body['capture']['version']}")
+        for key in ("activeTimeout", "inactiveTimeout"):
+            if str(cfg.get(key)) != body[key]:
+                st.drift.append(f"{key}: running {cfg.get(key)}, want {body[key]}")
         return st
 
     def restart(self, session, s: Settings, r: Router, *, client: OPNsenseClient | None = None) -> FlowExportStatus:
@@ -124,8 +159,7 @@ class OPNsense(Platform):
         if needs_change(current, body):
             res = api.call(*API["set"], body)
             if res.get("result") != "saved":
-                raise RouterError(f"router {r.name}: OPNsense refused the netflow settings: "
-                                  f"{res.get('validations') or res}")
+                raise RouterError(refused(r.name, res))
             out.actions.append("saved netflow settings (setconfig)")
             out.changed = True
         st = self.status(session, s, r, client=api)
