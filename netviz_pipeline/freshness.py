@@ -21,6 +21,18 @@ def exporter_address(router: Router) -> str:
         return socket.gethostbyname(router.host)
 
 
+def exporter_addresses(routers: list[Router]) -> list[str]:
+    """Every router's exporter address (the senders GoFlow2's scrape job keeps series for)."""
+    out = set()
+    for i, r in enumerate(routers):
+        try:
+            out.add(exporter_address(r))
+        except OSError as e:
+            raise ValueError(f"routers[{i}].host {r.host!r} does not resolve ({e}): fix the name or give "
+                             "its address") from None
+    return sorted(out)
+
+
 def netflow_by_router_query(window_s: int) -> str:
     """NetFlow datagrams per exporter (`router` label) in the window, one query for all of them,
     counted only by collectors that are up now: a replaced GoFlow2 pod's old series keeps its

@@ -109,7 +109,7 @@ def _readable_file(v: Path | None, info: ValidationInfo) -> Path | None:
     if any(ord(c) < 32 or ord(c) == 127 for c in str(v)):
         raise ValueError(f"{str(v)!r} contains control characters: write a plain path")
     if _check_host(info) and not (v.is_file() and os.access(v, os.R_OK)):
-        raise ValueError(f"{str(v)!r} is not a readable file: create it or fix the path")
+        raise ValueError(f"{str(v)!r} is not a readable file: create it, fix the path, or let this user read it (chown/chmod)")
     return v
 
 
@@ -543,7 +543,7 @@ class Settings(_Model):
         names = [r.name for r in self.routers]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"router names must be unique; repeated: {', '.join(dup)}")
+            raise ValueError(f"routers: names must be unique; repeated: {', '.join(dup)}: rename all but one")
         return self
 
     def collector(self, router: Router) -> tuple[str, int]:
@@ -611,6 +611,15 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
 _PYDANTIC_STEP = re.compile(r"(function-(after|before|wrap|plain)|lax-or-strict)\[.*\]", re.S)
 
 
+_FIELD_PATH = re.compile(r"([a-z_]+)(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*")
+
+
+def _names_its_field(msg: str) -> bool:
+    """`msg` starts with a settings path ("goflow2.namespace: ...")."""
+    m = _FIELD_PATH.match(msg)
+    return bool(m) and msg[m.end():].startswith(": ") and m.group(1) in Settings.model_fields
+
+
 def _format(err: dict) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _PYDANTIC_STEP.fullmatch(p)))
     path, kind = _loc(loc), err["type"]
@@ -625,6 +634,8 @@ def _format(err: dict) -> str:
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind == "missing":
         return f"{path}: {_HINTS['missing']}"
+    if not loc and _names_its_field(msg):  # a whole-document check that names the field it refuses
+        return msg
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than", "int_parsing",
                 "literal_error", "bool_parsing", "too_short", "string_type", "int_type"):
         msg += f" (got {err.get('input')!r})"

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .. import health
 from ..findings import Finding
+from ..freshness import exporter_addresses
 from ..render import alerts
 from ..render.scrape import file_sd_targets, merge_scrape_configs, monitors, pod_jobs, scrape_jobs
 from ..resources.cluster import ClusterResource
@@ -73,7 +74,7 @@ def apply_file_mode(s: Settings, cluster: ClusterResource, prom: PrometheusResou
                 _write_atomic(path, text)  # file_sd is re-read by Prometheus; no reload needed
                 changed.append(str(path))
     old = f.config_path.read_text()
-    new, jobs_changed = merge_scrape_configs(old, scrape_jobs(s))
+    new, jobs_changed = merge_scrape_configs(old, scrape_jobs(s, exporter_addresses(s.routers)))
     new, listed = alerts.merge_rule_files(new, str(f.rules_file))
     config_changed = jobs_changed or listed
     rules = f.rules_file
@@ -125,7 +126,8 @@ def apply_chart_mode(s: Settings, cluster: ClusterResource) -> dict:
     if cm is None:
         raise dg.Failure(f"prometheus.chart: ConfigMap {c.configmap_namespace}/{c.configmap_name} not found")
     data = cm.get("data") or {}
-    new, jobs_changed = merge_scrape_configs(data.get(c.key, ""), scrape_jobs(s))
+    jobs = scrape_jobs(s, exporter_addresses(s.routers))
+    new, jobs_changed = merge_scrape_configs(data.get(c.key, ""), jobs)
     new, listed = alerts.merge_rule_files(new, alerts.CHART_RULES_PATH)  # in the chart's default rule_files
     rules, rules_changed = alerts.merge_chart_alerting_rules(data.get(alerts.CHART_RULES_KEY, ""), s)
     # Both keys every time: server-side apply deletes a field this manager applied before and leaves
@@ -137,7 +139,7 @@ def apply_chart_mode(s: Settings, cluster: ClusterResource) -> dict:
     meta = apply_metadata(outcomes)
     meta["extraScrapeConfigs"] = dg.MetadataValue.md(
         "Helm owns this ConfigMap; to survive `helm upgrade`, add to the chart's extraScrapeConfigs:\n```yaml\n"
-        + json.dumps(scrape_jobs(s), indent=1) + "\n```")
+        + json.dumps(jobs, indent=1) + "\n```")
     meta["serverFiles"] = dg.MetadataValue.md(
         "and these values, which render the netviz alert rules into the same ConfigMap (merge the `groups` "
         "with your own alerting rules if you have any):\n```yaml\n" + alerts.chart_values_snippet(s) + "```")
@@ -157,7 +159,7 @@ def prometheus_scrape_config(context: dg.AssetExecutionContext, cluster: Cluster
     elif mode == "chart":
         meta = apply_chart_mode(s, cluster)
     else:
-        meta = apply_metadata(cluster.apply(monitors(s) + [alerts.prometheus_rule(s)]))
+        meta = apply_metadata(cluster.apply(monitors(s, exporter_addresses(s.routers)) + [alerts.prometheus_rule(s)]))
     return dg.MaterializeResult(metadata=meta | {"mode": dg.MetadataValue.text(mode)})
 
 

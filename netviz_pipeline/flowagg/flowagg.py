@@ -270,6 +270,30 @@ class SpaceSaving:
         return max((e[1] for e in self.entries.values()), default=0)
 
 
+def tracked_keys(top_k: dict[str, int] | None, nets: "Networks") -> dict[str, int]:
+    """Keys tracked per dimension: top_k, and every network pair (bounded by configuration: never evicts)."""
+    k = dict(DEFAULT_TOP_K, **(top_k or {}))
+    k["networks"] = (len(nets.names) + 1) ** 2
+    return k
+
+
+def config_budget(cfg: dict) -> int:
+    """The series budget of the aggregator `main` builds from this --config."""
+    names = cfg.get("names") or {}
+    return series_budget(tracked_keys(cfg.get("top_k"), Networks(cfg.get("networks"))),
+                         bool(names.get("kubernetes") or names.get("hosts") or names.get("router_hosts_dir")))
+
+
+def series_budget(k: dict[str, int], names: bool) -> int:
+    """Hard maximum of series an aggregator with these tracked keys per dimension (`Aggregator.k`:
+    top_k plus `networks`, the (names + 1)^2 network pairs) exports; the scrape job's sample_limit is
+    sized from it."""
+    dims = sum((k[name] + 1) * 3 for name, _, _ in Aggregator.DIMENSIONS)  # bytes, packets, flows
+    per_exporter = (k["exporters"] + 1) * 2  # last record timestamp, sampling_rate zero
+    fixed = 3 + len(MALFORMED_REASONS) + 4 * len(Aggregator.DIMENSIONS) + 4  # totals, malformed, per-dim, misc
+    return dims + per_exporter + fixed + (names_mod.Names.SERIES if names else 0)  # names' health: fixed
+
+
 class Aggregator:
     """All dimensions plus per-exporter freshness; thread-safe between `feed` and `render`."""
 
@@ -283,11 +307,8 @@ class Aggregator:
 
     def __init__(self, top_k: dict[str, int] | None = None, networks: dict[str, list[str]] | None = None,
                  idle_seconds: float = 900.0, clock=time.time, names=None):
-        k = dict(DEFAULT_TOP_K, **(top_k or {}))
         self.nets = Networks(networks)
-        n = len(self.nets.names) + 1
-        k["networks"] = n * n  # bounded by configuration: never evicts
-        self.k = k
+        self.k = k = tracked_keys(top_k, self.nets)
         self.sketch = {name: SpaceSaving(k[name]) for name, _, _ in self.DIMENSIONS}
         self.last_record: dict[str, float] = {}
         self.zero_rate: dict[str, int] = {}
@@ -396,11 +417,7 @@ class Aggregator:
     # -- output ---------------------------------------------------------------------------------
     def budget(self) -> int:
         """Hard maximum of series this process can export (what `render` may ever emit)."""
-        dims = sum((self.k[name] + 1) * 3 for name, _, _ in self.DIMENSIONS)  # bytes, packets, flows
-        per_exporter = (self.k["exporters"] + 1) * 2  # last record timestamp, sampling_rate zero
-        fixed = 3 + len(MALFORMED_REASONS) + 4 * len(self.DIMENSIONS) + 4  # totals, malformed, per-dim, misc
-        names = names_mod.Names.SERIES if self.names is not None else 0  # names' health: a fixed set
-        return dims + per_exporter + fixed + names
+        return series_budget(self.k, self.names is not None)
 
     def render(self) -> str:
         with self.lock:

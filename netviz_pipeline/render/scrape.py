@@ -8,9 +8,12 @@ own exactly those jobs in a config file it shares with the user's own jobs.
 from __future__ import annotations
 
 import copy
+import ipaddress
+import re
 
 import yaml
 
+from ..flowagg import flowagg as aggregator
 from ..settings import Settings
 from . import caretta, goflow2, labels
 
@@ -19,12 +22,63 @@ CARETTA_JOB = "netviz-caretta"
 GOFLOW2_JOB = "netviz-goflow2"
 FLOWS_JOB = "netviz-flows"  # the flow aggregator sidecar of the GoFlow2 pod (port flow-metrics)
 
+# Bounds per scrape: above sample_limit Prometheus refuses the whole scrape (its series stop, `up`
+# stays 1 and the scrape alerts fire), so nothing a target does can grow Prometheus without end.
+LABEL_LIMIT = 20  # the widest series: a talker's 9 labels + job, instance, namespace, pod, node
+CARETTA_SAMPLE_LIMIT = 20_000  # per agent (one node's links); Caretta itself has no bound to size from
+# GoFlow2 labels its receiver and decoder series by sender (`router`, `remote_ip`, sFlow `agent`): a
+# flood of spoofed sources at the NodePort makes series without end. Only the routers in the settings
+# are kept (metric relabelling, before sample_limit counts); the limit is sized for what stays.
+SENDER_LABELS = ("router", "remote_ip", "agent")
+GOFLOW2_FIXED_SERIES = 300  # Go runtime, process, HTTP handler and per-decoder timing series
+GOFLOW2_SERIES_PER_SENDER = 300  # receiver, decoder and template series of one exporter, with room
+
 
 def intervals(s: Settings) -> tuple[str, str]:
     """(scrape interval, scrape timeout) of every netviz job: the timeout may not exceed the interval
     (Prometheus refuses such a config), and a user's global default timeout (10 s) could."""
     n = s.prometheus.scrape_interval_seconds
     return f"{n}s", f"{min(n, 10)}s"
+
+
+def sample_limit(s: Settings, job: str) -> int:
+    """The most samples one target of `job` may return: from the aggregator's hard series budget, the
+    configured routers for GoFlow2, a fixed ceiling for Caretta."""
+    if job == FLOWS_JOB:
+        budget = aggregator.config_budget(goflow2.flowagg_config(s))
+        return budget + budget // 10 + 10  # the budget is exact; the margin only absorbs a future series
+    if job == GOFLOW2_JOB:
+        return GOFLOW2_FIXED_SERIES + GOFLOW2_SERIES_PER_SENDER * max(1, len(s.routers))
+    return CARETTA_SAMPLE_LIMIT
+
+
+def senders(s: Settings) -> list[str]:
+    """The exporter addresses GoFlow2 may keep series for: the routers' IP literals (a router given by
+    host name is resolved by the caller: freshness.exporter_address)."""
+    return sorted({r.host for r in s.routers if _is_ip(r.host)})
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def sender_filter(addresses: list[str]) -> dict:
+    """A metric relabelling that keeps a GoFlow2 series only when each sender label it carries is one
+    of `addresses` (series without one, e.g. the Go runtime's, are kept)."""
+    one = "(" + "|".join(re.escape(a) for a in sorted(set(addresses))) + ")?"
+    return {"source_labels": list(SENDER_LABELS), "separator": ";", "regex": ";".join([one] * len(SENDER_LABELS)),
+            "action": "keep"}
+
+
+def _limits(s: Settings, job: str, exporters: list[str] | None) -> dict:
+    out: dict = {"sample_limit": sample_limit(s, job), "label_limit": LABEL_LIMIT}
+    if job == GOFLOW2_JOB:
+        out["metric_relabel_configs"] = [sender_filter(senders(s) if exporters is None else exporters)]
+    return out
 
 
 def _pod_job(s: Settings, job: str, ns: str, app: str, port_name: str, kubeconfig: str | None) -> dict:
@@ -56,7 +110,7 @@ def _file_sd_job(s: Settings, job: str, directory: str) -> dict:
             "file_sd_configs": [{"files": [f"{directory}/{job}.json"], "refresh_interval": "5s"}]}
 
 
-def scrape_jobs(s: Settings) -> list[dict]:
+def scrape_jobs(s: Settings, exporters: list[str] | None = None) -> list[dict]:
     """Prometheus `scrape_configs` entries for file and chart modes, from settings whose mode is resolved
     (prometheus_target): in file mode the jobs follow `prometheus.file.discovery` (file_sd target files,
     or kubernetes_sd through its kubeconfig); in chart mode the chart's server discovers in-cluster."""
@@ -64,9 +118,10 @@ def scrape_jobs(s: Settings) -> list[dict]:
         raise ValueError("prometheus.mode auto is not resolved: render from prometheus_target.discover's settings")
     f = s.prometheus.file if s.prometheus.mode == "file" else None
     if f and f.discovery == "file_sd":
-        return [_file_sd_job(s, job, str(f.targets_dir)) for job, *_ in pod_jobs(s)]
+        return [_file_sd_job(s, job, str(f.targets_dir)) | _limits(s, job, exporters) for job, *_ in pod_jobs(s)]
     kubeconfig = str(f.kubernetes_sd_kubeconfig) if f and f.kubernetes_sd_kubeconfig else None
-    return [_pod_job(s, job, ns, app, port, kubeconfig) for job, ns, app, port in pod_jobs(s)]
+    return [_pod_job(s, job, ns, app, port, kubeconfig) | _limits(s, job, exporters)
+            for job, ns, app, port in pod_jobs(s)]
 
 
 def pod_jobs(s: Settings) -> list[tuple[str, str, str, str]]:
@@ -98,20 +153,25 @@ def file_sd_targets(pods: list[dict], app: str, port_name: str) -> list[dict]:
     return sorted(groups, key=lambda g: g["labels"]["pod"])
 
 
-def monitors(s: Settings) -> list[dict]:
+def monitors(s: Settings, exporters: list[str] | None = None) -> list[dict]:
     """Prometheus Operator objects for operator mode: a PodMonitor per component."""
     op = s.prometheus.operator
     interval, timeout = intervals(s)
     out = []
     for job, ns, app, port in pod_jobs(s):
+        limits = _limits(s, job, exporters)
+        metric_relabelings = [{"sourceLabels": r["source_labels"], "separator": r["separator"], "regex": r["regex"],
+                               "action": r["action"]} for r in limits.get("metric_relabel_configs", [])]
         out.append({
             "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
             "metadata": {"name": job, "namespace": (op and op.namespace) or ns,
                          "labels": labels(app, "monitor") | dict(op.labels if op else {})},
             "spec": {"selector": {"matchLabels": {"app": app}},
                      "namespaceSelector": {"matchNames": [ns]},
+                     "sampleLimit": limits["sample_limit"], "labelLimit": limits["label_limit"],
                      "podMetricsEndpoints": [{"port": port, "path": "/metrics", "interval": interval,
                                               "scrapeTimeout": timeout,
+                                              **({"metricRelabelings": metric_relabelings} if metric_relabelings else {}),
                                               "relabelings": [{"targetLabel": "job", "replacement": job,
                                                                "action": "replace"},
                                                               {"sourceLabels": ["__meta_kubernetes_pod_node_name"],

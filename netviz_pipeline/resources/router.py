@@ -56,12 +56,20 @@ def quote_argv(argv: list[str] | tuple[str, ...]) -> str:
     return shlex.join(argv)
 
 
-def collect(chan: paramiko.Channel, timeout: float, eof_grace: float, what: str) -> Result:
+# The most a router command may print (stdout and stderr together). The largest read is a router's
+# name files (dhcpd.leases is an append log): megabytes at most; a router that streams without end must
+# not fill the pipeline's memory.
+MAX_OUTPUT_BYTES = 32 * 2**20
+
+
+def collect(chan: paramiko.Channel, timeout: float, eof_grace: float, what: str,
+            max_bytes: int = MAX_OUTPUT_BYTES) -> Result:
     """Read a running command's stdout and stderr to the end, then its exit status.
 
     sshd may send exit-status before the last of the output (a CI run read `cat` of a file as ''
     with rc 0), so the output's EOF is awaited too; a daemon the command left holding stdout never
-    sends one, hence the grace period after the exit status."""
+    sends one, hence the grace period after the exit status. More than `max_bytes` of output is an
+    error (the channel is closed), not a partial answer."""
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
     exited_at = None
@@ -73,6 +81,10 @@ def collect(chan: paramiko.Channel, timeout: float, eof_grace: float, what: str)
         while chan.recv_stderr_ready():
             err += chan.recv_stderr(65536)
             busy = True
+        if len(out) + len(err) > max_bytes:
+            chan.close()
+            raise RouterError(f"{what} printed more than {max_bytes // 2**20} MiB: refused (a router "
+                              "command's output is bounded)")
         if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
             exited_at = exited_at or time.monotonic()
             if chan.eof_received or time.monotonic() - exited_at > eof_grace:

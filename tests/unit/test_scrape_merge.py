@@ -177,3 +177,47 @@ def test_file_sd_targets_for_the_flows_port():
            "status": {"phase": "Running", "podIP": "198.19.0.9"}}
     assert file_sd_targets([pod], "goflow2", "flow-metrics")[0]["targets"] == ["198.19.0.9:9102"]
     assert file_sd_targets([pod], "goflow2", "metrics")[0]["targets"] == ["198.19.0.9:8080"]
+
+
+def _kept(rule: dict, labels: dict[str, str]) -> bool:
+    """A `keep` relabelling as Prometheus applies it: source labels joined, the regex anchored."""
+    import re
+    return re.fullmatch(rule["regex"], rule["separator"].join(labels.get(k, "") for k in rule["source_labels"])) \
+        is not None
+
+
+def test_goflow2_series_are_kept_only_for_the_configured_senders(settings):
+    from netviz_pipeline.render.scrape import sender_filter, senders
+    job = {j["job_name"]: j for j in scrape_jobs(settings)}["netviz-goflow2"]
+    (rule,) = job["metric_relabel_configs"]
+    assert rule == sender_filter(senders(settings)) and rule["action"] == "keep"
+    known = senders(settings)
+    assert known and all(_kept(rule, {"router": a}) and _kept(rule, {"remote_ip": a}) for a in known)
+    assert _kept(rule, {"__name__": "go_goroutines"})  # series without a sender stay
+    for spoofed in ("198.51.100.7", "198.18.0.20", known[0] + "0", "x" + known[0]):
+        assert not _kept(rule, {"router": spoofed}) and not _kept(rule, {"remote_ip": spoofed}), spoofed
+    assert not _kept(rule, {"router": known[0], "agent": "203.0.113.1"})
+    # an exporter given by host name is kept by the address the pipeline resolved for it
+    by_name = {j["job_name"]: j for j in scrape_jobs(settings, ["203.0.113.9"])}["netviz-goflow2"]
+    assert _kept(by_name["metric_relabel_configs"][0], {"router": "203.0.113.9"})
+
+
+def test_every_netviz_job_is_bounded_in_samples_and_labels(settings, make):
+    """sample_limit from the aggregator's own budget (the series it can ever export), from the routers
+    for GoFlow2; the same bounds on the operator's PodMonitors."""
+    from netviz_pipeline.flowagg.flowagg import Aggregator
+    from netviz_pipeline.render.scrape import GOFLOW2_FIXED_SERIES, GOFLOW2_SERIES_PER_SENDER, LABEL_LIMIT
+    jobs = {j["job_name"]: j for j in scrape_jobs(settings)}
+    assert all(j["sample_limit"] > 0 and j["label_limit"] == LABEL_LIMIT for j in jobs.values())
+    s = settings
+    agg = Aggregator(s.flows.top_k.model_dump(), dict(s.flows.networks), names=object())
+    assert agg.budget() <= jobs["netviz-flows"]["sample_limit"] <= agg.budget() * 1.2
+    assert jobs["netviz-goflow2"]["sample_limit"] == GOFLOW2_FIXED_SERIES + GOFLOW2_SERIES_PER_SENDER * len(s.routers)
+    wider = make(flows={"top_k": {"talkers": 1000}})
+    assert {j["job_name"]: j for j in scrape_jobs(wider)}["netviz-flows"]["sample_limit"] > \
+        jobs["netviz-flows"]["sample_limit"] + 2700  # 900 more talkers x bytes, packets, flows
+    for m in monitors(s):
+        job = m["metadata"]["name"]
+        assert (m["spec"]["sampleLimit"], m["spec"]["labelLimit"]) == (jobs[job]["sample_limit"], LABEL_LIMIT)
+        relabel = m["spec"]["podMetricsEndpoints"][0].get("metricRelabelings")
+        assert (relabel is not None) == (job == "netviz-goflow2")

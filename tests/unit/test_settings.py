@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -79,7 +83,7 @@ def test_all_errors_collected_at_once(raw):
     paths = {e.split(":")[0] for e in errs}
     assert paths == {"cluster.node_address", "goflow2.netflow_node_port", "routers[1].ssh_key_file",
                      "caretta.resources.memory_limit"}
-    assert any("32767" in e or "30000" in e for e in errs)
+    assert "goflow2.netflow_node_port: Input should be greater than or equal to 30000 (got 2055)" in errs, errs
 
 
 def test_unknown_keys_rejected_with_allowed_list(raw):
@@ -117,11 +121,84 @@ def test_host_checks_can_be_skipped(raw):
     assert errors_of(raw, check_host=False)[0].startswith("routers[0].ssh_key_file:")
 
 
-def test_unreadable_key_file(raw, files):
+NOBODY = 65534  # the unprivileged user (and group) the check runs as when the tests run as root (CI)
+
+
+def _load_as(uid: int, config: Path) -> list[str]:
+    """load_settings(config) in a forked child that first drops to user and group `uid` with no supplementary
+    groups: the same interpreter and code as this test, only the user differs. (Not a new python: its
+    installation may sit where that user cannot go, e.g. under /root.)"""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: reports through the pipe and never returns into pytest
+        try:
+            os.close(r)
+            try:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                try:
+                    load_settings(config)
+                    out = {"errors": []}
+                except SettingsError as e:
+                    out = {"errors": e.errors}
+                out |= {"ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups()]}
+            except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails the test
+                out = {"crash": repr(e)}
+            with os.fdopen(w, "w") as f:
+                f.write(json.dumps(out))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        text = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and text, (status, text)
+    out = json.loads(text)
+    assert "crash" not in out, out["crash"]
+    assert out["ids"] == [uid, uid, uid, uid, []]
+    return out["errors"]
+
+
+@pytest.fixture
+def service_dir():
+    """A directory every user can traverse (pytest's tmp_path is 0700 when the tests run as root)."""
+    d = Path(tempfile.mkdtemp(prefix="netviz-key-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+def test_a_private_key_the_service_user_cannot_read_is_refused_naming_field_and_fix(service_dir):
+    """Root reads any file, so as root (CI) the check runs as an unprivileged user: a key only root may read
+    (0600, owned by root) is refused for that user, and the same key, made that user's own, passes."""
+    key, known_hosts, config = service_dir / "id_ed25519", service_dir / "known_hosts", service_dir / "netviz.yaml"
+    key.write_text("x\n")
+    key.chmod(0o600)
+    known_hosts.write_text("x\n")
+    known_hosts.chmod(0o644)
+    config.write_text(yaml.safe_dump({
+        "cluster": {"in_cluster": True, "node_address": "198.18.0.1"},
+        "prometheus": {"url": "http://127.0.0.1:9090", "mode": "operator"},
+        "routers": [{"name": "edge", "host": "198.18.0.2", "platform": "linux", "interface": "eth1",
+                     "ssh_key_file": str(key), "known_hosts_file": str(known_hosts)}]}))
+    config.chmod(0o644)
+    refused = [f"routers[0].ssh_key_file: {str(key)!r} is not a readable file: create it, fix the path, or let this user read it (chown/chmod)"]
     if os.geteuid() == 0:
-        pytest.skip("root can read anything")
-    os.chmod(files["id_ed25519"], 0)
-    assert errors_of(raw)[0].startswith("routers[0].ssh_key_file")
+        os.chown(key, 0, 0)
+        load_settings(config)  # root itself may read it: what fails below is the user
+        assert _load_as(NOBODY, config) == refused
+        os.chown(key, NOBODY, NOBODY)  # the same key (still 0600), now that user's own
+        assert _load_as(NOBODY, config) == []
+    else:
+        key.chmod(0)
+        if os.access(key, os.R_OK):
+            pytest.skip("this user reads a mode 000 file anyway (CAP_DAC_OVERRIDE)")
+        with pytest.raises(SettingsError) as e:
+            load_settings(config)
+        assert e.value.errors == refused
+        key.chmod(0o600)
+        load_settings(config)
 
 
 def test_collector_address_must_be_ip_literal(raw):

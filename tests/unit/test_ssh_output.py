@@ -78,3 +78,19 @@ def test_output_with_no_eof_ends_after_the_grace_period(channel_with):
     # without the grace period this would wait for the command timeout and raise
     res = collect(channel_with(_holds_stdout), timeout=10, eof_grace=0.5, what="test")
     assert (res.rc, res.out) == (0, "started\n")
+
+
+def _streams_forever(chan: paramiko.Channel) -> None:
+    try:
+        while True:
+            chan.sendall(b"y" * 65536)
+    except Exception:  # the reader closed the channel
+        pass
+
+
+def test_output_beyond_the_cap_is_refused_not_buffered(channel_with):
+    from netviz_pipeline.resources.router import RouterError
+    with pytest.raises(RouterError, match="printed more than 1 MiB"):
+        collect(channel_with(_streams_forever), timeout=20, eof_grace=1, what="test", max_bytes=2**20)
+    res = collect(channel_with(_exit_first), timeout=10, eof_grace=5, what="test", max_bytes=2**20)
+    assert res.out.encode() == PAYLOAD  # below the cap: read whole
