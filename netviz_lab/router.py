@@ -414,8 +414,9 @@ def router_by_name(name: str) -> Router:
     raise LabError(f"no router {name}")
 
 
-def reboot_router(lab: Lab, router: Router | str, timeout: float = 30) -> float:
-    """Power-cycle a router: kill every process in its netns, boot it again from its persisted files.
+def reboot_router(lab: Lab, router: Router | str, timeout: float = 30, down_seconds: float = 0) -> float:
+    """Power-cycle a router: kill every process in its netns, keep it off `down_seconds` (a real router
+    takes a while to boot), boot it again from its persisted files.
 
     Needs the router's init (its lab Service) running. Returns the seconds until it was booted again.
     """
@@ -424,6 +425,9 @@ def reboot_router(lab: Lab, router: Router | str, timeout: float = 30) -> float:
     outer = st.get("outer")
     if not outer or not pid_alive(outer):
         raise LabError(f"{r.name}: router init is not running (is the lab up?)")
+    if down_seconds:
+        (router_dir(lab, r) / "init.json.poweroff").write_text(f"{down_seconds}\n")  # read by routerinit
+        timeout += down_seconds
     t0 = time.monotonic()
     keep = {outer, st.get("intermediate")}
     router_pidns = _pidns(st.get("pid1", 0))

@@ -104,6 +104,18 @@ class Pid1:
         if self.reaping:
             raise _Stop  # break out of the blocking waitpid()
 
+    def power_off_seconds(self) -> float:
+        """How long this reboot keeps the router off (as a real one takes to boot): `<state_file>.poweroff`,
+        written by the lab's reboot for that one reboot."""
+        path = self.spec["state_file"] + ".poweroff"
+        try:
+            with open(path) as f:
+                seconds = float(f.read().strip() or 0)
+            os.unlink(path)
+            return max(0.0, min(seconds, 600.0))
+        except (OSError, ValueError):
+            return 0.0
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
@@ -236,6 +248,18 @@ class Outer:
         self.pid1 = 0
         return os.waitstatus_to_exitcode(status)
 
+    def power_off_seconds(self) -> float:
+        """How long this reboot keeps the router off (as a real one takes to boot): `<state_file>.poweroff`,
+        written by the lab's reboot for that one reboot."""
+        path = self.spec["state_file"] + ".poweroff"
+        try:
+            with open(path) as f:
+                seconds = float(f.read().strip() or 0)
+            os.unlink(path)
+            return max(0.0, min(seconds, 600.0))
+        except (OSError, ValueError):
+            return 0.0
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
@@ -246,7 +270,9 @@ class Outer:
             if self.stopping:
                 return 0
             if self.rebooting:
-                log(f"{self.spec['name']} rebooting")
+                down = self.power_off_seconds()
+                log(f"{self.spec['name']} rebooting" + (f" after {down:.0f}s powered off" if down else ""))
+                time.sleep(down)
                 continue
             log(f"router PID 1 exited with {code}")
             return code or 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from netviz_lab.prometheus import URL as PROM
 from netviz_lab.supervisor import read_state
 from netviz_lab.topology import LINUX_ROUTER, PFSENSE_ROUTER
 
-from .conftest import passed, record
+from .conftest import TICK_S, passed, record
 
 pytestmark = pytest.mark.faults
 
@@ -73,22 +74,49 @@ def test_softflowd_killed_is_restarted_by_the_sensor(healer):
            lost="flows active at the kill (softflowd's flow table is in memory) and traffic until the restart")
 
 
+POWERED_OFF_S = 15  # a real router takes a while to boot; the sensor ticks (every 2 s here) meanwhile
+
+
+def _router_finding(result, router) -> str:
+    evaluation = next(e for e in result.asset_events if e.check_name == "netflow_arriving")
+    return str(evaluation.metadata[f"router:{router.name}"].value)
+
+
 @pytest.mark.parametrize("router", [LINUX_ROUTER, PFSENSE_ROUTER], ids=lambda r: r.name)
 def test_router_reboot_brings_softflowd_back_from_persisted_config(lab: Lab, healer, router):
+    """The sensor ticks all through a reboot that keeps the router off for a while: it tells the router
+    is unreachable (not "stale"), requests no run, and once the router is back softflowd runs from its
+    persisted config alone, once, and NetFlow is fresh again."""
     before = softflowd_pids(router)
     t0 = time.monotonic()
-    lab_router.reboot_router(lab, router)
-    while not softflowd_pids(router) and time.monotonic() - t0 < 30:
-        time.sleep(0.2)
-    back = time.monotonic() - t0
-    assert softflowd_pids(router) and softflowd_pids(router) != before, f"softflowd not back after {back:.1f}s"
+    failed: list[BaseException] = []
+
+    def reboot():
+        try:
+            lab_router.reboot_router(lab, router, down_seconds=POWERED_OFF_S)
+        except BaseException as exc:  # noqa: BLE001 - raised in the test below
+            failed.append(exc)
+
+    rebooting = threading.Thread(target=reboot)
+    rebooting.start()
+    during = []
+    while rebooting.is_alive():
+        during.append(_router_finding(healer.tick(), router))
+        time.sleep(TICK_S)
+    rebooting.join()
+    assert not failed, failed
+    assert any(f.startswith("router-unreachable") for f in during), during
+    assert not healer.runs, f"an unreachable router must not be re-run, nor a rebooted one: {healer.runs}"
+    assert len(softflowd_pids(router)) == len(before) and softflowd_pids(router) != before, \
+        f"softflowd not back once: {softflowd_pids(router)} (before: {before})"
     recover = wait_datagrams_after(router, t0)
-    healer.tick()
+    healer.until(lambda r: passed(r, "netflow_arriving"), 60, f"NetFlow from {router.name} fresh again")
     assert not healer.runs, f"persisted config should suffice, no remediation: {healer.runs}"
     record(f"router rebooted ({router.platform})", detect_s=0.0, recover_s=recover,
+           ticks_during=len(during), fresh_after_s=time.monotonic() - t0,
            remedy="none needed: " + ("/etc/softflowd/netviz.conf at boot" if router.platform == "linux"
                                      else "config.xml + package start at boot"),
-           lost="flows during the reboot")
+           lost=f"flows during the reboot ({POWERED_OFF_S} s off)")
 
 
 def _materialize(instance, *assets: str):
@@ -304,3 +332,98 @@ def test_dashboard_edited_by_hand_is_detected_and_restored(lab: Lab, healer):
     assert cms.get(name="netviz-dashboard-caretta", namespace="monitoring").data["caretta.json"] == original
     record("dashboard ConfigMap edited by hand", detect_s=detect, recover_s=detect,
            remedy="sensor re-ran caretta_dashboard (drift restored)", lost="nothing")
+
+
+# ---------------------------------------------------------------- alerts and bounds, on the real Prometheus
+def _prom(path: str, **params) -> dict:
+    return requests.get(f"{PROM}/api/v1/{path}", params=params, timeout=5).json()["data"]
+
+
+def _firing(name: str | None = None) -> list[dict]:
+    return [a for a in _prom("alerts")["alerts"] if a["state"] == "firing" and a["labels"]["alertname"].startswith("Netviz")
+            and (name is None or a["labels"]["alertname"] == name)]
+
+
+def test_no_netviz_alert_fires_in_steady_state_and_every_rule_evaluates(healer):
+    groups = [g for g in _prom("rules")["groups"] if g["name"] == "netviz"]
+    assert groups and groups[0]["rules"], "the netviz rule group is not loaded"
+    broken = [(r["name"], r.get("lastError")) for r in groups[0]["rules"] if r.get("health") != "ok"]
+    assert not broken, broken
+    assert not _firing(), _firing()
+
+
+def test_collector_down_fires_its_alert_and_the_heal_clears_it(lab: Lab, healer, admin_api):
+    """The real fault (GoFlow2 scaled to zero by hand), the real rule, the lab's real Prometheus: the
+    alert fires after its `for`, and clears once the sensor has healed the collector."""
+    from kubernetes import client
+
+    apps = client.AppsV1Api(admin_api)
+    t0 = time.monotonic()
+    apps.patch_namespaced_deployment_scale("goflow2", "goflow2", {"spec": {"replicas": 0}},
+                                           field_manager="kubectl-scale")
+    try:
+        while not _firing("NetvizCollectorDown"):
+            assert time.monotonic() - t0 < 300, f"NetvizCollectorDown not firing: {_prom('alerts')['alerts']}"
+            time.sleep(2)
+        fired = time.monotonic() - t0
+    finally:
+        healer.until(lambda r: passed(r, "netflow_arriving"), 180, "the collector healed and NetFlow fresh")
+    while _firing("NetvizCollectorDown"):
+        assert time.monotonic() - t0 < fired + 240, "NetvizCollectorDown still firing after the heal"
+        time.sleep(2)
+    assert any("goflow2" in run["assets"] and run["success"] for run in healer.runs), healer.runs
+    record("collector scaled to 0 (alert)", detect_s=fired, recover_s=time.monotonic() - t0,
+           remedy="NetvizCollectorDown fired (for: 2m); the sensor re-ran goflow2; the alert cleared",
+           lost="every flow while the collector was gone")
+
+
+def _spoofed_netflow(src: str, dst: str, port: int, seq: int) -> bytes:
+    """One NetFlow v9 datagram (a template and one record) in an IPv4/UDP packet from `src`."""
+    import struct
+
+    template = struct.pack("!HHHH", 0, 12, 256, 1) + struct.pack("!HH", 8, 4)  # one field: source address
+    data = struct.pack("!HH4s", 256, 8, bytes(map(int, src.split("."))))
+    body = struct.pack("!HHIIII", 9, 2, 1000, int(time.time()), seq, 1) + template + data
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(body), 0) + body  # checksum 0: none (IPv4)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), seq & 0xFFFF, 0, 64, 17, 0,
+                     bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
+    return ip + udp
+
+
+def test_a_flood_of_spoofed_senders_cannot_grow_prometheus(lab: Lab, healer):
+    """1,000 spoofed NetFlow sources at the collector's NodePort: GoFlow2 makes series for each (its own
+    registry), but the scrape keeps only the configured routers', so Prometheus gains none of them,
+    the scrape stays under its sample_limit and succeeds, and the routers' series stay."""
+    import socket
+
+    from netviz_lab.topology import COLLECTOR_NODE, NODEPORT_NETFLOW
+
+    job = 'job="netviz-goflow2"'
+    before = float(_prom("query", query=f"max(scrape_samples_post_metric_relabeling{{{job}}})")["result"][0]["value"][1])
+    sources = [f"198.18.{200 + i // 250}.{1 + i % 250}" for i in range(1000)]
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+        for rnd in range(3):  # three rounds: each sender's counters exist and have moved
+            for i, src in enumerate(sources):
+                raw.sendto(_spoofed_netflow(src, COLLECTOR_NODE.ip, NODEPORT_NETFLOW, rnd * 1000 + i),
+                           (COLLECTOR_NODE.ip, NODEPORT_NETFLOW))
+            time.sleep(1)
+    flood = 'router=~"198\\\\.18\\\\.20[0-3]\\\\..+"'
+    t0 = time.monotonic()
+    while True:  # until a scrape has seen GoFlow2's registry with the flood in it
+        scraped = float(_prom("query", query=f"max(scrape_samples_scraped{{{job}}})")["result"][0]["value"][1])
+        if scraped > before + 1000:
+            break
+        assert time.monotonic() - t0 < 60, f"GoFlow2 never exposed the flood's series: {scraped} samples"
+        time.sleep(1)
+    kept = float(_prom("query", query=f"max(scrape_samples_post_metric_relabeling{{{job}}})")["result"][0]["value"][1])
+    limit = next(j for j in yaml.safe_load(lab.prometheus_config.read_text())["scrape_configs"]
+                 if j["job_name"] == "netviz-goflow2")["sample_limit"]
+    assert kept <= before + 50 and kept < limit, (before, kept, limit, scraped)
+    assert float(_prom("query", query=f"min(up{{{job}}})")["result"][0]["value"][1]) == 1.0
+    assert not _prom("query", query=f"goflow2_flow_process_nf_total{{{flood}}}")["result"]
+    assert not _prom("query", query=f'goflow2_flow_traffic_bytes_total{{remote_ip=~"198\\\\.18\\\\.20[0-3]\\\\..+"}}')["result"]
+    assert datagrams(LINUX_ROUTER) > 0 and datagrams(PFSENSE_ROUTER) > 0
+    record("spoofed NetFlow flood (1,000 sources)", detect_s=0.0, recover_s=0.0,
+           remedy=f"scrape keeps configured senders only: {scraped:.0f} samples exposed, {kept:.0f} kept "
+                  f"(before: {before:.0f}; sample_limit {limit})",
+           lost="nothing; GoFlow2's own registry keeps the spoofed series in its memory")

@@ -11,11 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from kubernetes import client
 
 from netviz_lab import router as lab_router
@@ -88,14 +91,56 @@ class Service:
         pytest.fail(f"{what} not finished within {timeout:.0f}s; runs: {self.runs()}")
 
 
+class Webhook:
+    """A real HTTP receiver for the notify webhook (Slack-shaped JSON), on loopback."""
+
+    def __init__(self):
+        self.posts: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                outer.posts.append({"at": time.time(),
+                                    **json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/netviz-test"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def about(self, subject: str, since: float) -> list[str]:
+        """The first word of each message about `subject` since then (its emoji: red, green, ...)."""
+        return [m["text"].split(" ")[0] for m in self.posts if m["at"] >= since and f" {subject} " in m["text"]]
+
+    def wait(self, subject: str, since: float, kinds: list[str], timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while self.about(subject, since) != kinds and time.monotonic() < deadline:
+            time.sleep(1)
+        return self.about(subject, since)
+
+
 @pytest.fixture(scope="module")
-def service(lab: Lab, tmp_path_factory):
-    """The single-host recipe with the lab's settings, untouched (default windows and intervals)."""
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def service(lab: Lab, tmp_path_factory, webhook: Webhook):
+    """The single-host recipe with the lab's settings, untouched (default windows and intervals), and
+    notifications to a real receiver."""
     d = tmp_path_factory.mktemp("service")
     settings = d / "netviz.yaml"
-    settings.write_text(lab_settings.render(lab))
+    cfg = yaml.safe_load(lab_settings.render(lab))
+    cfg["notify"] = {"webhook_url_env": "NETVIZ_TEST_WEBHOOK"}
+    settings.write_text(yaml.safe_dump(cfg))
     home, port = d / "dagster", _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "NETVIZ_CONFIG": str(settings)}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "NETVIZ_CONFIG": str(settings), "NETVIZ_TEST_WEBHOOK": webhook.url}
     assert "wrote" in _service("init", env=env)
     assert "unchanged" in _service("init", env=env)  # idempotent
     out = _service("start", "--port", str(port), env=env)
@@ -146,7 +191,7 @@ def _remediations(service: Service, since: float) -> list[dict]:
     return [r for r in service.runs(tags=[{"key": "netviz/remediation", "value": "true"}]) if r["creationTime"] >= since]
 
 
-def test_the_daemon_restarts_a_killed_softflowd(service: Service):
+def test_the_daemon_restarts_a_killed_softflowd(service: Service, webhook: Webhook):
     before = _softflowd_pids()
     assert before, "softflowd not running on the lab router"
     t0 = time.time()
@@ -158,8 +203,12 @@ def test_the_daemon_restarts_a_killed_softflowd(service: Service):
     assert "router:edge-linux" in (_tag(run, "netviz/remediates") or ""), run
     assert _softflowd_pids() and _softflowd_pids() != before
     assert len(_remediations(service, t0)) == 1, "one remediation for one fault"
+    # a person hears once that it broke and once that it recovered (the daemon ticks every 30 s)
+    told = webhook.wait("router:edge-linux", t0, [":red_circle:", ":large_green_circle:"], 120)
+    assert told == [":red_circle:", ":large_green_circle:"], webhook.posts
     _record("softflowd killed (real daemon, default settings)", detected_s=run["creationTime"] - t0,
-            healed_s=run["endTime"] - t0, remedy="flow_freshness re-ran router_softflowd")
+            healed_s=run["endTime"] - t0, remedy="flow_freshness re-ran router_softflowd",
+            messages=len(told), told_recovered_s=max(m["at"] for m in webhook.posts) - t0)
 
 
 def test_the_daemon_brings_back_a_stopped_collector(service: Service, admin_api):
