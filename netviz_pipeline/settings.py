@@ -161,7 +161,9 @@ class CarettaResources(_Model):
 class Caretta(_Model):
     namespace: K8sName = "caretta"
     image: Image = "quay.io/groundcover/caretta:v0.0.16"
-    preflight: Literal["warn", "block"] = "block"  # block = error findings stop the rollout
+    # block: error findings stop the rollout; warn: report only; standin: go ahead on nodes without kprobes
+    # (a stand-in image runs where Caretta cannot), saying so in the run's metadata; other errors block
+    preflight: Literal["warn", "block", "standin"] = "block"
     resolve_dns: bool = True
     poll_interval_seconds: int = Field(5, ge=1, le=300)
     resources: CarettaResources = CarettaResources()

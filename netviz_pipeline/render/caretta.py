@@ -11,6 +11,13 @@ NAME = "caretta"
 METRICS_PORT = 7117
 METRICS_PORT_NAME = "prom-metrics"
 SELECTOR = {"app": NAME}
+NODE_SELECTOR = {"kubernetes.io/os": "linux"}
+TOLERATIONS = [{"key": f"node-role.kubernetes.io/{r}", "operator": "Exists", "effect": "NoSchedule"}
+               for r in ("control-plane", "master")]
+# What the preflight probe found (preflight.py, render/preflight_probe.py), kept on the DaemonSet so a
+# run against the same nodes (same boot IDs) need not probe again and still reports what it found.
+PREFLIGHT_NODES = "netviz.io/preflight-nodes"  # nodes_fingerprint() of the nodes probed
+PREFLIGHT_NO_KPROBES = "netviz.io/preflight-no-kprobes"  # comma-separated nodes without kprobes
 
 # pkg/k8s/ipresolver.go watches exactly these (get/list/watch)
 WATCHED = (("", ("pods", "nodes", "services")),
@@ -25,7 +32,24 @@ def cluster_role() -> dict:
                       for g, r in WATCHED]}
 
 
-def daemonset(s: Settings) -> dict:
+def preflight_record(fingerprint: str, no_kprobes: list[str]) -> dict[str, str]:
+    """The annotations recording a probe's outcome (the no-kprobes key only when there are some)."""
+    out = {PREFLIGHT_NODES: fingerprint}
+    if no_kprobes:
+        out[PREFLIGHT_NO_KPROBES] = ",".join(sorted(no_kprobes))
+    return out
+
+
+def recorded_preflight(live: dict | None) -> tuple[str, list[str]] | None:
+    """(fingerprint, nodes without kprobes) as a live DaemonSet records them; None: never probed."""
+    annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+    if PREFLIGHT_NODES not in annotations:
+        return None
+    return annotations[PREFLIGHT_NODES], [n for n in annotations.get(PREFLIGHT_NO_KPROBES, "").split(",") if n]
+
+
+def daemonset(s: Settings, preflight: dict[str, str] | None = None) -> dict:
+    """`preflight`: the probe's record (preflight_record) for the DaemonSet's own annotations."""
     c, res = s.caretta, s.caretta.resources
     env = {"RESOLVE_DNS": str(c.resolve_dns).lower(), "PROMETHEUS_PORT": str(METRICS_PORT),
            "PROMETHEUS_ENDPOINT": "/metrics", "POLL_INTERVAL": str(c.poll_interval_seconds)}
@@ -41,15 +65,16 @@ def daemonset(s: Settings) -> dict:
     }
     pod = {
         "serviceAccountName": NAME,
-        "nodeSelector": {"kubernetes.io/os": "linux"},
-        "tolerations": [{"key": f"node-role.kubernetes.io/{r}", "operator": "Exists", "effect": "NoSchedule"}
-                        for r in ("control-plane", "master")],
+        "nodeSelector": dict(NODE_SELECTOR),
+        "tolerations": [dict(t) for t in TOLERATIONS],
         "containers": [container],
         "volumes": [{"name": "proc", "hostPath": {"path": "/proc"}},
                     {"name": "debug", "hostPath": {"path": "/sys/kernel/debug"}}],
     }
-    return {"apiVersion": "apps/v1", "kind": "DaemonSet",
-            "metadata": {"name": NAME, "namespace": c.namespace, "labels": labels(NAME)},
+    meta: dict = {"name": NAME, "namespace": c.namespace, "labels": labels(NAME)}
+    if preflight:
+        meta["annotations"] = dict(preflight)
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta,
             "spec": {"selector": {"matchLabels": SELECTOR},
                      "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
                      "template": {"metadata": {"labels": labels(NAME)}, "spec": pod}}}
@@ -63,8 +88,8 @@ def headless_service(s: Settings) -> dict:
                                 "protocol": "TCP"}]}}
 
 
-def render(s: Settings) -> list[dict]:
-    """All Caretta objects, in apply order."""
+def render(s: Settings, preflight: dict[str, str] | None = None) -> list[dict]:
+    """All Caretta objects, in apply order (`preflight`: see daemonset)."""
     ns = s.caretta.namespace
     return [
         namespace(ns, pod_security_level(s, ns)),
@@ -75,6 +100,6 @@ def render(s: Settings) -> list[dict]:
          "metadata": {"name": NAME, "labels": labels(NAME)},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
          "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": ns}]},
-        daemonset(s),
+        daemonset(s, preflight),
         headless_service(s),
     ]

@@ -14,7 +14,8 @@ yourself). So the pipeline's day-to-day identity gets
 - a ValidatingAdmissionPolicy bounding what its Deployments and DaemonSets may contain (Caretta's
   namespace must allow privileged pods; the pipeline may not use that for anything but Caretta), and
   Pod Security "restricted" on GoFlow2's namespace.
-No Secrets, no delete, no RBAC writes, no exec anywhere else.
+No Secrets, no RBAC writes, no exec anywhere else, and no delete but of the Caretta preflight probe's
+own DaemonSet in Caretta's namespace (by name).
 
 The flow aggregator's ClusterRole (`netviz-flowagg`, get/list/watch on pods, services, nodes,
 replicasets, jobs: render/goflow2.py) is bound to a ServiceAccount in GoFlow2's namespace that the
@@ -34,6 +35,7 @@ from . import caretta as render_caretta
 from . import goflow2 as render_goflow2
 from . import namespace as render_namespace
 from . import pod_security_level
+from . import preflight_probe as render_probe
 
 NAME = "netviz-pipeline"  # the pipeline's ClusterRole, Roles, bindings and admission policy
 SERVICES_POLICY = f"{NAME}-services"  # the admission policy for its Services
@@ -56,6 +58,9 @@ PURPOSE_RULES: dict[str, list[dict]] = {
     "dashboards": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "patch"]}],
     "monitors": [{"apiGroups": ["monitoring.coreos.com"], "resources": ["podmonitors", "prometheusrules"],
                   "verbs": ["get", "list", "create", "patch"]}],
+    # the caretta asset deletes its preflight probe when done (assets/caretta.py): that DaemonSet only
+    "preflight": [{"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [render_probe.NAME],
+                   "verbs": ["delete"]}],
     # exec over SPDY is a POST (create), over WebSocket a GET (the Python client's upgrade): both needed
     "canary": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}],
@@ -101,6 +106,7 @@ def namespace_purposes(s: Settings) -> dict[str, list[str]]:
 
     for ns in (s.caretta.namespace, s.goflow2.namespace):
         add(ns, "workloads")
+    add(s.caretta.namespace, "preflight")
     add(s.grafana.dashboards_namespace, "dashboards")
     p = s.prometheus
     if p.mode in ("operator", "auto"):  # auto may pick operator mode when a Prometheus resource exists

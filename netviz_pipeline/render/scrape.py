@@ -68,8 +68,11 @@ def _is_ip(text: str) -> bool:
 
 def sender_filter(addresses: list[str]) -> dict:
     """A metric relabelling that keeps a GoFlow2 series only when each sender label it carries is one
-    of `addresses` (series without one, e.g. the Go runtime's, are kept)."""
-    one = "(" + "|".join(re.escape(a) for a in sorted(set(addresses))) + ")?"
+    of `addresses` (series without one, e.g. the Go runtime's, are kept). GoFlow2 v2.2.1 writes a
+    sender as `198.18.0.2` in most series, but as `[::ffff:198.18.0.2]:48159` (with the exporter's
+    source port) in its template counts."""
+    forms = [rf"{a}|\[(?:::ffff:)?{a}\]:[0-9]+" for a in (re.escape(a) for a in sorted(set(addresses)))]
+    one = "(?:" + "|".join(forms) + ")?"
     return {"source_labels": list(SENDER_LABELS), "separator": ";", "regex": ";".join([one] * len(SENDER_LABELS)),
             "action": "keep"}
 

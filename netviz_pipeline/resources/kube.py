@@ -130,8 +130,8 @@ class Kube:
 
     @cached_property
     def core(self) -> k8s.CoreV1Api:
-        """Only exec needs it; built on first use: it imports ~250 generated models (~0.8 s of every
-        run's first step otherwise)."""
+        """Only exec and pod logs need it; built on first use: it imports ~250 generated models (~0.8 s
+        of every run's first step otherwise)."""
         return k8s.CoreV1Api(self.api)
 
     def api_ready(self) -> bool:
@@ -153,6 +153,32 @@ class Kube:
     @_while_starting
     def list(self, api_version: str, kind: str, namespace: str | None = None, **selectors: str) -> list[dict]:
         return self.resource(api_version, kind).get(namespace=namespace, serializer=_json, **selectors)["items"]
+
+    @_while_starting
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete one object, its dependents after it (Background propagation). False: it was not there."""
+        try:
+            self.resource(api_version, kind).delete(name=name, namespace=namespace,
+                                                    body={"propagationPolicy": "Background"})
+        except NotFoundError:
+            return False
+        return True
+
+    @_while_starting
+    def allowed(self, verb: str, group: str, resource: str, namespace: str, name: str) -> bool:
+        """Whether this identity may do it (a SelfSubjectAccessReview, which every identity may ask)."""
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                  "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource,
+                                                  "namespace": namespace, "name": name}}}
+        answer = self.resource("authorization.k8s.io/v1", "SelfSubjectAccessReview").create(body=review)
+        return bool(answer.to_dict().get("status", {}).get("allowed"))
+
+    def pod_log(self, namespace: str, name: str, tail_lines: int = 20, timeout: float = 5) -> str:
+        """The last lines of a pod's log. Raises ApiException when the node serves none (e.g. kwok's).
+        Raw bytes: older clients parse a log that happens to be JSON and return its Python repr."""
+        resp = self.core.read_namespaced_pod_log(name, namespace, tail_lines=tail_lines, limit_bytes=65536,
+                                                 _request_timeout=timeout, _preload_content=False)
+        return resp.data.decode("utf-8", "replace")
 
     def exec_in_pod(self, namespace: str, label_selector: str, argv: list[str], container: str | None = None,
                     timeout: float = 60) -> tuple[str, int, str]:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from netviz_pipeline.preflight import blocks_rollout, caretta_preflight, mebibytes, parse_kernel_version
+from netviz_pipeline.preflight import (blocks_rollout, caretta_preflight, mebibytes, overridden, parse_kernel_version,
+                                      probe_findings, recorded_findings)
+from netviz_pipeline.render.preflight_probe import parse_answer, probe_result
 
 
 def node(name, kernel, os_name="linux"):
@@ -61,3 +63,70 @@ def test_mebibytes_as_kubernetes_parses_quantities(quantity, mib):
 def test_mebibytes_refuses_what_is_no_quantity():
     with pytest.raises(ValueError):
         mebibytes("lots")
+
+
+# -- the probe on the node (render/preflight_probe.py) and what it means (probe_findings) ------------
+
+KALLSYMS = ("0000000000000000 T _stext\n0000000000000000 t unregister_kprobe_x\n"
+            "0000000000000000 T register_kprobes\n0000000000000000 T tcp_data_queue\n")
+WITH_KPROBES = KALLSYMS + "0000000000000000 T register_kprobe\n0000000000000000 t kprobe_mod\t[mod]\n"
+
+
+def answer(kprobes=False, btf=True, kernel="6.18.0"):
+    return {"kernel": kernel, "kprobes": kprobes, "btf": btf, "source": "/proc/kallsyms", "node": "n1"}
+
+
+def test_probe_reads_kallsyms_for_exactly_register_kprobe():
+    assert probe_result(KALLSYMS, None, True, "6.18.0", "n1") == {
+        "kernel": "6.18.0", "kprobes": False, "btf": True, "source": "/proc/kallsyms", "node": "n1"}
+    assert probe_result(WITH_KPROBES, None, False, "6.1.0", "n2")["kprobes"] is True
+    module = KALLSYMS + "ffffffffc0000000 t register_kprobe\t[some_module]\n"  # symbol field still exact
+    assert probe_result(module, None, True, "k", "n")["kprobes"] is True
+
+
+def test_probe_prefers_the_kernel_config_either_way():
+    unset = "CONFIG_HAVE_KPROBES=y\n# CONFIG_KPROBES is not set\nCONFIG_BPF=y\n"
+    r = probe_result(WITH_KPROBES, unset, True, "k", "n")
+    assert (r["kprobes"], r["source"]) == (False, "/proc/config.gz")  # config wins over kallsyms
+    assert probe_result(KALLSYMS, "CONFIG_BPF=y\nCONFIG_KPROBES=y\n", True, "k", "n")["kprobes"] is True
+    assert probe_result(None, "CONFIG_HAVE_KPROBES=y\n", True, "k", "n")["kprobes"] is False
+
+
+def test_probe_with_nothing_readable_says_unknown():
+    r = probe_result(None, None, True, "k", "n")
+    assert r["kprobes"] is None and "neither" in r["source"]
+
+
+def test_parse_answer_takes_the_json_line():
+    line = '{"kernel": "6.18.0", "kprobes": false, "btf": true, "source": "/proc/config.gz", "node": "n1"}'
+    assert parse_answer(f"some warning\n{line}\n")["kprobes"] is False
+    assert parse_answer("") is None and parse_answer('{"other": 1}\nnot json') is None
+
+
+def test_probe_findings_per_node():
+    nodes = [node("off", "6.18.0"), node("ok", "6.1.0"), node("nobtf", "5.4.0"), node("kwok", "6.1.0"),
+             node("gone", "6.1.0"), node("unknown", "6.1.0"), node("win", "10.0", "windows")]
+    results = {"off": answer(False), "ok": answer(True), "nobtf": answer(True, btf=False, kernel="5.4.0"),
+               "kwok": "its probe pod's log cannot be read (500)", "unknown": answer(None)}
+    fs = probe_findings(results, nodes)
+    assert [(f.node, f.severity, f.check) for f in fs] == [
+        ("off", "error", "kprobes"), ("nobtf", "warning", ""), ("kwok", "warning", ""), ("gone", "warning", ""),
+        ("unknown", "warning", "")]
+    assert fs[0].message == ("kernel 6.18.0 has no kprobes (CONFIG_KPROBES unset): Caretta's probe (a kprobe on "
+                             "tcp_data_queue) cannot attach; its map stays empty")
+    assert "log cannot be read (500)" in fs[2].message and "no probe pod ran there" in fs[3].message
+
+
+def test_blocking_rules_with_the_probe():
+    fs = probe_findings({"n1": answer(False), "n2": answer(False)}, [node("n1", "6.18.0"), node("n2", "6.18.0")])
+    assert blocks_rollout(fs, "block") and not blocks_rollout(fs, "warn") and not blocks_rollout(fs, "standin")
+    assert overridden(fs, "standin") == ["n1", "n2"] and overridden(fs, "warn") == overridden(fs, "block") == []
+    memory = caretta_preflight([node("n1", "6.18.0")], "300Mi")  # a stand-in does not excuse other errors
+    assert blocks_rollout(fs + memory, "standin")
+    warnings_only = probe_findings({"n1": answer(True, btf=False)}, [node("n1", "6.18.0"), node("n2", "6.18.0")])
+    assert not blocks_rollout(warnings_only, "block")
+
+
+def test_recorded_findings_repeat_the_kprobes_errors():
+    (f,) = recorded_findings(["n1"], [node("n1", "6.18.0"), node("n2", "6.1.0")])
+    assert (f.node, f.severity, f.check) == ("n1", "error", "kprobes") and "kernel 6.18.0 has no kprobes" in f.message

@@ -194,6 +194,9 @@ def test_goflow2_series_are_kept_only_for_the_configured_senders(settings):
     known = senders(settings)
     assert known and all(_kept(rule, {"router": a}) and _kept(rule, {"remote_ip": a}) for a in known)
     assert _kept(rule, {"__name__": "go_goroutines"})  # series without a sender stay
+    # GoFlow2's template counts name the sender with its source port, IPv4 mapped into IPv6
+    assert _kept(rule, {"router": f"[::ffff:{known[0]}]:48159"}) and _kept(rule, {"router": f"[{known[0]}]:2055"})
+    assert not _kept(rule, {"router": "[::ffff:198.51.100.7]:48159"})
     for spoofed in ("198.51.100.7", "198.18.0.20", known[0] + "0", "x" + known[0]):
         assert not _kept(rule, {"router": spoofed}) and not _kept(rule, {"remote_ip": spoofed}), spoofed
     assert not _kept(rule, {"router": known[0], "agent": "203.0.113.1"})
