@@ -144,9 +144,12 @@ def write_settings(lab: Lab, path: Path, *, routers: int | None = None, netflow_
         base = cfg["routers"]
         cfg["routers"] = [dict(base[i % len(base)], name=f"{base[i % len(base)]['name']}-{i}" if i >= len(base)
                                else base[i]["name"]) for i in range(routers)]
+    # Every section deploys or reads with the same 5 s scrape (the figures assume it): the netviz jobs
+    # carry their own interval, so a section whose settings differed from the deployed ones measured
+    # another system (a 12 s freshness window over a 15 s scrape never saw two samples).
+    cfg["prometheus"]["scrape_interval_seconds"] = 5
     if netflow_window is not None:
         cfg["checks"]["freshness"] = {"netflow_max_age_seconds": netflow_window, "caretta_max_age_seconds": 20}
-        cfg["prometheus"]["scrape_interval_seconds"] = 5  # the figures below assume a 5 s scrape
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 

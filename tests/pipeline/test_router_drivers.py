@@ -133,7 +133,7 @@ def test_linux_exporter_survives_reboot_and_restart_remediates(lab: Lab, collect
     drain(collector)
     with RouterSession(r) as ssh:
         st = routers.status(ssh, s, r)
-        assert st.healthy and st.details["shim_preloaded"], st
+        assert st.healthy and linux._preloaded(ssh, st.processes[0].pid), st  # the boot starts it with the shim
         assert st.pids != before.pids
         first_v9(collector, LINUX_ROUTER.mgmt_ip)
         again = routers.converge(ssh, s, r)

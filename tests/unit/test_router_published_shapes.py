@@ -186,6 +186,11 @@ class PortFreeBSD:
     def run(self, argv, *, stdin=None, timeout=None):
         argv = tuple(argv)
         self.calls.append(argv)
+        if argv[:3] == ("sh", "-c", common.PROCESS_OF_PIDFILE):  # the pid file's first line, then `ps -p` of it
+            text = self.read_file(argv[4])
+            pid = text.split("\n", 1)[0].strip() if text is not None else None
+            return Result(0, f"{pid}\n" + (self.run(("ps", "-p", pid)).out if pid and pid.isdigit() else ""), "") \
+                if pid is not None else Result(0, "", "")
         if argv[:1] == ("ps",):
             p = self.procs.get(int(argv[-1]))
             return Result(0, f"{argv[-1]} Mon Mar  2 10:00:00 2026 {' '.join(p)}\n" if p else "", "")  # ps: unquoted
