@@ -77,9 +77,12 @@ def test_softflowd_killed_is_restarted_by_the_sensor(healer):
 POWERED_OFF_S = 15  # a real router takes a while to boot; the sensor ticks (every 2 s here) meanwhile
 
 
+SETTINGS_NAME = {LINUX_ROUTER.name: "edge-linux", PFSENSE_ROUTER.name: "edge-pfsense"}  # netviz_lab/settings.py
+
+
 def _router_finding(result, router) -> str:
     evaluation = next(e for e in result.asset_events if e.check_name == "netflow_arriving")
-    return str(evaluation.metadata[f"router:{router.name}"].value)
+    return str(evaluation.metadata[f"router:{SETTINGS_NAME[router.name]}"].value)
 
 
 @pytest.mark.parametrize("router", [LINUX_ROUTER, PFSENSE_ROUTER], ids=lambda r: r.name)
