@@ -104,18 +104,6 @@ class Pid1:
         if self.reaping:
             raise _Stop  # break out of the blocking waitpid()
 
-    def power_off_seconds(self) -> float:
-        """How long this reboot keeps the router off (as a real one takes to boot): `<state_file>.poweroff`,
-        written by the lab's reboot for that one reboot."""
-        path = self.spec["state_file"] + ".poweroff"
-        try:
-            with open(path) as f:
-                seconds = float(f.read().strip() or 0)
-            os.unlink(path)
-            return max(0.0, min(seconds, 600.0))
-        except (OSError, ValueError):
-            return 0.0
-
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)

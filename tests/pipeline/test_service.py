@@ -141,6 +141,7 @@ def service(lab: Lab, tmp_path_factory, webhook: Webhook):
     settings.write_text(yaml.safe_dump(cfg))
     home, port = d / "dagster", _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "NETVIZ_CONFIG": str(settings), "NETVIZ_TEST_WEBHOOK": webhook.url}
+    _routers_exporting(settings)
     assert "wrote" in _service("init", env=env)
     assert "unchanged" in _service("init", env=env)  # idempotent
     out = _service("start", "--port", str(port), env=env)
@@ -153,6 +154,19 @@ def service(lab: Lab, tmp_path_factory, webhook: Webhook):
     finally:
         print(_service("stop", env=env))
         assert "nothing running" in _service("stop", env=env)
+
+
+def _routers_exporting(settings: Path) -> None:
+    """Earlier lab tests leave the routers as they found them (softflowd not configured): converge them
+    first, so the daemon starts on healthy exporters and a fault below is the only incident it sees."""
+    from netviz_pipeline import routers
+    from netviz_pipeline.resources.router import RouterSession
+    from netviz_pipeline.settings import load_settings
+
+    s = load_settings(settings, check_host=False)  # the webhook's variable is set for the service only
+    for r in s.routers:
+        with RouterSession(r) as ssh:
+            routers.converge(ssh, s, r)
 
 
 def _tag(run: dict, key: str) -> str | None:
@@ -226,3 +240,32 @@ def test_the_daemon_brings_back_a_stopped_collector(service: Service, admin_api)
         time.sleep(1)
     _record("collector stopped (scaled to 0; real daemon, default settings)", detected_s=run["creationTime"] - t0,
             healed_s=time.time() - t0, remedy="flow_freshness re-ran goflow2 (restoring replicas) + scrape config")
+
+
+CRASH_LOOP_S = 600  # issue 20: ten minutes of a crash-looping exporter under the real daemon, default settings
+
+
+def test_a_crash_looping_exporter_gets_a_bounded_number_of_runs(service: Service, webhook: Webhook):
+    """softflowd killed every minute for ten minutes: the sensor's re-runs stay within one incident's
+    bound (remediation.Policy().max_attempts), however often the exporter recovers in between, and a
+    person gets a bounded number of messages, not one pair per flap."""
+    from netviz_pipeline.remediation import Policy
+
+    t0, kills = time.time(), 0
+    while time.time() - t0 < CRASH_LOOP_S:
+        pids = _softflowd_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        kills += bool(pids)
+        time.sleep(60)
+    runs = [r for r in _remediations(service, t0) if "router:edge-linux" in (_tag(r, "netviz/remediates") or "")]
+    told = webhook.about("router:edge-linux", t0)
+    assert kills >= 2, f"never healed between kills: {kills} kill(s)"  # it flapped: healed, then killed again
+    assert len(runs) <= Policy().max_attempts, [(r["runId"][:8], r["status"]) for r in runs]
+    assert len(told) <= 5, told
+    _record("softflowd crash-looping 10 min (real daemon, default settings)", kills=kills, remediation_runs=len(runs),
+            messages=len(told), bound=Policy().max_attempts)
+    # leave the router exporting: the incident has used its re-runs, so a deploy restores it
+    run_id = service.launch("netviz_deploy")
+    assert service.wait_run(lambda r: r["runId"] == run_id, 600, "netviz_deploy")["status"] == "SUCCESS"
+    assert _softflowd_pids()
