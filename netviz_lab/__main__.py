@@ -16,13 +16,20 @@ from . import nodes
 from . import settings as lab_settings
 from .lab import Lab
 from .proc import list_netns, pid_alive, pid_cmdline, run
-from .supervisor import components, read_state, supervisor_alive, write_state
+from .supervisor import Component, read_state, supervisor_alive, write_state
 from .topology import NETNS_PREFIX, NFT_TABLE, REAL_NODES, ROUTERS
 
 UP_TIMEOUT = float(os.environ.get("NETVIZ_LAB_UP_TIMEOUT", "300"))
 # Namespace names, ports and the nft table are machine-wide: one lab per machine at a time.
 LOCK_FILE = "/run/netviz-lab.lock"
 OWNER_FILE = "/run/netviz-lab.owner"
+
+
+def components() -> list[Component]:
+    """The lab's components in start order (the supervisor is given them: it imports none)."""
+    from . import cluster, hostnet, prometheus, router
+
+    return [hostnet, router, cluster, prometheus, nodes]
 
 
 @contextlib.contextmanager
@@ -304,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "_supervise":
         from . import supervisor
 
-        return supervisor.main(lab)
+        return supervisor.main(lab, components())
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... status | head` ends quietly
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "config": cmd_config,
             "kubeconfig": cmd_kubeconfig, "summary": cmd_summary, "images": cmd_images,

@@ -149,8 +149,8 @@ def setup(lab: Lab) -> None:
 def services(lab: Lab) -> list[Service]:
     b = bundle(lab)  # reuses setup's files; gives the paths
     ca = str(b.ca.cert)
-    admin_ctx = _tls(b.ca.cert, b["admin"])
-    anon_ctx = _tls(b.ca.cert)
+    admin_ctx = tls_context(b.ca.cert, b["admin"])
+    anon_ctx = tls_context(b.ca.cert)
     etcd_url = f"http://127.0.0.1:{topology.ETCD_CLIENT_PORT}"
     peer_url = f"http://127.0.0.1:{topology.ETCD_PEER_PORT}"
     pool = ipaddress.ip_network(topology.KWOK_POD_CIDR)
@@ -173,7 +173,7 @@ def services(lab: Lab) -> list[Service]:
               f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
               f"--initial-cluster=netviz-lab={peer_url}", "--initial-cluster-state=new",
               "--unsafe-no-fsync", "--log-level=warn", "--quota-backend-bytes=4294967296"],
-        ready=lambda: json.loads(_get(f"{etcd_url}/health")).get("health") == "true",
+        ready=lambda: json.loads(http_get(f"{etcd_url}/health")).get("health") == "true",
         ready_timeout=30,
     )
     apiserver = Service(
@@ -191,7 +191,7 @@ def services(lab: Lab) -> list[Service]:
               f"--kubelet-client-key={b['apiserver-kubelet-client'].key}",
               f"--kubelet-certificate-authority={ca}", "--kubelet-preferred-address-types=InternalIP,Hostname",
               "--allow-privileged=true", "--profiling=false", "--event-ttl=1h"],
-        ready=lambda: _get(f"{server_url()}/readyz", admin_ctx) == "ok",
+        ready=lambda: http_get(f"{server_url()}/readyz", admin_ctx) == "ok",
         ready_timeout=90,
         after_ready=lambda: _after_apiserver(lab),
     )
@@ -204,13 +204,13 @@ def services(lab: Lab) -> list[Service]:
               f"--cluster-signing-cert-file={ca}", f"--cluster-signing-key-file={b.ca.key}",
               "--controllers=*", f"--service-cluster-ip-range={topology.SERVICE_CIDR}",
               "--cluster-name=netviz-lab"],
-        ready=lambda: _get(f"https://127.0.0.1:{CM_PORT}/healthz", anon_ctx) == "ok",
+        ready=lambda: http_get(f"https://127.0.0.1:{CM_PORT}/healthz", anon_ctx) == "ok",
     )
     scheduler = Service(
         name="kube-scheduler",
         argv=[str(lab.bin("kube-scheduler")), *delegated("kube-scheduler"),
               f"--secure-port={SCHEDULER_PORT}", *tls("kube-scheduler-serving")],
-        ready=lambda: _get(f"https://127.0.0.1:{SCHEDULER_PORT}/healthz", anon_ctx) == "ok",
+        ready=lambda: http_get(f"https://127.0.0.1:{SCHEDULER_PORT}/healthz", anon_ctx) == "ok",
     )
     kwok = Service(
         name="kwok",
@@ -226,7 +226,7 @@ def services(lab: Lab) -> list[Service]:
               f"--server-address={topology.NODE_IP}:{topology.KWOK_SERVER_PORT}",
               *tls("kwok-serving")],
         env={"HOME": str(_dir(lab))},  # nothing from ~/.kwok or ~/.kube leaks in
-        ready=lambda: _get(f"https://{topology.NODE_IP}:{topology.KWOK_SERVER_PORT}/healthz", anon_ctx) == "ok",
+        ready=lambda: http_get(f"https://{topology.NODE_IP}:{topology.KWOK_SERVER_PORT}/healthz", anon_ctx) == "ok",
         after_ready=lambda: ensure_nodes(lab, lab.nodes),  # waits until every node is Ready
         ready_timeout=60,
     )
@@ -278,18 +278,24 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-# -- readiness helpers ---------------------------------------------------------------------------------
-def _tls(ca: Path, client: pki.Pair | None = None) -> ssl.SSLContext:
+# -- readiness helpers (also used by nodes.py) ---------------------------------------------------------
+def tls_context(ca: Path, client: pki.Pair | None = None) -> ssl.SSLContext:
+    """Verify servers with the lab CA `ca`; present `client` (cert, key) when given."""
     ctx = ssl.create_default_context(cafile=str(ca))
     if client:
         ctx.load_cert_chain(str(client.cert), str(client.key))
     return ctx
 
 
-def _get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> str:
+def http_get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> str:
     """GET a local endpoint, never through a proxy; body as text (raises on HTTP errors)."""
     handlers = [urllib.request.ProxyHandler({})]
     if ctx is not None:
         handlers.append(urllib.request.HTTPSHandler(context=ctx))
     with urllib.request.build_opener(*handlers).open(url, timeout=timeout) as r:
         return r.read().decode().strip()
+
+
+# The former private names, for benchmarks/bench_pipeline.py (still calls them); new code uses the above.
+_tls = tls_context
+_get = http_get

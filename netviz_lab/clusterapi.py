@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 from kubernetes import client as k8s
@@ -59,18 +60,24 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
 
 
-def apply_file(dc: DynamicClient, path: Path) -> list[str]:
-    """Server-side apply every document of a YAML file (field manager netviz-lab). Returns kind/name list."""
+def apply_objects(dc: DynamicClient, docs: Iterable[dict | None], manager: str = FIELD_MANAGER) -> list[str]:
+    """Server-side apply `docs` in order (empty ones skipped), as field manager `manager`, conflicts
+    forced. Returns the kind/name list."""
     done = []
-    for doc in yaml.load_all(path.read_text(), Loader=_Loader):
+    for doc in docs:
         if not doc:
             continue
         res = dc.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
         ns = doc["metadata"].get("namespace") if res.namespaced else None
         res.server_side_apply(body=doc, name=doc["metadata"]["name"], namespace=ns,
-                              field_manager=FIELD_MANAGER, force_conflicts=True)
+                              field_manager=manager, force_conflicts=True)
         done.append(f"{doc['kind']}/{doc['metadata']['name']}")
     return done
+
+
+def apply_file(dc: DynamicClient, path: Path) -> list[str]:
+    """Server-side apply every document of a YAML file (field manager netviz-lab). Returns kind/name list."""
+    return apply_objects(dc, yaml.load_all(path.read_text(), Loader=_Loader))
 
 
 def wait_crds_established(dc: DynamicClient, names: list[str], timeout: float = 30) -> None:
@@ -95,14 +102,15 @@ def install(lab: Lab, settings: dict | None = None) -> list[str]:
     cluster RBAC, the pipeline user's grant) for `settings` (default: the lab's), with admin credentials."""
     from netviz_pipeline import admin
     from netviz_pipeline.render.install import install_objects
+    from netviz_pipeline.targets import for_install
     from netviz_pipeline.resources.kube import Kube
-    from netviz_pipeline.settings import parse_settings
+    from netviz_pipeline import loading
 
     from . import settings as lab_settings
 
-    s = parse_settings(settings if settings is not None else lab_settings.settings(lab), check_host=False)
+    s = loading.parse(settings if settings is not None else lab_settings.settings(lab), check_host=False)
     kube = Kube(str(lab.admin_kubeconfig))
-    return admin.apply(kube, install_objects(admin.with_found_chart(kube, s)))
+    return admin.apply(kube, install_objects(for_install(s, kube)))
 
 
 def apply_base_objects(lab: Lab) -> None:

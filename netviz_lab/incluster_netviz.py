@@ -51,12 +51,13 @@ def pod_settings(lab: Lab, prometheus_url: str) -> dict:
 def _grant(lab: Lab, settings: dict, subject: str) -> None:
     from netviz_pipeline import admin
     from netviz_pipeline.render.install import Subject, install_objects
+    from netviz_pipeline.targets import for_install
     from netviz_pipeline.resources.kube import Kube
-    from netviz_pipeline.settings import parse_settings
+    from netviz_pipeline import loading
 
     kube = Kube(str(lab.admin_kubeconfig))
-    s = parse_settings(settings, check_host=False)
-    admin.apply(kube, install_objects(admin.with_found_chart(kube, s), Subject.parse(subject)))
+    s = loading.parse(settings, check_host=False)
+    admin.apply(kube, install_objects(for_install(s, kube), Subject.parse(subject)))
 
 
 def deploy(lab: Lab, timeout: float = 240) -> str:
@@ -74,7 +75,8 @@ def deploy(lab: Lab, timeout: float = 240) -> str:
     ssh = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": service_k8s.SSH_SECRET, "namespace": NAMESPACE},
            "stringData": {"id_ed25519": (lab.ssh_dir / "id_ed25519").read_text(),
                           "known_hosts": (lab.ssh_dir / "known_hosts").read_text()}}
-    icp._apply(dc, objs[:1] + [ssh] + objs[1:], "kubectl")  # namespace first, the Secret before the pod mounts it
+    # namespace first, the Secret before the pod mounts it
+    clusterapi.apply_objects(dc, objs[:1] + [ssh] + objs[1:], "kubectl")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -181,14 +181,6 @@ def operator_objects(lab: Lab) -> list[dict]:
 
 
 # -- apply / wait / remove ------------------------------------------------------------------------
-def _apply(dc: DynamicClient, docs: list[dict], manager: str) -> None:
-    for doc in docs:
-        res = dc.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-        res.server_side_apply(body=doc, name=doc["metadata"]["name"],
-                              namespace=doc["metadata"].get("namespace") if res.namespaced else None,
-                              field_manager=manager, force_conflicts=True)
-
-
 def _rolled_out(dc: DynamicClient, mode: str) -> bool:
     """The chart's Deployment (Recreate) or the Operator's StatefulSet runs its current template, ready."""
     kind, name, ns = (("Deployment", CHART_SERVER, CHART_NS) if mode == "chart" else
@@ -250,8 +242,8 @@ def deploy(lab: Lab, mode: str, empty: bool = False) -> str:
     elif mode != "chart":
         raise ValueError(f"mode {mode!r}: chart or operator")
     dc = clusterapi.dynamic(lab)
-    _apply(dc, chart_objects() if mode == "chart" else operator_objects(lab),
-           "helm" if mode == "chart" else clusterapi.FIELD_MANAGER)
+    clusterapi.apply_objects(dc, chart_objects() if mode == "chart" else operator_objects(lab),
+                             "helm" if mode == "chart" else clusterapi.FIELD_MANAGER)
     time.sleep(1)  # let the controller observe a changed template before judging the rollout
     wait_ready(dc, mode)
     if empty:
@@ -264,7 +256,7 @@ def deploy_chart_config(lab: Lab, config: dict, alerting_rules: dict | None = No
     """What `helm upgrade` with changed values (e.g. extraScrapeConfigs, serverFiles) does to the server
     ConfigMap."""
     cm = next(o for o in chart_objects(config, alerting_rules) if o["kind"] == "ConfigMap")
-    _apply(clusterapi.dynamic(lab), [cm], "helm")
+    clusterapi.apply_objects(clusterapi.dynamic(lab), [cm], "helm")
 
 
 def remove(lab: Lab) -> list[str]:

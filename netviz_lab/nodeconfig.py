@@ -118,7 +118,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = {q(str(p.containerd_state / "runc"))}
-  # No registry is reachable: images are imported locally (netviz_lab/images.py); a pull of anything
+  # No registry is reachable: images are imported locally (netviz_lab/images/); a pull of anything
   # else fails fast with ErrImagePull, as on a cluster that cannot reach its registry.
 """
 

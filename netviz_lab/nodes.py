@@ -201,7 +201,7 @@ def _node_services(lab: Lab, node: RealNode) -> list[Service]:
         images.import_images(str(p.containerd_socket), wanted)
 
     def kube_proxy_ready() -> bool:
-        body = cluster._get(f"http://{node.ip}:{nodeconfig.KUBE_PROXY_HEALTHZ_PORT}/healthz")
+        body = cluster.http_get(f"http://{node.ip}:{nodeconfig.KUBE_PROXY_HEALTHZ_PORT}/healthz")
         return json.loads(body).get("lastUpdated") is not None
 
     return [
@@ -227,8 +227,8 @@ def import_on_demand_images(lab: Lab) -> list[str]:
 def node_ready(lab: Lab, name: str) -> bool:
     b = cluster.bundle(lab)
     try:
-        node = json.loads(cluster._get(f"{cluster.server_url()}/api/v1/nodes/{name}",
-                                       cluster._tls(b.ca.cert, b["admin"])))
+        node = json.loads(cluster.http_get(f"{cluster.server_url()}/api/v1/nodes/{name}",
+                                           cluster.tls_context(b.ca.cert, b["admin"])))
     except urllib.error.HTTPError:
         return False
     conds = (node.get("status") or {}).get("conditions") or []

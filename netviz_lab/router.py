@@ -11,7 +11,7 @@ lan/wan hosts route only 198.18.0.0/15 via their router (no default route). Each
 is 198.18.5.0/24, reaches NODE_IP 198.18.0.1 to export NetFlow); the host routes each router's
 lan/wan subnets via its mgmt_ip.
 
-Each router is a small "machine" booted by netviz_lab/routerinit.py (own mount, PID and UTS
+Each router is a small "machine" booted by netviz_lab/shipped/routerinit.py (own mount, PID and UTS
 namespaces, a chroot whose writable parts all live under lab.root/routers/<name>, see that module).
 Its lab Service is that init; sshd (OpenSSH, key-only, root by key, no PAM, on mgmt_ip:22) is the
 router's daemon; the boot also starts softflowd from persisted configuration. `reboot_router()` is a
@@ -27,7 +27,7 @@ Linux router `nvz-router` ("Debian 12 without systemd", the lab's sysvinit-style
   on any Debian booted without systemd.
 - Trap (real, Debian 12): `/etc/init.d/softflowd` passes `--pid_file` to start-stop-daemon, which
   only knows `--pidfile`: on a sysvinit Debian 12 it starts nothing ("...: <inst> failed!", exit 0
-  for restart). So the router's boot uses netviz_lab/softflowd-boot.sh (installed as
+  for restart). So the router's boot uses netviz_lab/shipped/softflowd-boot.sh (installed as
   /usr/local/libexec/netviz-lab/softflowd-boot), which does what that script means to do (= the
   systemd unit's ExecStart) for every `/etc/softflowd/<inst>.conf`, then runs /etc/rc.local if
   executable. Instances therefore come back after `reboot_router` from their conf file, as
@@ -50,7 +50,11 @@ Linux router `nvz-router` ("Debian 12 without systemd", the lab's sysvinit-style
 - Writable: /etc (overlay), /usr/local (overlay; e.g. the shim), /root, /tmp, /var, /run. gcc (`cc`)
   and libpcap headers are available to build the shim on the router. `/usr` is read-only.
 
-pfSense router `nvz-pfsense`: see netviz_lab/pfsense/__init__.py (command surface reproduced).
+pfSense router `nvz-pfsense`: see netviz_lab/shipped/pfsense/__init__.py (command surface reproduced).
+
+What runs inside the routers' and LAN/WAN hosts' namespaces comes from netviz_lab/shipped/ (stdlib-only
+programs: the init, the pfSense emulation, the softflowd boot script, the traffic generator); this
+module only prepares their files and starts them.
 
 Management access: client key `lab.ssh_dir/id_ed25519` (one key for both routers) and
 `lab.ssh_dir/known_hosts` with both routers' ed25519 host keys (`198.18.0.2 ssh-ed25519 ...`).
@@ -68,14 +72,17 @@ import sys
 import time
 from pathlib import Path
 
+from . import shipped
 from .lab import Lab
 from .proc import LabError, kill_netns_processes, netns_exists, pid_alive, run
 from .supervisor import Service
 from .topology import DEMO_WEB_CLUSTER_IP, DEMO_WEB_PORT, LAB_RANGE, ROUTERS, Router
 
 HERE = Path(__file__).resolve().parent
-ROUTERINIT = HERE / "routerinit.py"
-PFSENSE_EMU = HERE / "pfsense" / "pfsense_emu.py"
+ROUTERINIT = shipped.ROUTERINIT
+PFSENSE_EMU = shipped.PFSENSE_EMU
+SOFTFLOWD_BOOT = shipped.SOFTFLOWD_BOOT
+TRAFFIC = shipped.TRAFFIC
 SYSTEM_PYTHON = "/usr/bin/python3"  # stdlib only; the router's chroot has no venv
 NETNS_ETC = Path("/etc/netns")
 TRAFFIC_TCP_PORT = 8080
@@ -247,7 +254,7 @@ def dhcp_client_service(r: Router) -> Service:
 def _linux_boot_script(d: Path) -> str:
     """softflowd-boot.sh into the Linux router's /usr/local (overlay upper); returns its router path."""
     dst = _mkdir(d / "upper" / "usr_local" / "libexec" / "netviz-lab") / "softflowd-boot"
-    shutil.copy2(HERE / "softflowd-boot.sh", dst)
+    shutil.copy2(SOFTFLOWD_BOOT, dst)
     dst.chmod(0o755)
     return LINUX_BOOT
 
@@ -384,7 +391,7 @@ def set_traffic(lab: Lab, r: Router, paused: bool) -> None:
 
 
 def traffic_services(lab: Lab, r: Router) -> list[Service]:
-    mod = [sys.executable, "-m", "netviz_lab.traffic"]
+    mod = [sys.executable, str(TRAFFIC)]  # stdlib only: run as a file, the package need not be importable
     ports = ["--tcp-port", str(TRAFFIC_TCP_PORT), "--udp-port", str(TRAFFIC_UDP_PORT)]
     return [
         Service(name=f"traffic-{r.name}-server", argv=[*mod, "server", "--bind", r.wan_host, *ports],

@@ -2,11 +2,14 @@
 
 PID 1 on these machines reaps orphans late, so daemons are never left to it: the supervisor starts
 each service itself, `wait()`s on it, restarts one that dies, and stops them in reverse order on SIGTERM. Components are
-modules exposing three functions:
+modules (or any objects) exposing three functions (`Component`):
 
     setup(lab)     -> None            idempotent preparation (files, namespaces, links); no daemons
     services(lab)  -> list[Service]   daemons to start, in order, each with an optional ready check
     teardown(lab)  -> None            remove what setup made; must work with no state (after a crash)
+
+The supervisor imports none of them: its caller passes them in, in start order (`__main__.components()`).
+Components import this module's generic pieces (`Service`) instead, so the layers have no loop.
 """
 from __future__ import annotations
 
@@ -14,12 +17,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 from .lab import Lab
 from .proc import in_netns, pid_alive
@@ -38,10 +39,14 @@ class Service:
     after_ready: Callable[[], None] | None = None
 
 
-def components() -> list[ModuleType]:
-    from . import cluster, hostnet, nodes, prometheus, router
+class Component(Protocol):
+    """What the supervisor starts and stops; the lab's are modules (hostnet, router, cluster, ...)."""
 
-    return [hostnet, router, cluster, prometheus, nodes]
+    def setup(self, lab: Lab) -> None: ...
+
+    def services(self, lab: Lab) -> list[Service]: ...
+
+    def teardown(self, lab: Lab) -> None: ...
 
 
 def read_state(lab: Lab) -> dict:
@@ -59,8 +64,9 @@ def write_state(lab: Lab, **changes) -> None:
 
 
 class Supervisor:
-    def __init__(self, lab: Lab):
+    def __init__(self, lab: Lab, components: Sequence[Component]):
         self.lab = lab
+        self.components = list(components)  # in start order; stopped and torn down in reverse
         self.procs: list[tuple[Service, subprocess.Popen]] = []
         self.stopping = False
         self.restart_at: dict[str, float] = {}
@@ -121,7 +127,7 @@ class Supervisor:
                     started=time.time())
         t0 = time.monotonic()
         try:
-            for comp in components():
+            for comp in self.components:
                 if self.stopping:
                     raise RuntimeError("stopped while starting")
                 comp.setup(lab)
@@ -170,7 +176,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.stop_all()
-        for comp in reversed(components()):
+        for comp in reversed(self.components):
             try:
                 comp.teardown(self.lab)
             except Exception:  # noqa: BLE001 - teardown is best effort; `down` re-runs it
@@ -178,9 +184,9 @@ class Supervisor:
         write_state(self.lab, phase="down", services={})
 
 
-def main(lab: Lab) -> int:
+def main(lab: Lab, components: Sequence[Component]) -> int:
     lab.logs.mkdir(parents=True, exist_ok=True)
-    return Supervisor(lab).run()
+    return Supervisor(lab, components).run()
 
 
 def supervisor_alive(lab: Lab) -> int | None:
@@ -188,7 +194,3 @@ def supervisor_alive(lab: Lab) -> int | None:
     if pid and pid_alive(pid) and "netviz_lab" in open(f"/proc/{pid}/cmdline").read():
         return pid
     return None
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main(Lab()))

@@ -16,7 +16,7 @@ from netviz_lab.topology import REAL_NODE_LABEL, REAL_NODES
 from netviz_pipeline import readiness
 from netviz_pipeline.render import goflow2 as render_goflow2
 from netviz_lab.settings import settings as lab_settings
-from netviz_pipeline.settings import parse_settings
+from netviz_pipeline import loading
 
 pytestmark = pytest.mark.lab
 
@@ -116,7 +116,7 @@ def test_unknown_image_fails_with_err_image_pull(admin, ns):
 def _goflow2_container(lab, security_context: dict | None = None) -> dict:
     """The product's GoFlow2 container (flows to stdout, no probes: only the security context matters)."""
     raw = lab_settings(lab) | {"flows": {"enabled": False}}
-    c = render_goflow2.deployment(parse_settings(raw))["spec"]["template"]["spec"]["containers"][0]
+    c = render_goflow2.deployment(loading.parse(raw))["spec"]["template"]["spec"]["containers"][0]
     c = {k: v for k, v in c.items() if k not in ("readinessProbe", "livenessProbe")}
     return c if security_context is None else {**c, "securityContext": security_context}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netviz_lab import caretta_standin as cs
+from netviz_lab.shipped import caretta_standin as cs
 
 SOURCE = Path(cs.__file__)
 

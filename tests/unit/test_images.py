@@ -1,6 +1,9 @@
-"""netviz_lab.images: recipes, cache keys, rootfs content and the import logic (no root, no containerd)."""
+"""netviz_lab.images: recipes, cache keys, rootfs content and the import logic (no root, no containerd).
+
+Names are patched in the submodule that uses them (builder, recipes, venv_pack): the package only re-exports."""
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import shutil
@@ -13,9 +16,13 @@ from pathlib import Path
 import pytest
 
 from netviz_lab import images, versions
+from netviz_lab.images import builder, venv_pack
 from netviz_lab.lab import Lab
 from netviz_pipeline.render import goflow2 as render_goflow2
 from netviz_pipeline.settings import Caretta, Flows, GoFlow2
+
+# the module: `images.recipes` (and `from netviz_lab.images import recipes`) is the function recipes(lab)
+recipes = importlib.import_module("netviz_lab.images.recipes")
 
 
 @pytest.fixture
@@ -31,7 +38,7 @@ def fixed_debian(monkeypatch):
     def fake(packages):
         return {p: state["overrides"].get(p, "1.0-1") for p in sorted(set(packages))}
 
-    monkeypatch.setattr(images, "debian_versions", fake)
+    monkeypatch.setattr(recipes, "debian_versions", fake)
     return state["overrides"]
 
 
@@ -153,7 +160,7 @@ def test_cache_key_follows_standin_content(lab, fixed_debian, monkeypatch, tmp_p
     before = keys(lab)
     copy = tmp_path / "caretta_standin.py"
     copy.write_bytes(images.STANDIN.read_bytes() + b"\n# changed\n")
-    monkeypatch.setattr(images, "STANDIN", copy)
+    monkeypatch.setattr(recipes, "STANDIN", copy)
     after = keys(lab)
     assert after["caretta"] != before["caretta"]
     assert {n: k for n, k in after.items() if n != "caretta"} == {n: k for n, k in before.items() if n != "caretta"}
@@ -161,9 +168,9 @@ def test_cache_key_follows_standin_content(lab, fixed_debian, monkeypatch, tmp_p
 
 def test_cache_key_follows_pause_source_and_recipe_version(lab, fixed_debian, monkeypatch):
     before = keys(lab)
-    monkeypatch.setattr(images, "PAUSE_C", images.PAUSE_C + "\n/* changed */\n")
+    monkeypatch.setattr(recipes, "PAUSE_C", recipes.PAUSE_C + "\n/* changed */\n")
     assert keys(lab)["pause"] != before["pause"]
-    monkeypatch.setattr(images, "RECIPE_VERSION", images.RECIPE_VERSION + "-next")
+    monkeypatch.setattr(recipes, "RECIPE_VERSION", recipes.RECIPE_VERSION + "-next")
     assert all(keys(lab)[n] != before[n] for n in before)
 
 
@@ -184,7 +191,7 @@ def test_goflow2_rootfs_users_and_shell(tmp_path):
     fake = tmp_path / "goflow2-fake"
     fake.write_text("#!/bin/sh\n")
     rootfs = images.Rootfs(tmp_path / "rootfs")
-    images._populate_goflow2(fake)(rootfs)
+    recipes._populate_goflow2(fake)(rootfs)
     users = _passwd(rootfs.path("/etc/passwd"))
     assert users["flow"][2:4] == ["100", "65533"] and users["flow"][5] == "/"  # adduser -S -D -H -h / flow
     assert users["nobody"][2] == "65534" and users["root"][2] == "0"
@@ -233,8 +240,8 @@ def test_place_reproduces_symlinks(tmp_path, monkeypatch):
 
 
 def test_merged_usr_aliases():
-    assert "/usr/lib/x86_64-linux-gnu/libc.so.6" in images._aliases("/lib/x86_64-linux-gnu/libc.so.6")
-    assert "/bin/ip" in images._aliases("/usr/bin/ip")
+    assert "/usr/lib/x86_64-linux-gnu/libc.so.6" in builder._aliases("/lib/x86_64-linux-gnu/libc.so.6")
+    assert "/bin/ip" in builder._aliases("/usr/bin/ip")
 
 
 # -- pause ------------------------------------------------------------------------------------------
@@ -257,7 +264,7 @@ def test_ensure_images_is_a_noop_when_cached(lab, fixed_debian, monkeypatch):
     for r in images.recipes(lab):
         r.tarball(lab.cache).parent.mkdir(parents=True, exist_ok=True)
         r.tarball(lab.cache).write_bytes(b"cached")
-    monkeypatch.setattr(images, "_build", lambda *a, **k: pytest.fail("rebuilt a cached image"))
+    monkeypatch.setattr(builder, "_build", lambda *a, **k: pytest.fail("rebuilt a cached image"))
     got = images.ensure_images(lab)
     assert [i.ref for i in got] == [r.ref for r in images.recipes(lab)]
     assert all(i.tarball.exists() for i in got)
@@ -295,7 +302,7 @@ def test_import_only_what_is_missing_or_different(tmp_path, monkeypatch):
         store[img.ref] = images.manifest_digest(tar)
         return ""
 
-    monkeypatch.setattr(images, "_ctr", fake_ctr)
+    monkeypatch.setattr(builder, "_ctr", fake_ctr)
     assert images.import_images("/run/x.sock", [a, b, c]) == [b.ref, c.ref]
     calls.clear()
     assert images.import_images("/run/x.sock", [a, b, c]) == []
@@ -307,7 +314,7 @@ def test_present_images_ignores_incomplete_or_not_unpacked(monkeypatch):
            "x:1 application/vnd.oci.image.manifest.v1+json sha256:1 complete (2/2) 1 MiB/1 MiB true\n"
            "y:1 application/vnd.oci.image.manifest.v1+json sha256:2 incomplete (1/2) 1 MiB/2 MiB false\n"
            "z:1 application/vnd.oci.image.manifest.v1+json sha256:3 complete (2/2) 1 MiB/1 MiB false\n")
-    monkeypatch.setattr(images, "_ctr", lambda *a: out)
+    monkeypatch.setattr(builder, "_ctr", lambda *a: out)
     assert images.present_images("/run/x.sock") == {"x:1": "sha256:1"}
 
 
@@ -375,8 +382,8 @@ def test_pipeline_plan_copies_the_runtime_distributions_only(project):
 
 
 def test_pipeline_key_follows_sources_and_venv(project, monkeypatch, lab, fixed_debian):
-    plan = images.pipeline_plan
-    monkeypatch.setattr(images, "pipeline_plan", lambda: plan(project))
+    plan = venv_pack.pipeline_plan
+    monkeypatch.setattr(venv_pack, "pipeline_plan", lambda: plan(project))
     before = keys(lab)
     assert keys(lab) == before  # unchanged trees: the cached image is reused
     r = by_name(lab)["netviz-pipeline"]
@@ -403,7 +410,7 @@ def test_pipeline_plan_without_a_usable_venv_fails_the_build_not_the_lab(project
     plan = images.pipeline_plan(project, venv=tmp_path / "no-venv")
     assert "no such directory" in plan.problem and plan.inputs["venv"].startswith("unusable")
     with pytest.raises(images.ImageBuildError, match="no such directory"):
-        images._populate_pipeline(plan)(images.Rootfs(tmp_path / "rootfs"))
+        venv_pack.populator(plan, images.HOST_PYTHON, images.HOST_STDLIB)(images.Rootfs(tmp_path / "rootfs"))
     shutil.rmtree(next((project / ".venv" / images.PIPELINE_VENV_SITE).glob("PyYAML-*.dist-info")))
     plan = images.pipeline_plan(project)
     assert "PyYAML (needed by dagster) is not installed" in plan.problem
@@ -431,18 +438,18 @@ def test_pipeline_image_config(lab, fixed_debian):
 
 
 def test_ensure_images_replaces_superseded_pipeline_builds(lab, fixed_debian, monkeypatch):
-    recipes = by_name(lab)
-    for r in recipes.values():
+    all_recipes = by_name(lab)
+    for r in all_recipes.values():
         if r.name != "netviz-pipeline":
             r.tarball(lab.cache).parent.mkdir(parents=True, exist_ok=True)
             r.tarball(lab.cache).write_bytes(b"cached")
     old = lab.cache / "images" / "netviz-pipeline-0.1.0-aaaaaaaaaaaa-aaaaaaaaaaaa.tar"
     old.write_bytes(b"previous source")
     built = []
-    monkeypatch.setattr(images.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(images, "_build", lambda r, by, cache, out: (built.append(r.name), out.write_bytes(b"new")))
+    monkeypatch.setattr(builder.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(builder, "_build", lambda r, by, cache, out: (built.append(r.name), out.write_bytes(b"new")))
     # `up` need not wait for it
     assert all(not i.on_demand for i in images.ensure_images(lab, build_on_demand=False)) and built == []
     images.ensure_images(lab)
     assert built == ["netviz-pipeline"] and not old.exists()
-    assert all(r.tarball(lab.cache).exists() for r in recipes.values())  # the other images' tarballs stay
+    assert all(r.tarball(lab.cache).exists() for r in all_recipes.values())  # the other images' tarballs stay

@@ -4,7 +4,7 @@
 Installed in the pfSense router as /usr/local/libexec/netviz-pfsense/pfsense_emu.py; the commands are
 symlinks to it and it dispatches on the name it was called by. Stdlib only (runs with /usr/bin/python3
 inside the router's chroot). What is reproduced, and from which upstream file, is documented in
-netviz_lab/pfsense/__init__.py. Paths can be re-rooted with NETVIZ_PFSENSE_ROOT/_ETC/_USR_LOCAL so the
+netviz_lab/shipped/pfsense/__init__.py. Paths can be re-rooted with NETVIZ_PFSENSE_ROOT/_ETC/_USR_LOCAL so the
 host can prepare the router's files ("factory-setup") and tests can run it outside the router.
 """
 from __future__ import annotations
@@ -305,7 +305,7 @@ def install_softflowd_package() -> None:
     if not os.path.lexists(P("/usr/local/sbin/softflowctl")):
         os.makedirs(P("/usr/local/sbin"), exist_ok=True)
         os.symlink("/usr/sbin/softflowctl", P("/usr/local/sbin/softflowctl"))
-    stub = "<?php\n/* netviz-lab emulation: the logic lives in {}; see netviz_lab/pfsense/__init__.py */\n?>\n"
+    stub = "<?php\n/* netviz-lab emulation: the logic lives in {}; see netviz_lab/shipped/pfsense/__init__.py */\n?>\n"
     write_file("/usr/local/pkg/softflowd.inc", stub.format(f"{EMU_DIR}/pfsense_emu.py (sync_package_softflowd)"))
     write_file("/usr/local/pkg/softflowd.xml", stub.format(f"{EMU_DIR}/pfsense_emu.py (SOFTFLOWD)"))
     write_file(f"/usr/local/share/{sf['pkg']}/info.xml",
@@ -518,7 +518,7 @@ class Php:
             func = m.group(1)
             args = [self.value(a) for a in re.findall(lit, m.group(2))]
             return self.call(func, args)
-        return self.fatal(f"netviz-lab PHP emulation cannot run `{st}` (see netviz_lab/pfsense/__init__.py)")
+        return self.fatal(f"netviz-lab PHP emulation cannot run `{st}` (see netviz_lab/shipped/pfsense/__init__.py)")
 
     def call(self, func: str, args: list[str]) -> int:
         if func not in self.functions:

@@ -1,8 +1,8 @@
 """pfSense emulation for the lab router `nvz-pfsense` (pfSense itself is FreeBSD and cannot run here).
 
-The router is a Linux network namespace + chroot (netviz_lab/routerinit.py) reached over SSH like a
-pfSense box; the emulation (netviz_lab/pfsense/pfsense_emu.py, Python stdlib, installed in the router
-at /usr/local/libexec/netviz-pfsense/) reproduces the command surface and files the pipeline's pfSense
+The router is a Linux network namespace + chroot (netviz_lab/shipped/routerinit.py) reached over SSH
+like a pfSense box; the emulation (netviz_lab/shipped/pfsense/pfsense_emu.py, Python stdlib, installed in
+the router at /usr/local/libexec/netviz-pfsense/) reproduces the command surface and files the pipeline's pfSense
 path uses, on top of the **real** softflowd 1.1.0. Ported from pfSense sources: pfsense/FreeBSD-ports
 `net-mgmt/pfSense-pkg-softflowd/files/usr/local/pkg/softflowd.{inc,xml}`; pfsense/pfsense
 `src/etc/phpshellsessions/{svc,installpkg,uninstallpkg,listpkg}`, `src/etc/inc/service-utils.inc`
