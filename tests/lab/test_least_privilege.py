@@ -207,10 +207,10 @@ def _can_i_rows(text: str) -> set[tuple[str, tuple[str, ...], frozenset[str]]]:
 
 def test_the_grant_is_what_the_readme_shows(lab):
     """`kubectl auth can-i --list -n caretta` as the pipeline against the real API server (what the
-    rendered grant gives) is exactly the table in the README, row for row."""
+    rendered grant gives) is exactly the table in docs/security.md, row for row."""
     res = kubectl(lab, "auth", "can-i", "--list", "-n", "caretta")
     assert res.returncode == 0, res.stderr
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
     table = readme.split("`kubectl auth can-i --list -n caretta` as `netviz-pipeline`", 1)[1].split("```", 2)[1]
     live, documented = _can_i_rows(res.stdout), _can_i_rows(table)
     assert live == documented, f"live only: {sorted(live - documented)}; README only: {sorted(documented - live)}"
@@ -222,9 +222,9 @@ def _caretta_ds(lab, **pod_changes) -> dict:
     """The product's own Caretta DaemonSet for the lab's settings, with an attacker's changes."""
     from netviz_lab import settings as lab_settings
     from netviz_pipeline.render import caretta as render_caretta
-    from netviz_pipeline.settings import parse_settings
+    from netviz_pipeline import loading
 
-    ds = render_caretta.daemonset(parse_settings(lab_settings.settings(lab), check_host=False))
+    ds = render_caretta.daemonset(loading.parse(lab_settings.settings(lab), check_host=False))
     ds["metadata"]["name"] = f"nvz-attack-{uuid.uuid4().hex[:6]}"
     pod = ds["spec"]["template"]["spec"]
     for key, change in pod_changes.items():
@@ -340,9 +340,9 @@ def test_the_products_own_services_pass_the_admission_policy(lab, pipeline):
     from netviz_lab import settings as lab_settings
     from netviz_pipeline.render import caretta as render_caretta
     from netviz_pipeline.render import goflow2 as render_goflow2
-    from netviz_pipeline.settings import parse_settings
+    from netviz_pipeline import loading
 
-    s = parse_settings(lab_settings.settings(lab), check_host=False)
+    s = loading.parse(lab_settings.settings(lab), check_host=False)
     services = [o for o in render_caretta.render(s) + render_goflow2.render(s) if o["kind"] == "Service"]
     assert {o["spec"].get("type", "ClusterIP") for o in services} == {"ClusterIP", "NodePort"}
     for svc in services:
