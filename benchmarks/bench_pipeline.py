@@ -154,9 +154,9 @@ def write_settings(lab: Lab, path: Path, *, routers: int | None = None, netflow_
 
 
 def load(path: Path):
-    from netviz_pipeline.settings import load_settings
+    from netviz_pipeline import loading
 
-    return load_settings(path)
+    return loading.load(path)
 
 
 # -- lab state -------------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@
     check   what is missing or drifted, read with the given kubeconfig (exit 1 if anything is)
 
 The pipeline never writes these (render/install.py says why); run this once, and again when the
-settings' namespaces, Prometheus mode or canary pod change. With `prometheus.mode: auto` and neither
-a chart nor a file section, apply/check (and print given --kubeconfig) look for the chart-shaped
-Prometheus server the pipeline would find, and grant its ConfigMap.
+settings' namespaces, Prometheus mode or canary pod change. Given a kubeconfig (apply, check, and print
+with --kubeconfig) the grant follows what the cluster shows, through the pipeline's own resolution
+(targets.for_install): the namespace Grafana's dashboard sidecar watches, and under `prometheus.mode:
+auto` the chart-shaped Prometheus server the pipeline would find.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import sys
 
 import yaml
 
+from . import loading, targets
 from .render import install
-from .settings import SettingsError, load_settings
+from .settings import SettingsError
 
 FIELD_MANAGER = "netviz-install"
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         # host checks off: an administrator's machine need not hold the pipeline's key files
-        s = load_settings(a.settings, check_host=False)
+        s = loading.load(a.settings, check_host=False)
         subject = install.Subject.parse(a.subject)
     except (SettingsError, ValueError) as e:
         print(e, file=sys.stderr)
@@ -47,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kube = Kube(a.kubeconfig, a.context) if a.action != "print" or a.kubeconfig else None
     try:
-        if kube is not None:
-            s = with_found_chart(kube, s)
-        objs = install.install_objects(s, subject)
+        objs = install.install_objects(targets.for_install(s, kube), subject)
         if a.action == "print":
             sys.stdout.write(yaml.safe_dump_all(objs, sort_keys=False))
             return 0
@@ -60,21 +60,6 @@ def main(argv: list[str] | None = None) -> int:
                   "kubeconfig (--kubeconfig), not the pipeline's", file=sys.stderr)
             return 3
         raise
-
-
-def with_found_chart(kube, s):
-    """With `prometheus.mode: auto` and no chart or file section, the chart-shaped Prometheus server
-    the pipeline would find (prometheus_target), so its ConfigMap is granted; the mode stays auto."""
-    from . import prometheus_target
-
-    p = s.prometheus
-    if p.mode != "auto" or p.chart or p.file:
-        return s
-    try:
-        found = prometheus_target.discover(kube, s).prometheus
-    except SettingsError:  # none or several: the pipeline's run says what to set; grant what auto implies
-        return s
-    return s.model_copy(update={"prometheus": p.model_copy(update={"chart": found.chart})}) if found.chart else s
 
 
 def _act(action: str, kube, objs: list[dict]) -> int:

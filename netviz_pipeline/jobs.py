@@ -16,6 +16,20 @@ REMEDIATION_TAG = "netviz/remediation"
 
 ALL_ASSETS = dg.AssetSelection.all()
 
+# One partition per configured router (kept in step with the settings by every full run): the UI shows
+# each router's state, a person materialises or heals one router alone, the sensor heals only the
+# router that failed. A run without a partition (netviz_deploy from the CLI) converges every router
+# and records each router's partition.
+ROUTER_PARTITIONS = dg.DynamicPartitionsDefinition(name="routers")
+
+# What the health sensor may re-run and the checks it records between runs, by name: the sensor
+# reaches the assets through these names, not by importing asset modules
+# (tests/unit/test_pipeline_logic.py holds them to the definitions).
+HEALABLE = ("router_softflowd", "goflow2", "prometheus_scrape_config", "caretta", "caretta_dashboard",
+            "goflow2_dashboard")
+NETFLOW_CHECK = ("router_softflowd", "netflow_arriving")
+CARETTA_CHECK = ("end_to_end", "caretta_links_present")
+
 netviz_deploy = dg.define_asset_job("netviz_deploy", selection=ALL_ASSETS, executor_def=dg.in_process_executor,
                                     tags={WRITES_TAG: "true"},
                                     description="Deploy every step of the plan and prove each one")

@@ -10,22 +10,16 @@ import time
 
 import dagster as dg
 
-from . import exporter_health, health, notify, remediation
-from .assets.caretta import caretta
-from .assets.dashboards import caretta_dashboard, dashboard_drift, goflow2_dashboard
-from .assets.goflow2 import goflow2
-from .assets.prometheus import prometheus_scrape_config
-from .assets.routers import ROUTER_PARTITIONS, router_softflowd
-from .assets.verify import end_to_end
+from . import exporter_health, notify, remediation
+from .checks.observe import observations
 from .findings import Finding
-from .jobs import REMEDIATION_TAG, WRITES_TAG, netviz_verify
-from .render import goflow2 as goflow2_render
+from .jobs import (CARETTA_CHECK, HEALABLE, NETFLOW_CHECK, REMEDIATION_TAG, ROUTER_PARTITIONS, WRITES_TAG,
+                   netviz_verify)
 from .resources.cluster import ClusterResource
 from .resources.prometheus import PrometheusResource
 from .resources.routers import RoutersResource
 
 FRESHNESS_INTERVAL_S = 30
-_HEALABLE = [router_softflowd, goflow2, prometheus_scrape_config, caretta, caretta_dashboard, goflow2_dashboard]
 
 
 def writes_in_flight(instance: dg.DagsterInstance) -> bool:
@@ -41,8 +35,9 @@ def writes_in_flight(instance: dg.DagsterInstance) -> bool:
 
 def undeployed(instance: dg.DagsterInstance) -> frozenset[str]:
     """Healable assets this instance has never materialised (a fresh service before its first deploy)."""
-    latest = instance.get_latest_materialization_events([a.key for a in _HEALABLE])  # one storage query
-    return frozenset(a.key.to_user_string() for a in _HEALABLE if latest.get(a.key) is None)
+    keys = [dg.AssetKey(a) for a in HEALABLE]
+    latest = instance.get_latest_materialization_events(keys)  # one storage query
+    return frozenset(k.to_user_string() for k in keys if latest.get(k) is None)
 
 
 def _evaluation(key: dg.AssetKey, check: str, subjects: list[Finding], p: remediation.Plan):
@@ -55,17 +50,18 @@ def _evaluation(key: dg.AssetKey, check: str, subjects: list[Finding], p: remedi
 
 
 @dg.sensor(name="flow_freshness", minimum_interval_seconds=FRESHNESS_INTERVAL_S,
-           default_status=dg.DefaultSensorStatus.RUNNING, target=dg.AssetSelection.assets(*_HEALABLE),
+           default_status=dg.DefaultSensorStatus.RUNNING, target=dg.AssetSelection.assets(*HEALABLE),
            description="Freshness per exporter and for Caretta, scrape jobs, collector and dashboard drift, "
                        "from data; re-runs the owning step within bounds")
 def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusResource,
                    cluster: ClusterResource, routers: RoutersResource,
                    notifier: notify.NotifierResource) -> dg.SensorResult:
-    s = cluster.settings  # as every step gets them; resources are built anew each tick
+    r = cluster.resolved  # as every step gets them; resources are built anew each tick
+    s = r.settings
     now = time.time()
     cursor = load_cursor(context.cursor)
-    seen, samples = health.observations(s, prometheus, routers, dashboard_drift(cluster),
-                                        exporter_health.load(cursor.get("samples")), collector_problem(cluster))
+    seen, samples = observations(s, prometheus, routers, cluster.kube, r.prometheus,
+                                 exporter_health.load(cursor.get("samples")))
     state = remediation.load(cursor.get("remediation"))
     busy = writes_in_flight(context.instance)
     p = remediation.plan(seen, state, now, busy=busy, undeployed=undeployed(context.instance))
@@ -74,8 +70,8 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
                                              link=notifier.link())
     outbox = notifier.deliver(cursor.get("outbox") or [], messages, log=context.log)  # bounded in time
     exporters = [o for o in seen if o.subject.startswith("router:")]
-    events = [_evaluation(router_softflowd.key, "netflow_arriving", exporters, p),
-              _evaluation(end_to_end.key, "caretta_links_present", [o for o in seen if o.subject == "caretta"], p)]
+    events = [_evaluation(dg.AssetKey(NETFLOW_CHECK[0]), NETFLOW_CHECK[1], exporters, p),
+              _evaluation(dg.AssetKey(CARETTA_CHECK[0]), CARETTA_CHECK[1], [o for o in seen if o.subject == "caretta"], p)]
     for subject, why in p.diagnoses.items():
         context.log.warning(f"{subject}: {why}")
     runs = [dg.RunRequest(run_key=f"remediate-{int(now)}-{r.partition or 'shared'}", partition_key=r.partition,
@@ -88,19 +84,6 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
     partitions = [dg.AddDynamicPartitionsRequest(ROUTER_PARTITIONS.name, [r.name for r in s.routers])]
     return dg.SensorResult(asset_events=events, run_requests=runs, cursor=json.dumps(cursor),
                            dynamic_partitions_requests=partitions)
-
-
-def collector_problem(cluster: ClusterResource) -> str | None:
-    """Why the GoFlow2 Deployment serves nothing (deleted, scaled to zero, no ready pod), or None."""
-    s = cluster.settings
-    live = cluster.kube.get("apps/v1", "Deployment", goflow2_render.NAME, s.goflow2.namespace)
-    if live is None:
-        return f"Deployment {s.goflow2.namespace}/{goflow2_render.NAME} is gone"
-    if not ((live.get("status") or {}).get("availableReplicas") or 0):
-        replicas = (live.get("spec") or {}).get("replicas")
-        return (f"Deployment {s.goflow2.namespace}/{goflow2_render.NAME} has no available pod "
-                f"(spec.replicas {replicas})")
-    return None
 
 
 def load_cursor(text: str | None) -> dict:

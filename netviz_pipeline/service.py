@@ -22,8 +22,9 @@ from pathlib import Path
 
 import requests
 
+from . import loading, targets
 from .render import instance, service_k8s
-from .settings import SettingsError, load_settings
+from .settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = ("webserver", "daemon")
@@ -86,7 +87,7 @@ def running(home: Path) -> dict[str, int]:
 
 
 def start(home: Path, settings: Path, host: str, port: int, timeout: float = 90) -> list[str]:
-    load_settings(settings)  # raises SettingsError naming every problem, before anything starts
+    loading.load(settings)  # raises SettingsError naming every problem, before anything starts
     if not (home / "dagster.yaml").exists():
         raise SystemExit(f"{home}/dagster.yaml missing: run `python -m netviz_pipeline.service init --home {home}`")
     env = {**os.environ, "DAGSTER_HOME": str(home), "NETVIZ_CONFIG": str(settings)}
@@ -143,11 +144,11 @@ def print_k8s(a: argparse.Namespace) -> int:
     """Validate the settings as the pod will see them (paths are the pod's: not checked here), then print."""
     try:
         text = a.settings.read_text()
-        s = load_settings(a.settings, check_host=False)
+        s = loading.load(a.settings, check_host=False)
     except (OSError, SettingsError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    bad = service_k8s.problems(s)
+    bad = service_k8s.problems(targets.resolve(s, None))  # offline: no cluster asked
     if bad:
         print(f"{a.settings}: {len(bad)} problem(s) for running in the cluster\n" + "\n".join(f"  {b}" for b in bad),
               file=sys.stderr)

@@ -5,18 +5,22 @@ on a router. Unknown keys are rejected (a typo must not silently fall back to a 
 that reach commands are restricted to plain character sets, and secrets are only ever referenced
 (env var name or file path), never written inline. All errors are collected and reported together
 as `path: problem: fix` lines.
+
+This is the pure layer: it imports nothing that talks to the world (no SSH, HTTP, Kubernetes or Dagster
+client, nothing from routers/ or resources/). Rules that live with their implementation (each router
+platform's) are applied after parsing by loading.py, which the pipeline uses to load settings.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
 import re
+from decimal import Decimal, DecimalException, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from kubernetes.utils import parse_quantity
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
@@ -63,6 +67,34 @@ def _ip_literal(v: Any) -> str:
     except ValueError:
         raise ValueError(f"{v!r} is not an IP address literal (e.g. 198.18.0.1); host names are not "
                          "accepted here") from None
+
+
+_QUANTITY_EXPONENTS = {"n": -3, "u": -2, "m": -1, "K": 1, "k": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
+
+
+def parse_quantity(quantity: str) -> Decimal:
+    """A Kubernetes quantity as a number, exactly as the kubernetes client's kubernetes.utils.parse_quantity
+    (written out here: importing kubernetes.utils loads the whole API client, and settings load nothing
+    that talks to the world). Binary suffixes Ki..Ei, decimal n u m k M G T P E; ValueError otherwise."""
+    number, suffix = quantity, None
+    if len(quantity) >= 2 and quantity[-1] == "i":
+        if quantity[-2] in _QUANTITY_EXPONENTS:
+            number, suffix = quantity[:-2], quantity[-2:]
+    elif quantity[-1:] in _QUANTITY_EXPONENTS:
+        number, suffix = quantity[:-1], quantity[-1:]
+    try:
+        value = Decimal(number)
+    except InvalidOperation:
+        raise ValueError(f"Invalid number format: {number}") from None
+    if suffix is None:
+        return value
+    if suffix.endswith("i") and suffix[0] not in "KMGTPE":  # "ki", "mi", "ni", "ui" are no binary suffixes
+        raise ValueError(f"{quantity} has unknown suffix")
+    base = 1024 if suffix.endswith("i") else 1000
+    try:
+        return value * (base ** Decimal(_QUANTITY_EXPONENTS[suffix[0]]))
+    except DecimalException as exc:
+        raise ValueError(f"Invalid quantity: {quantity}") from exc
 
 
 def _quantity(v: str) -> str:
@@ -307,19 +339,15 @@ class PromOperator(_Model):
 
 class Prometheus(_Model):
     url: HttpUrl
-    mode: Literal["auto", "file", "operator", "chart"] = "auto"
+    # "auto" or a mode in targets.registry.MODES: checked after parsing (loading.py), where the modes
+    # are registered, so adding one touches no line here
+    mode: Annotated[str, _matching(re.compile(r"[a-z][a-z0-9_-]{0,30}"), "a Prometheus mode name")] = "auto"
     # Set on the netviz jobs themselves: the chart's global default (1 min) would leave a fresh deploy
     # without two samples (what increase() needs) for minutes, and detection slow.
     scrape_interval_seconds: int = Field(15, ge=1, le=300)
     file: PromFile | None = None
     chart: PromChart | None = None
     operator: PromOperator | None = None
-
-    @model_validator(mode="after")
-    def _section_for_mode(self):
-        if self.mode in ("file", "chart") and getattr(self, self.mode) is None:
-            raise ValueError(f"mode {self.mode!r} needs a prometheus.{self.mode} section")
-        return self
 
     @property
     def reload_url(self) -> str:
@@ -359,22 +387,26 @@ class Timeouts(_Model):
     general: int = Field(60, ge=0, le=604800)
 
 
-class OPNsenseApi(_Model):
-    key_env: EnvName
-    secret_env: EnvName
-    url: HttpUrl | None = None  # default https://<host>/api
-    ca_file: Path | None = None
-
-    _files = field_validator("ca_file")(_readable_file)
-    _env = field_validator("key_env", "secret_env")(_env_is_set)
+# Building blocks of a router platform's own settings section (routers/<platform>.py, e.g. `opnsense:`),
+# which routers.registry validates after parsing with the same context (check_host) and error paths.
+PlatformSection = _Model
+readable_file = _readable_file
+env_is_set = _env_is_set
 
 
 class Router(_Model):
+    """One router. Keys other than these fields are its platform's section (e.g. `opnsense:`), kept here as
+    raw data: routers.registry.apply_rules (run by loading.parse/load) refuses unknown keys and platforms,
+    validates each section with its platform's model, applies the platform's rules and puts the typed
+    section in place (a platform reads it with `Platform.section_of`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     name: K8sName
     host: str
     port: int = Field(22, ge=1, le=65535)
     user: Annotated[str, _matching(_USER, "a plain user name")] = "root"
-    platform: str = "auto"  # or a name in routers.registry.PLATFORMS
+    platform: str = "auto"  # or a name in routers.registry.PLATFORMS (checked there)
     ssh_key_file: Path
     known_hosts_file: Path  # required: host keys are verified, never auto-accepted
     # "auto": pfSense/OPNsense -> their `lan` interface; Linux/FreeBSD -> the interface holding
@@ -385,7 +417,6 @@ class Router(_Model):
     collector_port: int | None = Field(None, ge=1, le=65535)  # default: goflow2.netflow_node_port
     netflow_version: Literal[5, 9, 10] = 9
     timeouts: Timeouts = Timeouts()
-    opnsense: OPNsenseApi | None = None
 
     _files = field_validator("ssh_key_file", "known_hosts_file")(_readable_file)
     _key_mode = field_validator("ssh_key_file")(_private_key_file)
@@ -399,26 +430,6 @@ class Router(_Model):
             if _HOSTNAME.fullmatch(v):
                 return v
         raise ValueError(f"{v!r} is not an IP address or DNS host name")
-
-    @field_validator("platform")
-    @classmethod
-    def _known_platform(cls, v: str):
-        from .routers.registry import PLATFORMS  # the platforms import these settings types
-
-        if v != "auto" and v not in PLATFORMS:
-            raise ValueError(f"{v!r} is not a supported platform: auto or one of {', '.join(sorted(PLATFORMS))}")
-        return v
-
-    @model_validator(mode="after")
-    def _platform_rules(self):
-        """Each platform's own rules (routers/<platform>.py `settings_problems`)."""
-        from .routers.registry import PLATFORMS
-
-        if self.platform != "auto":
-            problems = PLATFORMS[self.platform].settings_problems(self)
-            if problems:
-                raise ValueError("; ".join(problems))
-        return self
 
 
 class Freshness(_Model):
@@ -560,10 +571,11 @@ class Settings(_Model):
         g = data["grafana"]
         for k in ("token_env", "token_file"):
             g[k] = g[k] and f"<ref {g[k]}>"
-        for r in data["routers"]:
-            if r.get("opnsense"):
-                for k in ("key_env", "secret_env"):
-                    r["opnsense"][k] = f"<ref {r['opnsense'][k]}>"
+        for r, router in zip(data["routers"], self.routers):
+            for key in router.model_extra or {}:  # platform sections (e.g. opnsense): their *_env references
+                section = r.get(key)
+                if isinstance(section, dict):
+                    section.update({k: f"<ref {v}>" for k, v in section.items() if k.endswith("_env") and v})
         n = data["notify"]
         n["webhook_url_env"] = n["webhook_url_env"] and f"<ref {n['webhook_url_env']}>"
         return data
@@ -589,9 +601,9 @@ def _loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model that owns the last element of loc (to list allowed keys)."""
-    model: Any = Settings
+def _model_at(loc: tuple, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    """The pydantic model that owns the last element of loc (to list allowed keys), from `root` (Settings)."""
+    model: Any = root or Settings
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -622,26 +634,41 @@ def _names_its_field(msg: str) -> bool:
     return bool(m) and msg[m.end():].startswith(": ") and m.group(1) in Settings.model_fields
 
 
-def _format(err: dict) -> str:
+def unknown_key(loc: tuple, allowed: list[str] | None) -> str:
+    """The `path: problem` line for a key no model knows (`allowed`: the keys that would be)."""
+    key = str(loc[-1]) if loc else "?"
+    listed = ", ".join(allowed) if allowed is not None else "see the documentation"
+    if _SECRETISH.search(key):
+        return (f"{_loc(loc)}: inline secrets are not accepted: reference them by environment variable "
+                f"name or file path (allowed keys: {listed})")
+    return f"{_loc(loc)}: unknown key: remove it or fix the spelling (allowed keys: {listed})"
+
+
+def _format(err: dict, at: tuple = (), root: type[BaseModel] | None = None) -> str:
+    """One pydantic error as a `path: problem` line; `root`: the model validated (Settings), at `at`."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _PYDANTIC_STEP.fullmatch(p)))
-    path, kind = _loc(loc), err["type"]
-    if kind == "extra_forbidden":
-        key = str(loc[-1]) if loc else "?"
-        model = _model_at(loc)
-        allowed = ", ".join(model.model_fields) if model else "see the documentation"
-        if _SECRETISH.search(key):
-            return (f"{path}: inline secrets are not accepted: reference them by environment variable "
-                    f"name or file path (allowed keys: {allowed})")
-        return f"{path}: unknown key: remove it or fix the spelling (allowed keys: {allowed})"
+    path, kind = _loc(at + loc), err["type"]
+    if kind in ("extra_forbidden", "invalid_key"):  # invalid_key: a non-string key where extras are allowed
+        model = _model_at(loc, root)
+        allowed = list(model.model_fields) if model else None
+        if allowed is not None and model.model_config.get("extra") == "allow":
+            allowed.append("or the section of the router's platform")
+        return unknown_key(at + loc, allowed)
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind == "missing":
         return f"{path}: {_HINTS['missing']}"
-    if not loc and _names_its_field(msg):  # a whole-document check that names the field it refuses
+    if not at and not loc and _names_its_field(msg):  # a whole-document check that names the field it refuses
         return msg
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than", "int_parsing",
                 "literal_error", "bool_parsing", "too_short", "string_type", "int_type"):
         msg += f" (got {err.get('input')!r})"
     return f"{path}: {msg}"
+
+
+def format_errors(e: ValidationError, at: tuple = (), root: type[BaseModel] | None = None) -> list[str]:
+    """A ValidationError of `root` (default Settings), validated at location `at` of the settings (e.g.
+    ("routers", 0, "opnsense") for a platform section), as `path: problem` lines."""
+    return [_format(err, at, root) for err in e.errors()]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -662,18 +689,32 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def parse_settings(data: Any, *, check_host: bool = True, source: str = "settings") -> Settings:
-    """Validate already-parsed data. check_host=False skips file/env existence checks (for
-    import-time use, e.g. building partitions, on a machine that will not run the assets)."""
+    """Validate already-parsed data, this module's rules only (the pure layer: routers' platforms and their
+    sections are checked by loading.parse, which the pipeline uses). check_host=False skips file/env
+    existence checks (for import-time use, e.g. building partitions, on a machine that will not run the
+    assets)."""
     if not isinstance(data, dict):
         raise SettingsError(["(top level): must be a mapping of sections (cluster, prometheus, ...)"], source)
     try:
-        return Settings.model_validate(data, context={"skip_host_checks": not check_host})
+        return Settings.model_validate(data, context=validation_context(check_host))
     except ValidationError as e:
-        raise SettingsError([_format(err) for err in e.errors()], source) from None
+        raise SettingsError(format_errors(e), source) from None
+
+
+def validation_context(check_host: bool = True) -> dict:
+    """The pydantic context settings models are validated with (also a platform's section's)."""
+    return {"skip_host_checks": not check_host}
 
 
 def load_settings(path: str | os.PathLike | None = None, *, check_host: bool = True) -> Settings:
-    """Load and validate the settings file (argument, else env NETVIZ_CONFIG)."""
+    """Load and validate the settings file (argument, else env NETVIZ_CONFIG), this module's rules only
+    (see parse_settings; the pipeline uses loading.load)."""
+    data, source = read_settings(path)
+    return parse_settings(data, check_host=check_host, source=source)
+
+
+def read_settings(path: str | os.PathLike | None = None) -> tuple[Any, str]:
+    """The settings file's YAML (argument, else env NETVIZ_CONFIG), duplicate keys refused, and its name."""
     path = path or os.environ.get(ENV_VAR)
     if not path:
         raise SettingsError([f"{ENV_VAR}: not set: point it at the settings YAML file"])
@@ -686,4 +727,4 @@ def load_settings(path: str | os.PathLike | None = None, *, check_host: bool = T
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as e:
         raise SettingsError([f"not valid YAML: {e}"], str(p)) from None
-    return parse_settings(data, check_host=check_host, source=str(p))
+    return data, str(p)

@@ -9,7 +9,8 @@ import time
 
 import dagster as dg
 
-from .. import preflight, readiness
+from .. import readiness
+from ..checks import preflight
 from ..render import caretta as render_caretta
 from ..render import install
 from ..render import preflight_probe as render_probe

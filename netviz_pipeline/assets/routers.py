@@ -13,9 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
-from .. import health
 from .. import routers as drivers
+from ..checks.exporters import netflow_check
 from ..findings import Finding, healthy
+from ..jobs import ROUTER_PARTITIONS
 from ..render import goflow2 as render_goflow2
 from ..resources.cluster import ClusterResource
 from ..resources.prometheus import PrometheusResource
@@ -29,11 +30,6 @@ from .report import apply_metadata, table
 
 GROUP = "routers"
 ROUTER_WORKERS = 8
-# One partition per configured router (kept in step with the settings by every full run): the UI shows
-# each router's state, a person materialises or heals one router alone, the sensor heals only the
-# router that failed. A run without a partition (netviz_deploy from the CLI) converges every router
-# and records each router's partition.
-ROUTER_PARTITIONS = dg.DynamicPartitionsDefinition(name="routers")
 
 
 # After the scrape config (plan task 4 before 5), so its check can see the first datagrams counted.
@@ -129,7 +125,7 @@ def _routers_for_run(context: dg.AssetExecutionContext, s: Settings) -> list[Rou
 def netflow_arriving(cluster: ClusterResource, prometheus: PrometheusResource,
                      routers: RoutersResource) -> dg.AssetCheckResult:
     s = cluster.settings
-    looks = health.netflow_check(s, prometheus, routers, timeout=s.checks.deadline_seconds)
+    looks = netflow_check(s, prometheus, routers, timeout=s.checks.deadline_seconds)
     bad = [f"{lk.details['router']}: {lk.reason}" for lk in looks if not lk.healthy]
     return dg.AssetCheckResult(passed=healthy(looks), severity=dg.AssetCheckSeverity.ERROR, metadata={
         "routers": exporters_table(looks), "problems": dg.MetadataValue.text("; ".join(bad) or "none"),
@@ -137,7 +133,7 @@ def netflow_arriving(cluster: ClusterResource, prometheus: PrometheusResource,
 
 
 def exporters_table(looks: list[Finding]) -> dg.MetadataValue:
-    """Per-router findings (health.exporter_finding) as a Dagster table (numbers as numbers, so the UI
+    """Per-router findings (checks.exporters.exporter_finding) as a Dagster table (numbers as numbers, so the UI
     can sort them)."""
     return table([{"router": lk.details["router"], "healthy": lk.healthy, "cause": lk.details["cause"],
                    "datagrams": int(lk.details["datagrams"]),

@@ -1,9 +1,8 @@
 """Plan task 7: end-to-end verification — the data really reaches every dashboard panel, and canary
 traffic sent now is seen as its own flow within a deadline.
 
-The common failure of every comparable tool is "installed, but the dashboard is empty". Here each
-panel's query of each dashboard in `dashboards/` is run against Prometheus and must return series
-carrying the labels the panel renders (node-graph fields for the service map).
+The common failure of every comparable tool is "installed, but the dashboard is empty": checks/panels.py
+runs every panel's query against Prometheus.
 """
 
 import subprocess
@@ -11,10 +10,11 @@ import time
 
 import dagster as dg
 
-from .. import freshness, health
-from ..dashboards import load_dashboard, panel_queries
+from .. import freshness
+from ..checks import poll
+from ..checks.caretta import caretta_finding
+from ..checks.panels import panel_report, panels_finding
 from ..findings import Finding
-from ..render.dashboards import DASHBOARD_DIR
 from ..render.scrape import FLOWS_JOB
 from ..resources.cluster import ClusterResource
 from ..resources.prometheus import PrometheusResource
@@ -24,34 +24,6 @@ from .prometheus import prometheus_scrape_config
 
 GROUP = "verification"
 CANARY_RESEND_S = 5.0
-
-
-def panel_report(prom: PrometheusResource) -> tuple[list[str], list[str]]:
-    """(passed, failed) lines, one per panel query of every dashboard."""
-    passed, failed = [], []
-    for path in sorted(DASHBOARD_DIR.glob("*.json")):
-        for q in panel_queries(load_dashboard(path)):
-            name = f"{path.stem} / {q.panel_title} [{q.ref_id}]"
-            try:
-                expr = q.ready()  # built-ins, and the dashboard's variables at their defaults
-                result = prom.query(expr) if q.instant else prom.query_range(expr, seconds=300, step=15)
-            except Exception as exc:  # noqa: BLE001 - a broken query is a failed panel, reported
-                failed.append(f"{name}: {exc}")
-                continue
-            if not result:
-                failed.append(f"{name}: no data")
-                continue
-            missing = sorted({lbl for r in result for lbl in q.required_labels if lbl not in r.get("metric", {})})
-            (failed if missing else passed).append(
-                f"{name}: {len(result)} series" + (f", missing labels {missing}" if missing else ""))
-    return passed, failed
-
-
-def panels_finding(prom: PrometheusResource) -> Finding:
-    """Every panel query returns data. Details: `passed` and `failed`, one line per panel query."""
-    passed, failed = panel_report(prom)
-    return Finding("panels", not failed, f"{len(failed)} of {len(passed) + len(failed)} panel queries without data"
-                   if failed else f"all {len(passed)} panel queries return data", {"passed": passed, "failed": failed})
 
 
 @dg.asset(group_name=GROUP, deps=[prometheus_scrape_config, caretta_dashboard, goflow2_dashboard],
@@ -71,7 +43,7 @@ def end_to_end(context: dg.AssetExecutionContext, prometheus: PrometheusResource
 @dg.asset_check(asset=end_to_end, blocking=True, description="Every panel of every dashboard returns data")
 def every_panel_has_data(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.AssetCheckResult:
     # rate() needs two scrapes of fresh series after a deploy
-    panels = health.poll(lambda: panels_finding(prometheus), timeout=cluster.settings.checks.deadline_seconds,
+    panels = poll(lambda: panels_finding(prometheus), timeout=cluster.settings.checks.deadline_seconds,
                          interval=3)
     passed, failed = panels.details["passed"], panels.details["failed"]
     return dg.AssetCheckResult(passed=panels.healthy, severity=dg.AssetCheckSeverity.ERROR, metadata={
@@ -83,7 +55,7 @@ def every_panel_has_data(cluster: ClusterResource, prometheus: PrometheusResourc
                 description="Caretta agents poll and links grow; the flow_freshness sensor re-evaluates it")
 def caretta_links_present(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.AssetCheckResult:
     s = cluster.settings
-    f = health.poll(lambda: health.caretta_finding(s, prometheus), timeout=s.checks.deadline_seconds)
+    f = poll(lambda: caretta_finding(s, prometheus), timeout=s.checks.deadline_seconds)
     meta = {"link_series": dg.MetadataValue.int(f.details["link_series"])} if "link_series" in f.details else {}
     return dg.AssetCheckResult(passed=f.healthy, severity=dg.AssetCheckSeverity.ERROR,
                                metadata=meta | {"detail": dg.MetadataValue.text(f.reason)})
@@ -137,7 +109,7 @@ def canary_seen(cluster: ClusterResource, prometheus: PrometheusResource) -> dg.
             last = time.monotonic()
         return Finding("canary", v > before, f"{v - before:.0f} bytes counted for the canary's flow", {"bytes": v})
 
-    f = health.poll(seen, timeout=c.deadline_seconds, interval=0.5)
+    f = poll(seen, timeout=c.deadline_seconds, interval=0.5)
     grown, after = f.healthy, f.details["bytes"]
     return dg.AssetCheckResult(passed=grown, severity=dg.AssetCheckSeverity.ERROR, metadata={
         "flow": dg.MetadataValue.text(f"{c.canary_source} -> {c.canary_destination}"),

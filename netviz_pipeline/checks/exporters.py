@@ -1,37 +1,19 @@
-"""Freshness checks, shared by the asset checks (verify runs) and the sensor (between runs). Each
-returns findings (findings.Finding, plain data); the asset checks and the sensor turn them into Dagster
-metadata and check results."""
+"""Is each router's exporter healthy: softflowd over SSH (its status and counters) and GoFlow2's count of
+its datagrams, classified by exporter_health. The `netflow_arriving` check and the sensor both ask here."""
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
 
-from . import exporter_health, freshness
-from . import routers as drivers
-from .findings import Finding, healthy
-from .render.scrape import CARETTA_JOB, GOFLOW2_JOB
-from .resources.prometheus import PrometheusError, PrometheusResource
-from .resources.router import RouterError
-from .resources.routers import RoutersResource
-from .settings import Router, Settings
+from .. import exporter_health, freshness
+from .. import routers as drivers
+from ..findings import Finding
+from ..resources.prometheus import PrometheusError, PrometheusResource
+from ..resources.router import RouterError
+from ..resources.routers import RoutersResource
+from ..settings import Router, Settings
 
 PROBE_WORKERS = 8  # routers probed over SSH at once
-
-
-T = TypeVar("T", Finding, list[Finding])
-
-
-def poll(evaluate: Callable[[], T], timeout: float, interval: float = 2.0) -> T:
-    """Re-evaluate until the finding (or every finding of a list) is healthy or `timeout` passes;
-    return the last result. Checks right after a deploy must wait for discovery and the first
-    scrapes, not fail at once."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = evaluate()
-        if healthy(result) or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)
 
 
 def datagram_counts(s: Settings, prom: PrometheusResource) -> tuple[dict[str, float], str]:
@@ -115,55 +97,3 @@ def netflow_check(s: Settings, prom: PrometheusResource, routers: RoutersResourc
                 c in _SETTLED_BAD for c in causes):
             return looks
         time.sleep(interval)
-
-
-def caretta_finding(s: Settings, prom: PrometheusResource) -> Finding:
-    """Caretta is fresh: its agents polled and the links' byte gauges grew in the window."""
-    window = s.checks.freshness.caretta_max_age_seconds
-    try:
-        vals = {k: freshness.value(prom.query(q)) for k, q in freshness.caretta_queries(window).items()}
-    except PrometheusError as exc:
-        return Finding("caretta", False, str(exc))
-    links = len(prom.query(freshness.CARETTA_LINKS))
-    return Finding("caretta", vals["polls"] > 0 and vals["link_bytes"] > 0 and links > 0,
-                   f"{vals['polls']:.0f} polls and {vals['link_bytes']:.0f} link bytes "
-                   f"in the last {window}s over {links} link series", {"link_series": links})
-
-
-def collection_observations(s: Settings, prom: PrometheusResource, collector: str | None = None) -> list[Finding]:
-    """Is each netviz scrape job present (else the scrape config drifted) and is the collector up?
-    `collector`: why the GoFlow2 Deployment is not available (None = it is). A job with no pod to
-    scrape has no targets at all, so a stopped collector would otherwise look like a lost scrape job."""
-    try:
-        targets = prom.targets()
-    except PrometheusError as exc:
-        return [Finding("scrape", False, str(exc))]
-    jobs: dict[str, list[dict]] = {}
-    for t in targets:
-        jobs.setdefault(t.get("labels", {}).get("job", ""), []).append(t)
-    missing = [j for j in (CARETTA_JOB, GOFLOW2_JOB) if j not in jobs]
-    if GOFLOW2_JOB in missing and collector:
-        missing.remove(GOFLOW2_JOB)
-        jobs[GOFLOW2_JOB] = []  # reported below as the collector being down, with the reason
-    out = [Finding("scrape", not missing, f"jobs missing from Prometheus: {', '.join(missing)}" if missing
-                   else "netviz scrape jobs present")]
-    if GOFLOW2_JOB in jobs:
-        up = [t for t in jobs[GOFLOW2_JOB] if t.get("health") == "up"]
-        errors = "; ".join(sorted({t.get("lastError", "") for t in jobs[GOFLOW2_JOB]} - {""}))
-        out.append(Finding("collector", bool(up), "GoFlow2 metrics target up" if up
-                           else f"GoFlow2 metrics target down: {collector or errors or 'no healthy target'}"))
-    return out
-
-
-def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource, dashboards: list[Finding],
-                 samples: dict[str, list[exporter_health.Sample]], collector: str | None = None
-                 ) -> tuple[list[Finding], dict[str, list[exporter_health.Sample]]]:
-    """Everything the health sensor looks at, as subjects the remediation planner understands, and
-    the exporter samples to keep for the next look. `dashboards`: their drift findings
-    (assets.dashboards.dashboard_drift)."""
-    out = collection_observations(s, prom, collector)
-    looks, samples = exporter_looks(s, prom, routers, samples)
-    out += looks
-    out.append(caretta_finding(s, prom))
-    out += dashboards
-    return out, samples

@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Sequence
 
 from ..settings import Settings
+from ..targets import ForInstall, for_install
+from ..targets.prometheus import Grant, PrometheusTarget
 from . import caretta as render_caretta
 from . import goflow2 as render_goflow2
 from . import namespace as render_namespace
@@ -56,8 +59,6 @@ PURPOSE_RULES: dict[str, list[dict]] = {
         {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
     ],
     "dashboards": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "patch"]}],
-    "monitors": [{"apiGroups": ["monitoring.coreos.com"], "resources": ["podmonitors", "prometheusrules"],
-                  "verbs": ["get", "list", "create", "patch"]}],
     # the caretta asset deletes its preflight probe when done (assets/caretta.py): that DaemonSet only
     "preflight": [{"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [render_probe.NAME],
                    "verbs": ["delete"]}],
@@ -96,8 +97,10 @@ class Subject:
         return {"kind": "ServiceAccount", "name": self.name, "namespace": self.namespace}
 
 
-def namespace_purposes(s: Settings) -> dict[str, list[str]]:
-    """Each namespace the pipeline writes to, with what for (stable order)."""
+def namespace_purposes(s: Settings, prometheus: Sequence[PrometheusTarget]) -> dict[str, list[str]]:
+    """Each namespace the pipeline writes to, with what for (stable order). `s`: resolved settings (the
+    dashboards namespace where Grafana's sidecar looks); `prometheus`: the targets to grant for
+    (targets.for_install)."""
     out: dict[str, list[str]] = {}
 
     def add(ns: str, purpose: str) -> None:
@@ -108,26 +111,24 @@ def namespace_purposes(s: Settings) -> dict[str, list[str]]:
         add(ns, "workloads")
     add(s.caretta.namespace, "preflight")
     add(s.grafana.dashboards_namespace, "dashboards")
-    p = s.prometheus
-    if p.mode in ("operator", "auto"):  # auto may pick operator mode when a Prometheus resource exists
-        for ns in ([p.operator.namespace] if p.operator and p.operator.namespace else
-                   [s.caretta.namespace, s.goflow2.namespace]):
-            add(ns, "monitors")
-    if p.chart and p.mode in ("chart", "auto"):
-        add(p.chart.configmap_namespace, "chart")
+    for g in _grants(s, prometheus):
+        add(g.namespace, g.purpose)
     if s.checks.canary_pod:
         add(s.checks.canary_pod.namespace, "canary")
     return out
 
 
-def rules_for(purposes: list[str], s: Settings) -> list[dict]:
+def _grants(s: Settings, prometheus: Sequence[PrometheusTarget]) -> list[Grant]:
+    return [g for t in prometheus for g in t.grants(s)]
+
+
+def rules_for(namespace: str, purposes: list[str], s: Settings, prometheus: Sequence[PrometheusTarget]) -> list[dict]:
     rules: list[dict] = []
+    from_targets = {(g.namespace, g.purpose): g.rules for g in _grants(s, prometheus)}
     for purpose in purposes:
-        if purpose == "chart":  # only the chart's server ConfigMap, never the namespace's others
-            rules.append({"apiGroups": [""], "resources": ["configmaps"],
-                          "resourceNames": [s.prometheus.chart.configmap_name], "verbs": ["get", "patch"]})
-        else:
-            rules += PURPOSE_RULES[purpose]
+        for rule in from_targets.get((namespace, purpose)) or PURPOSE_RULES[purpose]:
+            if rule not in rules:
+                rules.append(dict(rule))
     return rules
 
 
@@ -289,25 +290,28 @@ def _binding(kind: str, role_kind: str, subject: Subject, namespace: str | None 
             "subjects": [subject.ref()]}
 
 
-def pipeline_grant(s: Settings, subject: Subject) -> list[dict]:
+def pipeline_grant(s: Settings, subject: Subject, prometheus: Sequence[PrometheusTarget]) -> list[dict]:
     """The pipeline identity's ClusterRole (reads) and one Role + RoleBinding per managed namespace."""
     out = [cluster_role(), _binding("ClusterRoleBinding", "ClusterRole", subject)]
-    for ns, purposes in namespace_purposes(s).items():
+    for ns, purposes in namespace_purposes(s, prometheus).items():
         out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                     "metadata": {"name": NAME, "namespace": ns, "labels": dict(_PART_OF),
                                  "annotations": {"netviz.io/purposes": ",".join(purposes)}},
-                    "rules": rules_for(purposes, s)})
+                    "rules": rules_for(ns, purposes, s, prometheus)})
         out.append(_binding("RoleBinding", "Role", subject, ns))
     return out
 
 
-def install_objects(s: Settings, subject: Subject = Subject.parse(DEFAULT_SUBJECT)) -> list[dict]:
-    """Everything an administrator applies, in apply order: namespaces first, bindings last."""
-    namespaces = [render_namespace(ns, pod_security_level(s, ns)) for ns in namespace_purposes(s)
+def install_objects(v: ForInstall | Settings, subject: Subject = Subject.parse(DEFAULT_SUBJECT)) -> list[dict]:
+    """Everything an administrator applies, in apply order: namespaces first, bindings last. `v`:
+    targets.for_install (what the cluster shows); bare settings are resolved without a cluster."""
+    v = v if isinstance(v, ForInstall) else for_install(v, None)
+    s = v.settings
+    namespaces = [render_namespace(ns, pod_security_level(s, ns)) for ns in namespace_purposes(s, v.prometheus)
                   if ns in (s.caretta.namespace, s.goflow2.namespace, s.grafana.dashboards_namespace)]
     cluster_rbac = [o for o in render_caretta.render(s) + render_goflow2.flowagg_rbac(s)
                     if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    return namespaces + cluster_rbac + admission_policy(s, subject) + pipeline_grant(s, subject)
+    return namespaces + cluster_rbac + admission_policy(s, subject) + pipeline_grant(s, subject, v.prometheus)
 
 
 def is_install_object(obj: dict) -> bool:

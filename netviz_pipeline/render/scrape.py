@@ -1,4 +1,5 @@
-"""How Prometheus finds Caretta and GoFlow2, in the three shapes users run.
+"""How Prometheus finds Caretta and GoFlow2: scrape jobs and PodMonitors (the Prometheus targets in
+`targets/` choose which shape their Prometheus reads).
 
 Caretta pods each serve only their own node, so discovery is per pod (role: pod, keep app=caretta,
 port prom-metrics) — never a Service address. Job names are `netviz-*` in every mode (operator
@@ -14,7 +15,7 @@ import re
 import yaml
 
 from ..flowagg import flowagg as aggregator
-from ..settings import Settings
+from ..settings import PromOperator, Settings
 from . import caretta, goflow2, labels
 
 JOB_PREFIX = "netviz-"
@@ -113,18 +114,16 @@ def _file_sd_job(s: Settings, job: str, directory: str) -> dict:
             "file_sd_configs": [{"files": [f"{directory}/{job}.json"], "refresh_interval": "5s"}]}
 
 
-def scrape_jobs(s: Settings, exporters: list[str] | None = None) -> list[dict]:
-    """Prometheus `scrape_configs` entries for file and chart modes, from settings whose mode is resolved
-    (prometheus_target): in file mode the jobs follow `prometheus.file.discovery` (file_sd target files,
-    or kubernetes_sd through its kubeconfig); in chart mode the chart's server discovers in-cluster."""
-    if s.prometheus.mode == "auto":  # a file section alone does not say file mode: auto may pick the chart
-        raise ValueError("prometheus.mode auto is not resolved: render from prometheus_target.discover's settings")
-    f = s.prometheus.file if s.prometheus.mode == "file" else None
-    if f and f.discovery == "file_sd":
-        return [_file_sd_job(s, job, str(f.targets_dir)) | _limits(s, job, exporters) for job, *_ in pod_jobs(s)]
-    kubeconfig = str(f.kubernetes_sd_kubeconfig) if f and f.kubernetes_sd_kubeconfig else None
+def pod_scrape_jobs(s: Settings, exporters: list[str] | None = None, kubeconfig: str | None = None) -> list[dict]:
+    """Prometheus `scrape_configs` entries that discover the pods (kubernetes_sd): in-cluster, or
+    through `kubeconfig` for a Prometheus outside the cluster."""
     return [_pod_job(s, job, ns, app, port, kubeconfig) | _limits(s, job, exporters)
             for job, ns, app, port in pod_jobs(s)]
+
+
+def file_sd_jobs(s: Settings, directory: str, exporters: list[str] | None = None) -> list[dict]:
+    """Prometheus `scrape_configs` entries that read target files the pipeline writes (file_sd_targets)."""
+    return [_file_sd_job(s, job, directory) | _limits(s, job, exporters) for job, *_ in pod_jobs(s)]
 
 
 def pod_jobs(s: Settings) -> list[tuple[str, str, str, str]]:
@@ -156,9 +155,8 @@ def file_sd_targets(pods: list[dict], app: str, port_name: str) -> list[dict]:
     return sorted(groups, key=lambda g: g["labels"]["pod"])
 
 
-def monitors(s: Settings, exporters: list[str] | None = None) -> list[dict]:
-    """Prometheus Operator objects for operator mode: a PodMonitor per component."""
-    op = s.prometheus.operator
+def monitors(s: Settings, op: PromOperator | None, exporters: list[str] | None = None) -> list[dict]:
+    """Prometheus Operator objects: a PodMonitor per component (`op`: where they live, their labels)."""
     interval, timeout = intervals(s)
     out = []
     for job, ns, app, port in pod_jobs(s):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import yaml
 
-from ..settings import Settings
+from ..targets import Resolved
 from . import instance
 
 NAME = "netviz-dagster"
@@ -30,14 +30,15 @@ WORKSPACE = "/app/workspace.yaml"
 PORT = 3000
 
 
-def problems(s: Settings) -> list[str]:
-    """What makes these settings unusable inside the pod; empty = fine. Checked before rendering."""
-    out = []
+def problems(r: Resolved) -> list[str]:
+    """What makes these settings unusable inside the pod; empty = fine. Checked before rendering. `r`:
+    the settings resolved without a cluster (targets.resolve(s, None)); a Prometheus that auto cannot
+    resolve offline is decided in the cluster."""
+    s, prometheus, out = r.settings, r.prometheus, []
     if not s.cluster.in_cluster:
         out.append("cluster: set in_cluster: true (the pod uses its ServiceAccount) and drop kubeconfig")
-    if s.prometheus.mode == "file" or (s.prometheus.mode == "auto" and s.prometheus.file):
-        out.append("prometheus: file mode edits a config file on the pipeline's host, which a pod cannot reach: use "
-                   "mode chart, operator or auto with a Prometheus in the cluster")
+    if prometheus is not None and (why := prometheus.pod_problem(s)):
+        out.append(why)
     for i, r in enumerate(s.routers):
         for key in ("ssh_key_file", "known_hosts_file"):
             path = str(getattr(r, key))

@@ -1,9 +1,8 @@
 """The Kubernetes cluster as a resource: apply (SSA, dry-run diff first), read, wait for rollouts.
 
-It is also where assets, checks and the sensor get the settings: as loaded (`settings`), with
-`prometheus.mode` resolved against the cluster (`prometheus_settings`), and Grafana's dashboard sidecar
-as the cluster shows it (`grafana_sidecar`). Dagster builds resources anew for every run and every
-sensor tick, so each of these is looked up once per run or tick and every step of it sees the same."""
+It is also where assets, checks and the sensor get the settings resolved against the cluster
+(`resolved`: targets.resolve, the one resolution stage). Dagster builds resources anew for every run
+and every sensor tick, so it is looked up once per run or tick and every step of it sees the same."""
 from __future__ import annotations
 
 import math
@@ -13,8 +12,7 @@ from typing import Iterable
 
 import dagster as dg
 
-from .. import prometheus_target, readiness
-from ..grafana_sidecar import SidecarTarget, find_sidecar
+from .. import readiness, targets
 from ..render import install
 from ..settings import Settings
 from .config import NetvizConfig
@@ -28,19 +26,14 @@ class ClusterResource(dg.ConfigurableResource):
 
     @property
     def settings(self) -> Settings:
-        """The settings file, as loaded and validated."""
+        """The settings file, as loaded and validated (steps that need no cluster answer read these)."""
         return self.config.settings
 
     @cached_property
-    def prometheus_settings(self) -> Settings:
-        """The settings with `prometheus.mode` resolved against the cluster (prometheus_target.discover):
-        the mode is never "auto" here. Raises SettingsError when auto finds nothing to use."""
-        return prometheus_target.discover(self.kube, self.settings)
-
-    @cached_property
-    def grafana_sidecar(self) -> SidecarTarget | None:
-        """Where Grafana's dashboard sidecar looks, read from the Grafana Deployment (None: none found)."""
-        return find_sidecar(self.kube.list("apps/v1", "Deployment"))
+    def resolved(self) -> targets.Resolved:
+        """The settings, Prometheus target and Grafana target as the cluster shows them, once per run or
+        tick (`.require_prometheus()` raises SettingsError when `prometheus.mode: auto` found nothing)."""
+        return targets.resolve(self.settings, self.kube)
 
     @cached_property
     def kube(self) -> Kube:

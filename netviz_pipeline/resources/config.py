@@ -5,7 +5,8 @@ from functools import cached_property
 
 import dagster as dg
 
-from ..settings import Settings, load_settings
+from .. import loading
+from ..settings import Settings
 
 
 class NetvizConfig(dg.ConfigurableResource):
@@ -15,4 +16,4 @@ class NetvizConfig(dg.ConfigurableResource):
 
     @cached_property
     def settings(self) -> Settings:
-        return load_settings(self.config_path)
+        return loading.load(self.config_path)

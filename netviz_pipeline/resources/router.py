@@ -1,4 +1,6 @@
-"""Talking to a router: a thin SSH session (paramiko) and an OPNsense HTTP API client (requests).
+"""Talking to a router over SSH: a thin, platform-independent session (paramiko). What a platform does
+with it, and a platform's own client where it has one (OPNsense's HTTP API), live in routers/<platform>.py,
+dispatched through routers/registry.py.
 
 Why so strict:
 - Host keys are ALWAYS checked against the router's configured known_hosts file (RejectPolicy; the
@@ -12,17 +14,14 @@ Why so strict:
 """
 from __future__ import annotations
 
-import os
 import posixpath
 import secrets
 import shlex
 import socket
 import time
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import paramiko
-import requests
 
 from ..settings import Router
 
@@ -242,47 +241,3 @@ class RouterSession:
         script = 'umask 077 && cat > "$1" && chmod "$3" "$1" && mv -f "$1" "$2" || { rm -f "$1"; exit 1; }'
         self.check(["sh", "-c", script, "sh", tmp, path, f"{mode:o}"], stdin=text, what=f"write {path}")
 
-
-# -- OPNsense ------------------------------------------------------------------------------------
-@dataclass
-class OPNsenseClient:
-    """OPNsense's REST API (key/secret as HTTP basic auth). TLS is verified: against the settings'
-    ca_file when given (OPNsense ships a self-signed certificate), else the system CA store."""
-
-    router: Router
-    timeout: float = 30.0
-    session: requests.Session | None = None
-
-    def __post_init__(self):
-        api = self.router.opnsense
-        if api is None:
-            raise RouterError(f"router {self.router.name}: platform opnsense needs an opnsense section")
-        key, secret = os.environ.get(api.key_env), os.environ.get(api.secret_env)
-        if not key or not secret:
-            raise RouterError(f"router {self.router.name}: set environment variables {api.key_env} and "
-                              f"{api.secret_env} (OPNsense API key and secret)")
-        host = f"[{self.router.host}]" if ":" in self.router.host else self.router.host
-        base = (api.url or f"https://{host}/api").rstrip("/")
-        self.base = base[:-4] if base.endswith("/api") else base
-        self.session = self.session or requests.Session()
-        self.session.auth = (key, secret)
-        self.session.verify = str(api.ca_file) if api.ca_file else True
-
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        url = self.base + path
-        try:
-            resp = self.session.request(method, url, json=body if method == "POST" else None, timeout=self.timeout)
-        except requests.exceptions.SSLError as e:
-            raise RouterError(f"router {self.router.name}: TLS verification of {url} failed ({e}); set "
-                              "routers[].opnsense.ca_file to the CA that signed the web GUI certificate") from None
-        except requests.RequestException as e:
-            raise RouterError(f"router {self.router.name}: {method} {url} failed: {e}") from None
-        if resp.status_code in (401, 403):
-            raise RouterError(f"router {self.router.name}: {method} {url} -> {resp.status_code}: the API key "
-                              "is wrong or its user lacks the 'Diagnostics: Netflow configuration' privilege")
-        if resp.status_code != 200:
-            raise RouterError(f"router {self.router.name}: {method} {url} -> {resp.status_code}: {resp.text[:300]}")
-        try:
-            return resp.json()
-        except ValueError:
-            raise RouterError(f"router {self.router.name}: {method} {url} did not return JSON") from None

@@ -1,7 +1,8 @@
 """Router drivers: make a user's edge router export NetFlow to GoFlow2, the platform's own way.
 
 One module per platform (linux = Debian, pfsense, freebsd, opnsense), each a `platform.Platform`
-listed in `registry.PLATFORMS`; the calls below pick the router's platform (detecting it over SSH when
+listed in `registry.PLATFORMS` and holding all that is its own (settings section and rules, detection
+markers, client); the calls below pick the router's platform (detecting it over SSH when
 settings say auto) and hand over:
   converge(session, settings, router) -> RouterOutcome   idempotent; restarts only on change/drift
   status(session, settings, router)   -> FlowExportStatus for the freshness sensors
@@ -21,7 +22,7 @@ from .common import FlowExportStatus, RouterOutcome, SoftflowdCounters
 from .detection import detect
 from .hostnames import RouterNames, read
 from .platform import Platform
-from .registry import PLATFORMS
+from .registry import PLATFORMS, get
 
 __all__ = ["PLATFORMS", "FlowExportStatus", "RouterError", "RouterOutcome", "RouterSession", "converge", "detect",
            "RouterNames", "host_names", "platform", "probe", "restart", "status"]
@@ -29,7 +30,7 @@ __all__ = ["PLATFORMS", "FlowExportStatus", "RouterError", "RouterOutcome", "Rou
 
 def platform(session, r: Router) -> Platform:
     if r.platform != "auto":
-        return PLATFORMS[r.platform]
+        return get(r.platform)
     if session is None:
         raise RouterError(f"router {r.name}: platform auto needs an SSH session to detect it")
     return PLATFORMS[detect(session)]

@@ -21,7 +21,7 @@ from ..render.softflowd import Command, checked, checked_path, options
 from ..resources.router import Result
 from .common import FlowExportStatus, RouterOutcome, Session, parse_ip_addr, upstream_version
 from .hostnames import NameSource
-from .platform import Instance, SoftflowdPlatform
+from .platform import Instance, Marker, SoftflowdPlatform
 
 if TYPE_CHECKING:
     from ..settings import Router, Settings
@@ -156,9 +156,16 @@ class Debian(SoftflowdPlatform):
     title = "Debian (softflowd package)"
     list_addresses = ("ip", "-o", "addr", "show")
     parse_addresses = parse_ip_addr
+    markers = (Marker("debian", "[ -e /etc/debian_version ]"), Marker("systemd", "[ -d /run/systemd/system ]"))
 
     def matches(self, facts: dict) -> bool:
         return facts["uname"] == "Linux" and facts["debian"]
+
+    def why_not(self, facts: dict) -> str | None:
+        if facts["uname"] == "Linux":  # only Debian: VyOS, OpenWrt and the like have their own flow accounting
+            return ("Linux without /etc/debian_version is not supported (the driver uses Debian's softflowd "
+                    "package); VyOS/OpenWrt have their own flow accounting")
+        return None
 
     def instance(self, session: Session, s: Settings, r: Router) -> Instance:
         return Instance(DEBIAN_PID, desired_args(s, r), {"conf": DEBIAN_CONF})

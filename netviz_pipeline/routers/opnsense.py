@@ -12,15 +12,25 @@ list fields as {key: {value, selected}}, and an empty `targets` (an IPPortField 
 entry with the empty key, which is no target; setconfig takes comma-joined keys and answers
 {"result": "saved"} or {"result": "failed", "validations": {"netflow.<field>": message}}; the timeouts
 are integers 1..86400; status answers {"status": "active"|"inactive"}.
+
+Everything OPNsense is here: its settings section (`opnsense:` on the router, `OPNsenseApi`), its
+detection marker, its HTTP client (`OPNsenseClient`, requests) and the platform itself.
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import requests
+from pydantic import field_validator
+
 from ..render.softflowd import collector
-from ..resources.router import OPNsenseClient, RouterError
+from ..resources.router import RouterError
+from ..settings import EnvName, HttpUrl, PlatformSection, env_is_set, readable_file
 from .common import FlowExportStatus, RouterOutcome
-from .platform import Platform
+from .platform import Marker, Platform
 
 if TYPE_CHECKING:
     from ..settings import Router, Settings
@@ -32,6 +42,20 @@ API = {"get": ("GET", "/api/diagnostics/netflow/getconfig"),
 
 
 TIMEOUT_MIN, TIMEOUT_MAX = 1, 86400  # the model's activeTimeout/inactiveTimeout bounds (Netflow.xml)
+
+
+# -- settings: the router's `opnsense:` section -------------------------------------------------
+class OPNsenseApi(PlatformSection):
+    """How to reach the router's REST API. The key and secret are named (environment variables), never
+    written here."""
+
+    key_env: EnvName
+    secret_env: EnvName
+    url: HttpUrl | None = None  # default https://<host>/api
+    ca_file: Path | None = None
+
+    _files = field_validator("ca_file")(readable_file)
+    _env = field_validator("key_env", "secret_env")(env_is_set)
 
 
 # -- desired state (pure) ----------------------------------------------------------------------
@@ -93,6 +117,51 @@ def merged_body(current: dict, s: Settings, r: Router) -> dict:
     return body
 
 
+# -- the REST API client -------------------------------------------------------------------------
+@dataclass
+class OPNsenseClient:
+    """OPNsense's REST API (key/secret as HTTP basic auth). TLS is verified: against the settings'
+    ca_file when given (OPNsense ships a self-signed certificate), else the system CA store."""
+
+    router: Router
+    timeout: float = 30.0
+    session: requests.Session | None = None
+
+    def __post_init__(self):
+        api = PLATFORM.section_of(self.router)
+        if api is None:
+            raise RouterError(f"router {self.router.name}: platform opnsense needs an opnsense section")
+        key, secret = os.environ.get(api.key_env), os.environ.get(api.secret_env)
+        if not key or not secret:
+            raise RouterError(f"router {self.router.name}: set environment variables {api.key_env} and "
+                              f"{api.secret_env} (OPNsense API key and secret)")
+        host = f"[{self.router.host}]" if ":" in self.router.host else self.router.host
+        base = (api.url or f"https://{host}/api").rstrip("/")
+        self.base = base[:-4] if base.endswith("/api") else base
+        self.session = self.session or requests.Session()
+        self.session.auth = (key, secret)
+        self.session.verify = str(api.ca_file) if api.ca_file else True
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        url = self.base + path
+        try:
+            resp = self.session.request(method, url, json=body if method == "POST" else None, timeout=self.timeout)
+        except requests.exceptions.SSLError as e:
+            raise RouterError(f"router {self.router.name}: TLS verification of {url} failed ({e}); set "
+                              "routers[].opnsense.ca_file to the CA that signed the web GUI certificate") from None
+        except requests.RequestException as e:
+            raise RouterError(f"router {self.router.name}: {method} {url} failed: {e}") from None
+        if resp.status_code in (401, 403):
+            raise RouterError(f"router {self.router.name}: {method} {url} -> {resp.status_code}: the API key "
+                              "is wrong or its user lacks the 'Diagnostics: Netflow configuration' privilege")
+        if resp.status_code != 200:
+            raise RouterError(f"router {self.router.name}: {method} {url} -> {resp.status_code}: {resp.text[:300]}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise RouterError(f"router {self.router.name}: {method} {url} did not return JSON") from None
+
+
 # -- live router -------------------------------------------------------------------------------
 def _client(r: Router, client: OPNsenseClient | None) -> OPNsenseClient:
     return client or OPNsenseClient(r)
@@ -104,10 +173,12 @@ class OPNsense(Platform):
 
     name = "opnsense"
     title = "OPNsense (built-in NetFlow, REST API)"
+    section, settings_model = "opnsense", OPNsenseApi
+    markers = (Marker("opnsense", "[ -d /usr/local/opnsense ]"),)
 
     def settings_problems(self, r: Router) -> list[str]:
         out = []
-        if r.opnsense is None:
+        if self.section_of(r) is None:
             out.append("platform opnsense needs an opnsense section (key_env, secret_env)")
         if r.netflow_version == 10:
             out.append("OPNsense NetFlow exports v5 or v9 only: set netflow_version: 9")

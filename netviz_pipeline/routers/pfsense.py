@@ -17,7 +17,7 @@ from ..render.softflowd import Command, checked
 from ..resources.router import Result, RouterError
 from .common import RouterOutcome, Session
 from .hostnames import NameSource
-from .platform import Instance, SoftflowdPlatform
+from .platform import Instance, Marker, SoftflowdPlatform
 
 if TYPE_CHECKING:
     from ..settings import Router, Settings
@@ -147,6 +147,8 @@ class PfSense(SoftflowdPlatform):
                     NameSource("/etc/hosts", "hosts"))
     title = "pfSense (softflowd package, config.xml)"
     wait_seconds = 20  # the package starts softflowd in the background (mwexec_bg)
+    # /etc/platform says "pfSense" (a generic fact of the probe); pfSsh.php is pfSense's own shell
+    markers = (Marker("pfssh", f"[ -e {PFSSH} ]"),)
 
     def settings_problems(self, r: Router) -> list[str]:
         if r.interface != "auto" and not INTERFACE_NAME.fullmatch(r.interface):

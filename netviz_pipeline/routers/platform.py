@@ -1,9 +1,11 @@
 """What a router platform is, and the softflowd lifecycle the SSH platforms share.
 
-A platform (one module each: linux, pfsense, freebsd, opnsense) knows four things: its settings rules
-(pure, run by settings validation), how to recognise itself from the detection probe, its desired
-state (rendered from settings, pure), and how to read and apply that state on a live router. The
-registry (routers/registry.py) lists them; settings validation, detection and dispatch all read it.
+A platform (one module each: linux, pfsense, freebsd, opnsense) holds everything that is its own: its
+settings (an optional section of the router's settings with its pydantic model, and its rules; applied
+after parsing by the registry), its detection markers and how it recognises itself from the probe's
+facts, its desired state (rendered from settings, pure), and how to read and apply that state on a live
+router (over SSH, or its own client: OPNsense's HTTP API). The registry (routers/registry.py) lists
+them; settings rules, detection and dispatch all read it, and nothing else names a platform.
 
 Why one shared lifecycle: on Debian, FreeBSD and pfSense the exporter is a softflowd process started by
 the platform's own service script. Only where its config lives and how it is restarted differ; reading
@@ -12,21 +14,42 @@ or drift and waiting for it to run as desired is the same everywhere, so it is w
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from pydantic import BaseModel
+
 from ..render.softflowd import Command
 from ..resources.router import Result, RouterError
+from ..settings import validation_context
 from .common import (FlowExportStatus, RouterOutcome, Session, SoftflowdCounters, args_drift, interface_holding,
                      parse_softflowd_args, read_counters, softflowd_process, wait_for)
 from .hostnames import NameSource
 
-if TYPE_CHECKING:  # settings validation imports the registry: no runtime import back
+if TYPE_CHECKING:
     from ..settings import Router, Settings
+
+_FLAG = re.compile(r"[a-z][a-z0-9_]{0,30}")
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A sign of a platform on the router: `test` (fixed POSIX sh, e.g. `[ -d /usr/local/opnsense ]`) is
+    run in the detection probe, and facts[flag] says whether it held."""
+
+    flag: str
+    test: str
+
+    def __post_init__(self):
+        if not _FLAG.fullmatch(self.flag) or self.flag in ("uname", "platform_file"):
+            raise ValueError(f"marker flag {self.flag!r}: lowercase letters, digits, '_', not a generic fact")
+        if any(c in self.test for c in "\n\r\x00!") or "@@" in self.test or ";" in self.test:
+            raise ValueError(f"marker test {self.test!r}: one sh test without newline, '!', ';' or '@@'")
 
 
 class Platform:
-    """One router platform. Subclasses set `name` and implement the four parts."""
+    """One router platform. Subclasses set `name` and implement the parts below."""
 
     name: ClassVar[str]
     title: ClassVar[str]  # for people: "Debian (softflowd package)"
@@ -34,14 +57,39 @@ class Platform:
     # read over the same SSH session, never written. Empty: the platform has no way to read them.
     name_sources: ClassVar[tuple[NameSource, ...]] = ()
 
-    # -- settings (pure; called by settings validation with the router's own fields) --------------
+    # -- settings (pure; applied by registry.apply_rules after the settings are parsed) -----------
+    # The router key holding this platform's own settings (e.g. "opnsense") and the model validating it
+    # (a settings.PlatformSection); None: the platform has no section.
+    section: ClassVar[str | None] = None
+    settings_model: ClassVar[type[BaseModel] | None] = None
+
     def settings_problems(self, r: Router) -> list[str]:
-        """Why these router settings cannot work on this platform; empty = fine."""
+        """Why these router settings cannot work on this platform; empty = fine. The router's section is
+        already validated (read it with `section_of`)."""
         return []
 
-    # -- detection (pure; facts from routers.detection.PROBE) ------------------------------------
+    def section_of(self, r: Router) -> BaseModel | None:
+        """This platform's section of the router's settings, typed; None when absent. Settings loaded
+        through loading.parse/load hold it typed already; raw data (the pure settings parser) is validated
+        here (host checks were that parser's to skip or make)."""
+        if not self.section:
+            return None
+        value = (r.model_extra or {}).get(self.section)
+        if value is None or isinstance(value, BaseModel):
+            return value
+        return self.settings_model.model_validate(value, context=validation_context(check_host=False))
+
+    # -- detection (pure; facts from routers.detection.probe) -------------------------------------
+    # Shell tests the probe runs for this platform; their flags appear in the facts of every router.
+    markers: ClassVar[tuple[Marker, ...]] = ()
+
     def matches(self, facts: dict) -> bool:
         return False
+
+    def why_not(self, facts: dict) -> str | None:
+        """When no platform matched: why a router that looks like this platform's kind is still not
+        supported (shown to the user), else None."""
+        return None
 
     # -- desired state (pure) ---------------------------------------------------------------------
     def desired(self, s: Settings, r: Router) -> dict:

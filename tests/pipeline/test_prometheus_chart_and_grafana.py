@@ -103,8 +103,12 @@ def grafana_deployment(admin_api):
 def test_dashboards_follow_the_grafana_sidecar_found_in_the_cluster(lab: Lab, tmp_path, grafana_deployment):
     from netviz_pipeline.assets.dashboards import caretta_dashboard, caretta_dashboard_discoverable
 
-    # the sidecar's namespace is where dashboards must go: the administrator grants it too
-    clusterapi.install(lab, yaml.safe_load(lab_settings.render(lab)) | {"grafana": {"dashboards_namespace": "observability"}})
+    # the sidecar's namespace is where dashboards must go: the administrator's step, with the very settings
+    # the pipeline reads, finds it through the same resolution (targets.for_install) and grants it
+    clusterapi.install(lab, yaml.safe_load(lab_settings.render(lab)))
+    role = grafana_deployment.resources.get(api_version="rbac.authorization.k8s.io/v1", kind="Role").get(
+        name="netviz-pipeline", namespace="observability")
+    assert "dashboards" in role.metadata.annotations["netviz.io/purposes"].split(",")
     config = settings_with(lab, tmp_path)  # settings say namespace monitoring, label grafana_dashboard=1
     from netviz_pipeline.definitions import defs
 

@@ -178,10 +178,9 @@ def test_operator_mode(lab: Lab, tmp_path):
 
 def test_auto_mode_prefers_the_operator_when_a_prometheus_resource_exists(lab: Lab, tmp_path):
     """Runs after the operator test: the chart server still runs, but a Prometheus resource wins."""
-    from netviz_pipeline.assets.prometheus import resolved_settings
     from netviz_pipeline.resources.cluster import ClusterResource
     from netviz_pipeline.resources.config import NetvizConfig
 
     config = settings_for(lab, tmp_path, {"url": icp.url("operator"), "mode": "auto"})
     cluster = ClusterResource(config=NetvizConfig(config_path=str(config)))
-    assert resolved_settings(cluster).prometheus.mode == "operator"
+    assert cluster.resolved.prometheus.mode == "operator"

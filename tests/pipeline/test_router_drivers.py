@@ -21,7 +21,8 @@ from netviz_lab.topology import LINUX_ROUTER, NODE_IP, PFSENSE_ROUTER
 from netviz_pipeline import routers
 from netviz_pipeline.resources.router import HostKeyError, RouterSession
 from netviz_pipeline.routers import linux, pfsense
-from netviz_pipeline.settings import Settings, parse_settings
+from netviz_pipeline import loading
+from netviz_pipeline.settings import Settings
 
 pytestmark = pytest.mark.lab
 
@@ -33,7 +34,7 @@ def make_settings(lab: Lab, port: int, **router_overrides) -> Settings:
         r["collector_address"] = NODE_IP
         r["collector_port"] = port
         r.update(router_overrides.get(r["name"], {}))
-    return parse_settings(data)
+    return loading.parse(data)
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ TOUCHED: set[str] = set()  # routers this module configured (only those are rest
 @pytest.fixture(scope="module", autouse=True)
 def restore_routers(lab: Lab):
     yield
-    data = parse_settings(lab_settings(lab))
+    data = loading.parse(lab_settings(lab))
     if LINUX_ROUTER.name in TOUCHED:
         _restore_linux(data)
     if PFSENSE_ROUTER.name in TOUCHED:
@@ -193,7 +194,7 @@ def test_pfsense_converge_config_xml_package_rc_script_and_reboot(lab: Lab, coll
 def _router_with_known_hosts(lab: Lab, path) -> Settings:
     data = lab_settings(lab)
     data["routers"][0]["known_hosts_file"] = str(path)
-    return parse_settings(data)
+    return loading.parse(data)
 
 
 def test_unknown_host_key_is_refused(lab: Lab, tmp_path):

@@ -161,9 +161,9 @@ def _routers_exporting(settings: Path) -> None:
     first, so the daemon starts on healthy exporters and a fault below is the only incident it sees."""
     from netviz_pipeline import routers
     from netviz_pipeline.resources.router import RouterSession
-    from netviz_pipeline.settings import load_settings
+    from netviz_pipeline import loading
 
-    s = load_settings(settings, check_host=False)  # the webhook's variable is set for the service only
+    s = loading.load(settings, check_host=False)  # the webhook's variable is set for the service only
     for r in s.routers:
         with RouterSession(r) as ssh:
             routers.converge(ssh, s, r)

@@ -5,7 +5,8 @@ import copy
 
 import pytest
 
-from netviz_pipeline.settings import Settings, parse_settings
+from netviz_pipeline import loading
+from netviz_pipeline.settings import Settings
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def make(raw):
         data = copy.deepcopy(raw)
         for k, v in overrides.items():
             data[k] = v
-        return parse_settings(data)
+        return loading.parse(data)
     return _make
 
 

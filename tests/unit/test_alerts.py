@@ -247,37 +247,45 @@ class FakeProm:
             raise PrometheusError("Prometheus refused the new config (500): bad rule")
 
 
-def test_file_mode_writes_the_rules_lists_them_and_reloads_once(settings):
-    from netviz_pipeline.assets.prometheus import apply_file_mode
+def apply_file_mode(s, cluster, prom):
+    from netviz_pipeline.targets.prometheus_file import FileTarget
 
+    return FileTarget.from_settings(s).apply(s, cluster, prom, [])
+
+
+def apply_chart_mode(s, cluster):
+    from netviz_pipeline.targets.prometheus_chart import ChartTarget
+
+    return ChartTarget.from_settings(s).apply(s, cluster, None, [])
+
+
+def test_file_mode_writes_the_rules_lists_them_and_reloads_once(settings):
     f = settings.prometheus.file
     prom = FakeProm()
-    meta = apply_file_mode(settings, None, prom)
-    assert prom.reloads == 1 and meta["changed"].value == 2
+    done = apply_file_mode(settings, None, prom)
+    assert prom.reloads == 1 and len(done.changed) == 2
     assert f.rules_file.read_text() == alerts.rule_file_text(settings)
     assert yaml.safe_load(f.config_path.read_text())["rule_files"] == [str(f.rules_file)]
-    meta = apply_file_mode(settings, None, prom)
-    assert prom.reloads == 1 and meta["summary"].value.startswith("converged")
+    done = apply_file_mode(settings, None, prom)
+    assert prom.reloads == 1 and done.summary.startswith("converged")
     f.rules_file.write_text("groups: []\n")  # edited by hand: rewritten, and reloaded so it counts
     apply_file_mode(settings, None, prom)
     assert prom.reloads == 2 and f.rules_file.read_text() == alerts.rule_file_text(settings)
 
 
 def test_file_mode_refused_reload_restores_both_files(settings):
-    import dagster as dg
-
-    from netviz_pipeline.assets.prometheus import apply_file_mode
+    from netviz_pipeline.targets.prometheus import ApplyError
 
     f = settings.prometheus.file
     before = f.config_path.read_text()
-    with pytest.raises(dg.Failure, match="was restored to its previous content") as e:
+    with pytest.raises(ApplyError, match="was restored to its previous content") as e:
         apply_file_mode(settings, None, FakeProm(refuse=True))
     assert f.config_path.read_text() == before and not f.rules_file.exists()
-    assert "was removed" in e.value.description
+    assert "was removed" in str(e.value)
     apply_file_mode(settings, None, FakeProm())
     f.rules_file.write_text("groups: []\n")
     listed = f.config_path.read_text()
-    with pytest.raises(dg.Failure):
+    with pytest.raises(ApplyError):
         apply_file_mode(settings, None, FakeProm(refuse=True))
     assert f.rules_file.read_text() == "groups: []\n" and f.config_path.read_text() == listed
 
@@ -299,24 +307,23 @@ class FakeCluster:
 
 
 def test_chart_mode_applies_both_keys_once_and_offers_the_values(make):
-    from netviz_pipeline.assets.prometheus import apply_chart_mode
-
     s = make(prometheus={"url": "http://p:9090", "mode": "chart",
                          "chart": {"configmap_namespace": "monitoring", "configmap_name": "prometheus-server"}})
     chart = FakeCluster({"prometheus.yml": yaml.safe_dump({"rule_files": [alerts.CHART_RULES_PATH]}),
                          "alerting_rules.yml": "{}\n", "alerts": "{}\n"})
-    meta = apply_chart_mode(s, chart)
+    notes = apply_chart_mode(s, chart).notes
     (body,) = chart.applied
     assert set(body["data"]) == {"prometheus.yml", "alerting_rules.yml"}  # never the chart's other keys
     assert yaml.safe_load(body["data"]["alerting_rules.yml"]) == alerts.rule_groups(s)
     assert yaml.safe_load(body["data"]["prometheus.yml"])["rule_files"] == [alerts.CHART_RULES_PATH]
-    assert "serverFiles:" in meta["serverFiles"].value and "NetvizCollectorDown" in meta["serverFiles"].value
+    assert "serverFiles:" in notes["serverFiles"] and "NetvizCollectorDown" in notes["serverFiles"]
     apply_chart_mode(s, chart)
     assert len(chart.applied) == 1  # converged: nothing applied
 
 
 def test_rules_loaded_check_wants_every_alert_of_the_netviz_group(settings):
-    from netviz_pipeline.assets.prometheus import rules_health
+    from netviz_pipeline.checks.scrape import rules_health
+    from netviz_pipeline.targets import resolve
 
     class Rules:
         def __init__(self, groups):
@@ -328,13 +335,14 @@ def test_rules_loaded_check_wants_every_alert_of_the_netviz_group(settings):
     names = alerts.alert_names(settings)
     full = [{"name": "netviz", "file": "/p/netviz-alerts.yml",
              "rules": [{"name": n, "state": "inactive", "health": "ok"} for n in names]}]
-    f = rules_health(settings, Rules(full))
+    target = resolve(settings, None).prometheus
+    f = rules_health(settings, Rules(full), target)
     assert f.healthy and not f.details["problems"] and f.details["alerts"]["NetvizCollectorDown"] == "inactive"
     assert f.details["files"] == ["/p/netviz-alerts.yml"]
-    f = rules_health(settings, Rules([{"name": "other", "rules": full[0]["rules"]}]))
+    f = rules_health(settings, Rules([{"name": "other", "rules": full[0]["rules"]}]), target)
     problems = f.details["problems"]
     assert not f.healthy and "NetvizCarettaStale" in problems[0] and "netviz-alerts.yml" in problems[0]
     assert f.reason.startswith("alert rules not loaded")
     full[0]["rules"][0] |= {"health": "err", "lastError": "many-to-many matching not allowed"}
-    f = rules_health(settings, Rules(full))
+    f = rules_health(settings, Rules(full), target)
     assert not f.healthy and f.details["problems"] == [f"{names[0]}: many-to-many matching not allowed"]

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from hypothesis import HealthCheck, assume, given, settings as hsettings, strategies as st
 
-from netviz_pipeline.settings import Flows, Settings, SettingsError, parse_settings
+from netviz_pipeline import loading
+from netviz_pipeline.settings import Flows, Settings, SettingsError
 
 BASE = {"cluster": {"in_cluster": True, "node_address": "198.18.0.1"},
         "prometheus": {"url": "http://127.0.0.1:9090", "mode": "operator"}}
@@ -117,7 +118,7 @@ def assert_refusal_names_paths(exc: SettingsError, doc) -> None:
 
 
 def test_the_full_document_is_valid():
-    s = parse_settings(copy.deepcopy(FULL), check_host=False)
+    s = loading.parse(copy.deepcopy(FULL), check_host=False)
     assert [r.platform for r in s.routers] == ["linux", "pfsense", "opnsense"]
 
 
@@ -125,7 +126,7 @@ def test_the_full_document_is_valid():
 @given(json_values)
 def test_any_document_either_parses_or_fails_with_a_settings_error(doc):
     try:
-        parse_settings(doc, check_host=False)
+        loading.parse(doc, check_host=False)
     except SettingsError as exc:
         assert_refusal_names_paths(exc, doc)
 
@@ -160,7 +161,7 @@ def mutated_documents(draw):
 @given(mutated_documents())
 def test_fuzzed_fields_of_a_valid_document_parse_or_name_the_field(doc):
     try:
-        parse_settings(doc, check_host=False)
+        loading.parse(doc, check_host=False)
     except SettingsError as exc:
         assert_refusal_names_paths(exc, doc)
 
@@ -178,14 +179,14 @@ def test_a_key_of_any_spelling_is_named_where_it_is(doc, line):
     """Found by the fuzzers: an empty key was reported at "(top level)", a key with a newline split its line
     in two, and keys starting with "lax-" / "function-" were dropped from the path (taken for pydantic's own)."""
     with pytest.raises(SettingsError) as exc:
-        parse_settings(BASE | doc, check_host=False)
+        loading.parse(BASE | doc, check_host=False)
     assert exc.value.errors == [line]
     assert_refusal_names_paths(exc.value, BASE | doc)
 
 
 def test_repeated_router_names_name_the_field():
     with pytest.raises(SettingsError) as exc:
-        parse_settings(BASE | {"routers": [ROUTER, ROUTER]}, check_host=False)
+        loading.parse(BASE | {"routers": [ROUTER, ROUTER]}, check_host=False)
     assert_refusal_names_paths(exc.value, BASE | {"routers": [ROUTER, ROUTER]})
 
 
@@ -196,7 +197,7 @@ HOSTILE = ["eth0; reboot", "lan0 && rm -rf /", "$(id)", "`id`", "eth0\nreboot", 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_hostile_interface_names_are_rejected_naming_the_field(value):
     with pytest.raises(SettingsError) as exc:
-        parse_settings(BASE | {"routers": [ROUTER | {"interface": value}]}, check_host=False)
+        loading.parse(BASE | {"routers": [ROUTER | {"interface": value}]}, check_host=False)
     assert exc.value.errors == [f"routers[0].interface: {value!r} is not a plain interface name "
                                 "(letters, digits, '.', '-', '_', max 15 chars)"]
 
@@ -213,7 +214,7 @@ def test_hostile_interface_names_are_rejected_naming_the_field(value):
 def test_hostile_router_fields_are_rejected_naming_the_field(field, value, problem):
     """The one problem, at the field itself (not just somewhere in routers[0]), with what to write instead."""
     with pytest.raises(SettingsError) as exc:
-        parse_settings(BASE | {"routers": [ROUTER | {field: value}]}, check_host=False)
+        loading.parse(BASE | {"routers": [ROUTER | {field: value}]}, check_host=False)
     assert exc.value.errors == [f"routers[0].{field}: {problem}"]
 
 

@@ -10,14 +10,16 @@ import dagster as dg
 import pytest
 
 import netviz_pipeline
-from netviz_pipeline import health
+from netviz_pipeline import checks
+from netviz_pipeline.checks import caretta as caretta_checks
+from netviz_pipeline.checks import exporters
 from netviz_pipeline.exporter_health import Verdict
 from netviz_pipeline.findings import Finding, healthy
 from netviz_pipeline.remediation import plan
 from netviz_pipeline.resources.cluster import ClusterResource
 from netviz_pipeline.resources.config import NetvizConfig
 from netviz_pipeline.resources.prometheus import PrometheusError
-from netviz_pipeline.settings import parse_settings
+from netviz_pipeline import loading
 
 PKG = Path(netviz_pipeline.__file__).parent
 
@@ -28,7 +30,7 @@ def _imports(path: Path) -> set[str]:
         n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
 
 
-@pytest.mark.parametrize("module", ["findings.py", "health.py", "remediation.py"])
+@pytest.mark.parametrize("module", ["findings.py", "remediation.py", *(f"checks/{p.name}" for p in (PKG / "checks").glob("*.py"))])
 def test_the_health_layer_is_plain_data(module):
     assert not {m for m in _imports(PKG / module) if m.split(".")[0] == "dagster"}
 
@@ -42,11 +44,11 @@ def test_a_finding_is_hashable_and_its_details_default_empty():
 
 def test_poll_waits_for_a_healthy_finding_or_every_finding_of_a_list():
     answers = iter([Finding("x", False, "not yet"), Finding("x", True, "now")])
-    assert health.poll(lambda: next(answers), timeout=5, interval=0).reason == "now"
+    assert checks.poll(lambda: next(answers), timeout=5, interval=0).reason == "now"
     lists = iter([[Finding("a", True, ""), Finding("b", False, "")], [Finding("a", True, ""), Finding("b", True, "")]])
-    assert healthy(health.poll(lambda: next(lists), timeout=5, interval=0))
+    assert healthy(checks.poll(lambda: next(lists), timeout=5, interval=0))
     t0 = time.monotonic()
-    last = health.poll(lambda: Finding("x", False, "never"), timeout=0.2, interval=0.05)
+    last = checks.poll(lambda: Finding("x", False, "never"), timeout=0.2, interval=0.05)
     assert last.reason == "never" and time.monotonic() - t0 < 2
 
 
@@ -63,20 +65,20 @@ class CarettaProm:
 
 
 def test_caretta_finding_carries_the_figures_as_plain_data(settings):
-    f = health.caretta_finding(settings, CarettaProm(12, 3400, 2))
+    f = caretta_checks.caretta_finding(settings, CarettaProm(12, 3400, 2))
     assert f.subject == "caretta" and f.healthy and f.details == {"link_series": 2}
     assert f.reason == f"12 polls and 3400 link bytes in the last {settings.checks.freshness.caretta_max_age_seconds}s " \
                        "over 2 link series"
-    assert not health.caretta_finding(settings, CarettaProm(12, 0, 2)).healthy
-    down = health.caretta_finding(settings, CarettaProm(0, 0, 0, error="Prometheus at x unreachable"))
+    assert not caretta_checks.caretta_finding(settings, CarettaProm(12, 0, 2)).healthy
+    down = caretta_checks.caretta_finding(settings, CarettaProm(0, 0, 0, error="Prometheus at x unreachable"))
     assert (down.healthy, down.reason, down.details) == (False, "Prometheus at x unreachable", {})
 
 
 def test_the_sensor_turns_findings_into_a_check_evaluation_with_the_plans_diagnosis():
     from netviz_pipeline.sensors import _evaluation
 
-    seen = [health.exporter_finding("a", Verdict(True, "flowing", "12 datagrams"), 12.0, None),
-            health.exporter_finding("b", Verdict(False, "router-unreachable", "timed out", heal=False), 0.0, None)]
+    seen = [exporters.exporter_finding("a", Verdict(True, "flowing", "12 datagrams"), 12.0, None),
+            exporters.exporter_finding("b", Verdict(False, "router-unreachable", "timed out", heal=False), 0.0, None)]
     assert seen[1].subject == "router:b" and not seen[1].heal and seen[1].reason == "router-unreachable: timed out"
     ev = _evaluation(dg.AssetKey("router_softflowd"), "netflow_arriving", seen, plan(seen, {}, now=0))
     assert not ev.passed and set(ev.metadata) == {"router:a", "router:b"}
@@ -87,7 +89,7 @@ def test_the_sensor_turns_findings_into_a_check_evaluation_with_the_plans_diagno
 def test_the_netflow_check_table_keeps_its_columns():
     from netviz_pipeline.assets.routers import exporters_table
 
-    looks = [health.exporter_finding("edge", Verdict(False, "not-received", "sent 3, counted 0: lost"), 0.0, None)]
+    looks = [exporters.exporter_finding("edge", Verdict(False, "not-received", "sent 3, counted 0: lost"), 0.0, None)]
     (row,) = [r.data for r in exporters_table(looks).value.records]
     assert row == {"router": "edge", "healthy": False, "cause": "not-received", "datagrams": 0,
                    "reason": "sent 3, counted 0: lost"}
@@ -98,7 +100,7 @@ def test_dashboard_link_under_a_grafana_sub_path(raw, url):
     from netviz_pipeline.assets.dashboards import dashboard_url
 
     assert dashboard_url(url, "netviz-flows") == "https://grafana.example/grafana/d/netviz-flows"
-    s = parse_settings(raw | {"grafana": {"url": url}})
+    s = loading.parse(raw | {"grafana": {"url": url}})
     assert dashboard_url(s.grafana.url, "netviz-flows") == "https://grafana.example/grafana/d/netviz-flows"
     assert dashboard_url("http://grafana:3000", "x") == "http://grafana:3000/d/x"
 
@@ -114,8 +116,6 @@ class DeploymentsKube:
 
 
 def test_the_grafana_sidecar_is_read_once_per_run_and_overrides_the_settings(settings):
-    from netviz_pipeline.assets.dashboards import effective_settings
-
     grafana = {"metadata": {"name": "grafana", "namespace": "obs"}, "spec": {"template": {"spec": {"containers": [
         {"name": "grafana", "image": "docker.io/grafana/grafana:11.0.0"},
         {"name": "grafana-sc-dashboard", "image": "quay.io/kiwigrid/k8s-sidecar:1.27.4",
@@ -124,9 +124,10 @@ def test_the_grafana_sidecar_is_read_once_per_run_and_overrides_the_settings(set
     cluster.config.__dict__["settings"] = settings  # the cached_properties' slots
     kube = cluster.__dict__["kube"] = DeploymentsKube([grafana])
     for _ in range(3):  # both dashboard assets and a check in one run
-        s, sidecar = effective_settings(cluster)
+        r = cluster.resolved
+        s, sidecar = r.settings, r.grafana.sidecar
         assert (s.grafana.sidecar_label_key, s.grafana.dashboards_namespace) == ("dash", "obs")
-        assert sidecar.deployment == "obs/grafana"
+        assert sidecar.deployment == "obs/grafana" and r.grafana.overrides_settings
     assert kube.listed == 1 and cluster.settings is settings
 
 

@@ -8,14 +8,15 @@ import pytest
 import yaml
 
 from netviz_pipeline.render import install
-from netviz_pipeline.settings import SettingsError, parse_settings
+from netviz_pipeline import loading
+from netviz_pipeline.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = {"cluster": {"in_cluster": True, "node_address": "10.0.0.1"}, "prometheus": {"url": "http://prometheus:9090"}}
 
 
 def _settings(**sections):
-    return parse_settings(copy.deepcopy(DEFAULTS) | sections, check_host=False)
+    return loading.parse(copy.deepcopy(DEFAULTS) | sections, check_host=False)
 
 
 def _by_key(objs):

@@ -20,7 +20,7 @@ from netviz_pipeline.notify import (MAX_OUTBOX, Notifier, NotifierResource, chec
 from netviz_pipeline.remediation import Policy, dump, load, plan
 from netviz_pipeline.resources.config import NetvizConfig
 from netviz_pipeline.sensors import load_cursor
-from netviz_pipeline.settings import parse_settings
+from netviz_pipeline import loading
 
 ENV = "NETVIZ_TEST_WEBHOOK"
 SECRET_PATH = "/services/T000/B000/s3cr3tT0ken"
@@ -255,9 +255,9 @@ def test_settings_section_references_the_env_var_and_redacts_it(raw, monkeypatch
     monkeypatch.delenv(ENV, raising=False)
     raw["notify"] = {"webhook_url_env": ENV, "dagster_url": "http://dagster.example:3000/"}
     with pytest.raises(ValueError, match=f"{ENV} is not set"):
-        parse_settings(raw)
+        loading.parse(raw)
     monkeypatch.setenv(ENV, "https://hooks.example/services/T/B/s3cr3tT0ken")
-    s = parse_settings(raw)
+    s = loading.parse(raw)
     assert s.notify.webhook_url_env == ENV and s.notify.timeout_seconds == 5
     red = s.redacted()
     assert red["notify"]["webhook_url_env"] == f"<ref {ENV}>"
@@ -266,11 +266,11 @@ def test_settings_section_references_the_env_var_and_redacts_it(raw, monkeypatch
 
 
 def test_settings_default_is_off_and_inline_urls_are_rejected(raw):
-    assert parse_settings(raw).notify.webhook_url_env is None
-    assert parse_settings(raw).redacted()["notify"]["webhook_url_env"] is None
+    assert loading.parse(raw).notify.webhook_url_env is None
+    assert loading.parse(raw).redacted()["notify"]["webhook_url_env"] is None
     raw["notify"] = {"webhook_url_env": "https://hooks.slack.com/services/T/B/x"}
     with pytest.raises(ValueError) as err:
-        parse_settings(raw)
+        loading.parse(raw)
     assert "environment variable name" in str(err.value)
 
 

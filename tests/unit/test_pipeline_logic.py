@@ -5,7 +5,7 @@ import dagster as dg
 import pytest
 
 from netviz_pipeline.assets.goflow2 import node_for_address
-from netviz_pipeline.grafana_sidecar import find_sidecar
+from netviz_pipeline.targets.grafana import find_sidecar
 from netviz_pipeline.resources.kube import comparable, diff_paths, foreign_managers
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from netviz_pipeline.preflight import (blocks_rollout, caretta_preflight, mebibytes, overridden, parse_kernel_version,
+from netviz_pipeline.checks.preflight import (blocks_rollout, caretta_preflight, mebibytes, overridden, parse_kernel_version,
                                       probe_findings, recorded_findings)
 from netviz_pipeline.render.preflight_probe import parse_answer, probe_result
 

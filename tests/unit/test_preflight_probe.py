@@ -12,7 +12,7 @@ import pytest
 
 import dagster as dg
 
-from netviz_pipeline import preflight
+from netviz_pipeline.checks import preflight
 from netviz_pipeline.assets import caretta as caretta_asset
 from netviz_pipeline.render import caretta, install
 from netviz_pipeline.render import preflight_probe as probe

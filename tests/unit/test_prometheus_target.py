@@ -1,13 +1,15 @@
-"""Resolving `prometheus.mode: auto` and recognising the chart's Prometheus server (pure logic)."""
+"""Resolving `prometheus.mode: auto` (targets.resolve) and recognising the chart's Prometheus server (pure
+logic: the cluster is a fake that lists what a test gives it)."""
 from __future__ import annotations
 
 import copy
 
 import pytest
 
-from netviz_pipeline.prometheus_target import ChartServer, chart_server, chart_servers, resolve
-from netviz_pipeline.render.scrape import intervals, monitors, scrape_jobs
+from netviz_pipeline import targets
+from netviz_pipeline.render.scrape import intervals
 from netviz_pipeline.settings import SettingsError
+from netviz_pipeline.targets.prometheus_chart import ChartServer, chart_server, chart_servers
 
 URL = "http://prometheus-server.monitoring"
 
@@ -59,6 +61,26 @@ def test_servers_sorted_and_others_ignored():
     assert [(c.namespace, c.configmap) for c in found] == [("a", "mon-prometheus-server"), ("b", "prometheus-server")]
 
 
+class Cluster:
+    """What resolution lists: Prometheus resources and Deployments; records each kind listed."""
+
+    def __init__(self, prometheuses=0, deployments=()):
+        self.prometheuses, self.deployments, self.listed = prometheuses, list(deployments), []
+
+    def list(self, api_version, kind, namespace=None, **selectors):
+        self.listed.append(kind)
+        if kind == "Prometheus":
+            return [{"metadata": {"name": f"p{i}"}} for i in range(self.prometheuses)]
+        return self.deployments if kind == "Deployment" else []
+
+
+def resolve(s, prometheuses, charts):
+    """The Prometheus target for settings `s` in a cluster with that many Prometheus resources and
+    chart-shaped servers."""
+    return targets.resolve(s, Cluster(prometheuses, [chart_deployment(c.namespace, c.deployment, c.configmap)
+                                                     for c in charts])).require_prometheus()
+
+
 @pytest.fixture
 def auto(raw):
     data = copy.deepcopy(raw)
@@ -68,12 +90,12 @@ def auto(raw):
 
 def test_auto_prefers_a_prometheus_resource(make, auto):
     s = make(prometheus=auto["prometheus"])
-    assert resolve(s, 1, [ChartServer("monitoring", "d", "cm")]).prometheus.mode == "operator"
+    assert resolve(s, 1, [ChartServer("monitoring", "d", "cm")]).mode == "operator"
 
 
 def test_auto_uses_the_one_chart_server_found(make, auto):
     s = make(prometheus=auto["prometheus"])
-    r = resolve(s, 0, [ChartServer("mon", "prometheus-server", "prometheus-server")]).prometheus
+    r = resolve(s, 0, [ChartServer("mon", "prometheus-server", "prometheus-server")])
     assert (r.mode, r.chart.configmap_namespace, r.chart.configmap_name, r.chart.key) == \
         ("chart", "mon", "prometheus-server", "prometheus.yml")
     assert s.prometheus.mode == "auto"  # the loaded settings are not changed
@@ -84,13 +106,13 @@ def test_auto_with_a_file_section_is_file_and_its_jobs_follow_its_discovery(make
     prom = copy.deepcopy(raw["prometheus"]) | {"mode": "auto"}
     prom["file"]["discovery"] = "file_sd"
     r = resolve(make(prometheus=prom), 0, [ChartServer("mon", "d", "cm")])
-    assert r.prometheus.mode == "file"
-    assert all("file_sd_configs" in j for j in scrape_jobs(r))
+    assert r.mode == "file"
+    assert all("file_sd_configs" in j for j in r.scrape_objects(make(prometheus=prom)))
 
 
 def test_auto_settings_sections_win_over_what_is_found(make, raw):
     prom = {"url": URL, "mode": "auto", "chart": {"configmap_namespace": "x", "configmap_name": "y"}}
-    r = resolve(make(prometheus=prom), 0, [ChartServer("mon", "d", "cm")]).prometheus
+    r = resolve(make(prometheus=prom), 0, [ChartServer("mon", "d", "cm")])
     assert (r.mode, r.chart.configmap_namespace) == ("chart", "x")
 
 
@@ -106,8 +128,19 @@ def test_auto_with_nothing_found_says_what_to_set(make, auto):
         resolve(make(prometheus=auto["prometheus"]), 0, [])
 
 
-def test_explicit_modes_are_left_alone(settings):
-    assert resolve(settings, 1, [ChartServer("a", "d", "cm")]) is settings
+def test_unresolved_auto_still_resolves_grafana_and_fails_only_where_prometheus_is_written(make, auto):
+    r = targets.resolve(make(prometheus=auto["prometheus"]), Cluster())
+    assert r.prometheus is None and "auto found no Prometheus" in r.prometheus_problem
+    assert r.grafana.namespace == r.settings.grafana.dashboards_namespace
+    with pytest.raises(SettingsError):
+        r.require_prometheus()
+
+
+def test_explicit_modes_ask_the_cluster_nothing_about_prometheus(settings):
+    cluster = Cluster(1, [chart_deployment("a", "d", "cm")])
+    assert resolve(settings, 1, [ChartServer("a", "d", "cm")]).mode == settings.prometheus.mode == "file"
+    r = targets.resolve(settings, cluster)
+    assert r.prometheus.mode == "file" and "Prometheus" not in cluster.listed
 
 
 @pytest.mark.parametrize(("seconds", "want"), [(15, ("15s", "10s")), (5, ("5s", "5s")), (60, ("60s", "10s"))])
@@ -115,8 +148,11 @@ def test_job_interval_and_a_timeout_never_above_it(make, raw, seconds, want):
     prom = copy.deepcopy(raw["prometheus"]) | {"scrape_interval_seconds": seconds}
     s = make(prometheus=prom)
     assert intervals(s) == want
-    assert {(j["scrape_interval"], j["scrape_timeout"]) for j in scrape_jobs(s)} == {want}
-    endpoints = [e for m in monitors(s) for e in m["spec"]["podMetricsEndpoints"]]
+    jobs = targets.resolve(s, None).prometheus.scrape_objects(s)
+    assert {(j["scrape_interval"], j["scrape_timeout"]) for j in jobs} == {want}
+    operator = targets.MODES["operator"].from_settings(s)
+    endpoints = [e for m in operator.scrape_objects(s) if m["kind"] == "PodMonitor"
+                 for e in m["spec"]["podMetricsEndpoints"]]
     assert {(e["interval"], e["scrapeTimeout"]) for e in endpoints} == {want}
 
 
@@ -150,30 +186,24 @@ def test_auto_resolved_to_file_renders_the_discovery_the_user_chose(make, raw, d
     prom["file"]["discovery"] = discovery
     kube = ListingKube([chart_deployment()])  # a chart server too: the settings' file section wins
     cluster = cluster_with(make(prometheus=prom), kube)
-    r = cluster.prometheus_settings
-    assert (r.prometheus.mode, r.prometheus.file.discovery) == ("file", discovery)
-    jobs = scrape_jobs(r)
+    r = cluster.resolved.prometheus
+    assert (r.mode, r.file.discovery) == ("file", discovery)
+    jobs = r.scrape_objects(cluster.settings)
     assert [[k for k in j if k.endswith("_sd_configs")] for j in jobs] == [[sd]] * len(jobs)
     if discovery == "kubernetes":
         assert {j[sd][0]["kubeconfig_file"] for j in jobs} == {prom["file"]["kubernetes_sd_kubeconfig"]}
     else:
-        assert {j[sd][0]["files"][0].rsplit("/", 1)[0] for j in jobs} == {str(r.prometheus.file.targets_dir)}
-    assert cluster.prometheus_settings is r and kube.listed == ["Prometheus"]
-
-
-def test_jobs_are_never_rendered_from_an_unresolved_auto(make, raw):
-    """auto with a file section may still resolve to the chart (a chart section) or the Operator: rendering
-    before resolving would guess, so it refuses."""
-    prom = copy.deepcopy(raw["prometheus"]) | {"mode": "auto"}
-    with pytest.raises(ValueError, match="not resolved"):
-        scrape_jobs(make(prometheus=prom))
+        assert {j[sd][0]["files"][0].rsplit("/", 1)[0] for j in jobs} == {str(r.file.targets_dir)}
+    # once per run: Grafana's Deployments and the Prometheus resources, each listed once
+    assert cluster.resolved.prometheus is r and sorted(kube.listed) == ["Deployment", "Prometheus"]
 
 
 def test_auto_with_chart_and_file_sections_renders_in_cluster_discovery(make, raw):
     prom = copy.deepcopy(raw["prometheus"]) | {"mode": "auto",
                                                "chart": {"configmap_namespace": "mon", "configmap_name": "p"}}
     prom["file"]["discovery"] = "file_sd"
-    r = cluster_with(make(prometheus=prom), ListingKube()).prometheus_settings
-    assert r.prometheus.mode == "chart"
+    s = make(prometheus=prom)
+    r = cluster_with(s, ListingKube()).resolved.prometheus
+    assert r.mode == "chart"
     assert all("kubernetes_sd_configs" in j and "kubeconfig_file" not in j["kubernetes_sd_configs"][0]
-               for j in scrape_jobs(r))
+               for j in r.scrape_objects(s))

@@ -9,7 +9,7 @@ import pytest
 
 from netviz_pipeline.resources.router import Result, RouterError, quote_argv
 from netviz_pipeline.routers import common, detection, freebsd, linux, opnsense, pfsense
-from netviz_pipeline.settings import parse_settings
+from netviz_pipeline import loading
 
 OK = Result(0, "", "")
 
@@ -57,8 +57,19 @@ def test_detection_refuses_non_debian_linux_and_unknown():
 
 
 def test_probe_is_one_line_of_sh():
-    assert "\n" not in detection.PROBE and "!" not in detection.PROBE
-    quote_argv(["sh", "-c", detection.PROBE])
+    probe = detection.probe_command()
+    assert "\n" not in probe and "!" not in probe
+    quote_argv(["sh", "-c", probe])
+
+
+def test_the_probe_is_two_generic_facts_plus_each_platforms_markers():
+    """The markers live with their platforms; the probe is theirs plus two generic facts (as before the move)."""
+    assert detection.probe_command() == (
+        "uname -s; echo @@; cat /etc/platform 2>/dev/null; echo @@; "
+        "[ -e /usr/local/sbin/pfSsh.php ] && echo pfssh; [ -d /usr/local/opnsense ] && echo opnsense; "
+        "[ -e /etc/debian_version ] && echo debian; [ -d /run/systemd/system ] && echo systemd; true")
+    assert set(detection.parse_probe("FreeBSD\n@@\n@@\n")) == {"uname", "platform_file", "pfssh", "opnsense",
+                                                                 "debian", "systemd"}
 
 
 # -- parsing ---------------------------------------------------------------------------------------
@@ -131,11 +142,11 @@ def test_parse_sysrc_e():
 def test_interface_auto_needs_lan_address_on_linux(raw):
     raw["routers"][0]["interface"] = "auto"
     with pytest.raises(ValueError, match="lan_address"):
-        parse_settings(raw)
+        loading.parse(raw)
     raw["routers"][0]["lan_address"] = "198.18.1.1"
-    assert parse_settings(raw).routers[0].lan_address == "198.18.1.1"
+    assert loading.parse(raw).routers[0].lan_address == "198.18.1.1"
     del raw["routers"][1]["interface"]  # pfSense: auto = lan
-    assert parse_settings(raw).routers[1].interface == "auto"
+    assert loading.parse(raw).routers[1].interface == "auto"
 
 
 # -- a scripted router -----------------------------------------------------------------------------

@@ -59,8 +59,9 @@ import re
 import pytest
 import requests
 
-from netviz_pipeline.resources.router import OPNsenseClient, Result, RouterError
+from netviz_pipeline.resources.router import Result, RouterError
 from netviz_pipeline.routers import common, freebsd, opnsense
+from netviz_pipeline.routers.opnsense import OPNsenseClient
 
 # == FreeBSD: the port's rc script, as facts =======================================================
 RC_SCRIPT = "softflowd"  # USE_RC_SUBR=${PORTNAME}

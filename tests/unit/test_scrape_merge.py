@@ -5,7 +5,18 @@ import subprocess
 import pytest
 import yaml
 
-from netviz_pipeline.render.scrape import file_sd_targets, merge_scrape_configs, monitors, scrape_jobs
+from netviz_pipeline import targets
+from netviz_pipeline.render.scrape import file_sd_targets, merge_scrape_configs
+from netviz_pipeline.render.scrape import monitors as render_monitors
+
+
+def scrape_jobs(s, exporters=None):
+    """The jobs the settings' Prometheus target writes (file or chart mode)."""
+    return targets.resolve(s, None).require_prometheus().scrape_objects(s, exporters)
+
+
+def monitors(s, exporters=None):
+    return render_monitors(s, s.prometheus.operator, exporters)
 
 USER_CONFIG = """# the user's own config
 global:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import yaml
 
-from netviz_pipeline import service
+from netviz_pipeline import service, targets
 from netviz_pipeline.render import service_k8s
-from netviz_pipeline.settings import parse_settings
+from netviz_pipeline import loading
 
 
 def pod_settings(raw: dict) -> dict:
@@ -20,12 +20,12 @@ def pod_settings(raw: dict) -> dict:
 
 
 def test_settings_a_pod_cannot_use_are_refused_naming_the_field(raw):
-    s = parse_settings(raw, check_host=False)
-    bad = service_k8s.problems(s)
+    s = loading.parse(raw, check_host=False)
+    bad = service_k8s.problems(targets.resolve(s, None))
     assert any(b.startswith("cluster: set in_cluster: true") for b in bad)
     assert any(b.startswith("prometheus: file mode") for b in bad)
     assert any(b.startswith("routers[0].ssh_key_file:") and service_k8s.SSH_DIR in b for b in bad)
-    assert service_k8s.problems(parse_settings(pod_settings(raw), check_host=False)) == []
+    assert service_k8s.problems(targets.resolve(loading.parse(pod_settings(raw), check_host=False), None)) == []
 
 
 def test_one_pod_as_the_pipeline_identity_with_secrets_by_reference(raw):

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netviz_pipeline.settings import ENV_VAR, SettingsError, load_settings, parse_settings
+from netviz_pipeline import loading
+from netviz_pipeline.settings import ENV_VAR, SettingsError
 
 
 def errors_of(data, **kw) -> list[str]:
     with pytest.raises(SettingsError) as e:
-        parse_settings(data, **kw)
+        loading.parse(data, **kw)
     return e.value.errors
 
 
@@ -35,7 +36,7 @@ def test_lab_renderer_output_is_accepted(tmp_path):
     from netviz_lab.lab import Lab
     from netviz_lab.settings import render
     text = render(Lab(root=tmp_path))
-    s = parse_settings(yaml.safe_load(text), check_host=False)
+    s = loading.parse(yaml.safe_load(text), check_host=False)
     assert {r.platform for r in s.routers} == {"linux", "pfsense"}
     assert s.routers[1].interface == "lan"
 
@@ -44,21 +45,21 @@ def test_load_from_env_and_path(raw, tmp_path, monkeypatch):
     p = tmp_path / "netviz.yaml"
     p.write_text(yaml.safe_dump(raw))
     monkeypatch.setenv(ENV_VAR, str(p))
-    assert load_settings().cluster.node_address == "198.18.0.1"
-    assert load_settings(p).routers[1].name == "edge-pfsense"
+    assert loading.load().cluster.node_address == "198.18.0.1"
+    assert loading.load(p).routers[1].name == "edge-pfsense"
 
 
 def test_unset_env_names_the_variable(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
     with pytest.raises(SettingsError, match=ENV_VAR):
-        load_settings()
+        loading.load()
 
 
 def test_duplicate_yaml_keys_rejected(tmp_path):
     p = tmp_path / "dup.yaml"
     p.write_text("cluster: {node_address: 198.18.0.1}\ncluster: {in_cluster: true}\n")
     with pytest.raises(SettingsError, match="duplicate key 'cluster'"):
-        load_settings(p)
+        loading.load(p)
 
 
 @pytest.mark.parametrize("hostile", ["eth0; rm -rf /", "lan0 -n 6.6.6.6:1", "$(reboot)", "a" * 16, "", "lan'0", "-i"])
@@ -111,12 +112,12 @@ def test_token_env_must_be_set(raw, monkeypatch):
     (err,) = errors_of(raw)
     assert "NETVIZ_TEST_TOKEN is not set" in err
     monkeypatch.setenv("NETVIZ_TEST_TOKEN", "v")
-    assert parse_settings(raw).grafana.token_env == "NETVIZ_TEST_TOKEN"
+    assert loading.parse(raw).grafana.token_env == "NETVIZ_TEST_TOKEN"
 
 
 def test_host_checks_can_be_skipped(raw):
     raw["routers"][0]["ssh_key_file"] = "/does/not/exist"
-    assert parse_settings(raw, check_host=False).routers[0].ssh_key_file.name == "exist"
+    assert loading.parse(raw, check_host=False).routers[0].ssh_key_file.name == "exist"
     raw["routers"][0]["ssh_key_file"] = "relative/key"  # still must be absolute
     assert errors_of(raw, check_host=False)[0].startswith("routers[0].ssh_key_file:")
 
@@ -125,7 +126,7 @@ NOBODY = 65534  # the unprivileged user (and group) the check runs as when the t
 
 
 def _load_as(uid: int, config: Path) -> list[str]:
-    """load_settings(config) in a forked child that first drops to user and group `uid` with no supplementary
+    """loading.load(config) in a forked child that first drops to user and group `uid` with no supplementary
     groups: the same interpreter and code as this test, only the user differs. (Not a new python: its
     installation may sit where that user cannot go, e.g. under /root.)"""
     r, w = os.pipe()
@@ -138,7 +139,7 @@ def _load_as(uid: int, config: Path) -> list[str]:
                 os.setgid(uid)
                 os.setuid(uid)
                 try:
-                    load_settings(config)
+                    loading.load(config)
                     out = {"errors": []}
                 except SettingsError as e:
                     out = {"errors": e.errors}
@@ -186,7 +187,7 @@ def test_a_private_key_the_service_user_cannot_read_is_refused_naming_field_and_
     refused = [f"routers[0].ssh_key_file: {str(key)!r} is not a readable file: create it, fix the path, or let this user read it (chown/chmod)"]
     if os.geteuid() == 0:
         os.chown(key, 0, 0)
-        load_settings(config)  # root itself may read it: what fails below is the user
+        loading.load(config)  # root itself may read it: what fails below is the user
         assert _load_as(NOBODY, config) == refused
         os.chown(key, NOBODY, NOBODY)  # the same key (still 0600), now that user's own
         assert _load_as(NOBODY, config) == []
@@ -195,10 +196,10 @@ def test_a_private_key_the_service_user_cannot_read_is_refused_naming_field_and_
         if os.access(key, os.R_OK):
             pytest.skip("this user reads a mode 000 file anyway (CAP_DAC_OVERRIDE)")
         with pytest.raises(SettingsError) as e:
-            load_settings(config)
+            loading.load(config)
         assert e.value.errors == refused
         key.chmod(0o600)
-        load_settings(config)
+        loading.load(config)
 
 
 def test_collector_address_must_be_ip_literal(raw):
@@ -209,7 +210,7 @@ def test_collector_address_must_be_ip_literal(raw):
 
 def test_collector_defaults_to_node_port(raw):
     del raw["routers"][0]["collector_address"]
-    s = parse_settings(raw)
+    s = loading.parse(raw)
     assert s.collector(s.routers[0]) == ("198.18.0.1", 32055)
 
 
@@ -226,7 +227,70 @@ def test_opnsense_needs_api_env_names(raw, monkeypatch):
     monkeypatch.setenv("OPN_KEY", "k")
     monkeypatch.setenv("OPN_SECRET", "s")
     r["opnsense"] = {"key_env": "OPN_KEY", "secret_env": "OPN_SECRET"}
-    assert parse_settings(raw).routers[0].opnsense.key_env == "OPN_KEY"
+    assert loading.parse(raw).routers[0].opnsense.key_env == "OPN_KEY"
+
+
+def test_a_platform_section_is_checked_by_its_platforms_model_naming_the_field(raw, monkeypatch):
+    monkeypatch.setenv("OPN_KEY", "k")
+    monkeypatch.delenv("OPN_SECRET", raising=False)
+    r = raw["routers"][0] | {"name": "opn", "platform": "opnsense", "interface": "lan"}
+    raw["routers"] = [r]
+    r["opnsense"] = {"key_env": "OPN_KEY", "api_key": "hunter2", "url": "ftp://x"}
+    errs = errors_of(raw, check_host=False)
+    allowed = "key_env, secret_env, url, ca_file"
+    assert errs == [
+        "routers[0].opnsense.secret_env: required: add it",
+        "routers[0].opnsense.url: 'ftp://x' is not an http(s) URL (e.g. http://prometheus.monitoring:9090)",
+        "routers[0].opnsense.api_key: inline secrets are not accepted: reference them by environment variable "
+        f"name or file path (allowed keys: {allowed})"]
+    r["opnsense"] = {"key_env": "OPN_KEY", "secret_env": "OPN_SECRET"}
+    assert errors_of(raw) == ["routers[0].opnsense.secret_env: environment variable OPN_SECRET is not set: "
+                              "export it before running"]
+    r["opnsense"] = "OPN_KEY"
+    assert errors_of(raw, check_host=False) == [
+        "routers[0].opnsense: Input should be a valid dictionary or instance of OPNsenseApi"]
+
+
+def test_the_pure_parser_leaves_platforms_and_their_sections_to_the_registry(raw):
+    """settings.parse_settings imports no platform: a router's platform is a string, its section raw data;
+    loading.parse applies the registry's rules and puts the typed section in place."""
+    from netviz_pipeline.routers.opnsense import OPNsenseApi
+    from netviz_pipeline.settings import parse_settings
+
+    raw["routers"][0] |= {"platform": "windows", "opnsense": {"key_env": "K", "secret_env": "S"}}
+    r = parse_settings(raw, check_host=False).routers[0]
+    assert r.platform == "windows" and r.opnsense == {"key_env": "K", "secret_env": "S"}
+    assert errors_of(raw, check_host=False) == [
+        "routers[0].platform: 'windows' is not a supported platform: auto or one of freebsd, linux, opnsense, pfsense"]
+    raw["routers"][0]["platform"] = "auto"
+    s = parse_settings(raw, check_host=False)
+    typed = loading.parse(raw, check_host=False)
+    assert isinstance(typed.routers[0].opnsense, OPNsenseApi) and typed.routers[0].opnsense.secret_env == "S"
+    assert isinstance(s.routers[0].opnsense, dict)  # apply_rules returns a copy: what it was given is unchanged
+    assert loading.apply_rules(s, check_host=False) == typed
+
+
+def test_router_rules_and_the_parsers_problems_come_in_one_refusal(raw):
+    """A platform's problems are found after parsing, yet reported with the parser's, all at once."""
+    raw["cluster"]["node_address"] = "node1.example"
+    raw["routers"][0] |= {"nmae": "x", "platform": "windows"}
+    raw["routers"][1]["interface"] = "vtnet1"  # pfSense names interfaces lan, wan, optN
+    errs = errors_of(raw)
+    assert [e.split(":")[0] for e in errs] == ["cluster.node_address", "routers[0].nmae", "routers[0].platform",
+                                               "routers[1]"], errs
+    assert "unknown key: remove it or fix the spelling (allowed keys: name, host," in errs[1] and "opnsense)" in errs[1]
+    del raw["routers"][1]["ssh_key_file"]  # a router that does not parse: its keys are still checked
+    errs = errors_of(raw)
+    assert "routers[1].ssh_key_file: required: add it" in errs and "routers[0].nmae" in errs[-2]
+
+
+def test_redacted_marks_a_platform_sections_env_references(raw, monkeypatch):
+    monkeypatch.setenv("OPN_KEY", "k")
+    monkeypatch.setenv("OPN_SECRET", "s")
+    raw["routers"][0] |= {"platform": "opnsense", "interface": "lan",
+                          "opnsense": {"key_env": "OPN_KEY", "secret_env": "OPN_SECRET"}}
+    red = loading.parse(raw).redacted()["routers"][0]["opnsense"]
+    assert red == {"key_env": "<ref OPN_KEY>", "secret_env": "<ref OPN_SECRET>", "url": None, "ca_file": None}
 
 
 def test_router_names_unique(raw):
@@ -238,7 +302,7 @@ def test_cluster_needs_exactly_one_way_in(raw):
     raw["cluster"] = {"node_address": "198.18.0.1"}
     assert "exactly one of kubeconfig" in errors_of(raw)[0]
     raw["cluster"] = {"node_address": "198.18.0.1", "in_cluster": True}
-    assert parse_settings(raw).cluster.in_cluster
+    assert loading.parse(raw).cluster.in_cluster
 
 
 def test_prometheus_mode_needs_its_section(raw):
@@ -267,7 +331,7 @@ def test_settings_are_immutable(settings):
 
 def test_redacted_is_json_safe_and_marks_refs(raw, files):
     raw["grafana"]["token_file"] = files["token"]
-    red = parse_settings(raw).redacted()
+    red = loading.parse(raw).redacted()
     assert red["grafana"]["token_file"] == f"<ref {files['token']}>"
     import json
     json.dumps(red)
@@ -279,7 +343,7 @@ def test_not_a_mapping():
 
 def test_input_is_not_mutated(raw):
     before = copy.deepcopy(raw)
-    parse_settings(raw)
+    loading.parse(raw)
     assert raw == before
 
 
@@ -295,7 +359,7 @@ def test_a_private_key_others_can_read_is_refused_naming_field_and_fix(raw, file
     assert any(e.startswith("routers[0].ssh_key_file:") and f"mode {mode:04o}" in e and
                f"chmod 600 {files['id_ed25519']}" in e for e in errs), errs
     os.chmod(files["id_ed25519"], 0o400)
-    parse_settings(raw)  # owner-only is fine
+    loading.parse(raw)  # owner-only is fine
 
 
 @pytest.mark.parametrize(("url", "reload", "link"), [
@@ -309,7 +373,7 @@ def test_urls_join_with_one_slash(make, raw, url, reload, link):
     prom["file"] = {k: v for k, v in prom["file"].items() if k != "reload_url"}
     assert make(prometheus=prom).prometheus.reload_url == reload
     grafana = "http://grafana" if "prom:" in url else "https://h/grafana"
-    assert url_join(parse_settings(raw | {"grafana": {"url": grafana}}).grafana.url, "d/netviz-flows") == link
+    assert url_join(loading.parse(raw | {"grafana": {"url": grafana}}).grafana.url, "d/netviz-flows") == link
 
 
 @pytest.mark.parametrize(("limit", "ok"), [("512Mi", True), ("1.5Gi", True), ("1e9", True), ("0", False),
@@ -317,7 +381,7 @@ def test_urls_join_with_one_slash(make, raw, url, reload, link):
 def test_memory_limit_is_a_positive_kubernetes_quantity(raw, limit, ok):
     raw["caretta"]["resources"] = {"memory_limit": limit}
     if ok:
-        assert parse_settings(raw).caretta.resources.memory_limit == limit
+        assert loading.parse(raw).caretta.resources.memory_limit == limit
     else:
         assert [e.split(":")[0] for e in errors_of(raw)] == ["caretta.resources.memory_limit"]
 
@@ -337,11 +401,11 @@ def test_freshness_windows_must_hold_two_scrapes(raw):
     errs = errors_of(raw)
     assert any("checks.freshness.netflow_max_age_seconds (12s)" in e and "30s" in e for e in errs), errs
     raw["prometheus"]["scrape_interval_seconds"] = 5
-    assert parse_settings(raw).checks.freshness.netflow_max_age_seconds == 12
+    assert loading.parse(raw).checks.freshness.netflow_max_age_seconds == 12
 
 
 def test_prometheus_rule_file_defaults_next_to_the_config_and_must_be_absolute(raw, files):
-    f = parse_settings(raw).prometheus.file
+    f = loading.parse(raw).prometheus.file
     assert f.rules_file == f.config_path.parent / "netviz-alerts.yml"
     raw["prometheus"]["file"]["rules_path"] = "rules/netviz.yml"
     assert errors_of(raw) == ["prometheus.file.rules_path: 'rules/netviz.yml' is not an absolute path "

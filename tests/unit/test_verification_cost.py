@@ -3,7 +3,7 @@ NetFlow freshness is one Prometheus query for every router, and a rollout wait w
 instead of polling it and listing its pods."""
 from __future__ import annotations
 
-from netviz_pipeline import health
+from netviz_pipeline.checks import exporters
 from netviz_pipeline.resources.cluster import ClusterResource
 from netviz_pipeline.resources.config import NetvizConfig
 
@@ -21,7 +21,7 @@ def test_netflow_freshness_is_one_query_for_every_router(make, raw):
     routers = [dict(raw["routers"][i % 2], name=f"r{i}") for i in range(50)]
     s = make(routers=routers)
     prom = FakeProm({"198.18.0.2": 12.0})  # only the linux router's address has datagrams
-    counts, error = health.datagram_counts(s, prom)
+    counts, error = exporters.datagram_counts(s, prom)
     assert len(prom.queries) == 1 and "sum by (router)" in prom.queries[0] and not error
     assert [counts[f"r{i}"] for i in range(50)] == [12.0 if i % 2 == 0 else 0.0 for i in range(50)]
 
