@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := softflowd openssh-server iproute2 nftables conntrack libpcap-
 	python3-venv util-linux containerd runc containernetworking-plugins umoci busybox-static libc6-dev \
 	dnsmasq-base
 
-.PHONY: bench bench-flows soak service screenshots demo test lab-deps debian-packages go-binaries shim venv images lab-up lab-down unit-test lab-test dashcheck
+.PHONY: bench bench-flows soak service screenshots demo test lab-deps debian-packages go-binaries shim venv images lab-up lab-down unit-test dashcheck
 
 lab-deps: debian-packages go-binaries shim venv images
 
@@ -60,19 +60,11 @@ $(DASHCHECK): tools/dashcheck/main.go tools/dashcheck/go.mod tools/dashcheck/go.
 unit-test: venv dashcheck
 	$(PY) -m pytest -q tests/unit
 
-# Lab tests run against one lab brought up for the session: tests/lab (the lab itself, pristine)
-# before tests/pipeline (the product deployed onto it), then tests/faults (faults injected into the
-# deployed system; they write bench-results/faults.json). The lifecycle test brings up and
-# tears down its own. The lab is always torn down, even when tests fail.
-lab-test: lab-deps
-	@rc=0; $(LAB) up || rc=$$?; \
-	if [ $$rc = 0 ]; then $(PY) -m pytest -q -m lab tests/lab tests/pipeline || rc=$$?; fi; \
-	if [ $$rc = 0 ]; then $(PY) -m pytest -q -m faults tests/faults || rc=$$?; fi; \
-	$(LAB) down || rc=$$?; \
-	if [ $$rc = 0 ]; then $(PY) -m pytest -q tests/lifecycle || rc=$$?; fi; \
-	exit $$rc
-
-test: lab-deps unit-test lab-test
+# Every suite, timed, with a per-suite table at the end (tools/run-tests.sh says the order and why):
+# the images built alongside the unit tests, then one lab for tests/lab and tests/pipeline, then
+# tests/faults (they write bench-results/faults.json), the lab always torn down, then tests/lifecycle.
+test: debian-packages go-binaries shim venv dashcheck
+	@PY=$(PY) bash tools/run-tests.sh
 
 # Start the lab, deploy with the pipeline exactly as a user would (CLI, lab settings, restricted
 # kubeconfig), then say what runs and where to look.
@@ -87,7 +79,7 @@ demo: lab-deps
 	  || { tail -n 40 $(DEMO_DIR)/deploy.log; echo "netviz_deploy failed: see $(DEMO_DIR)/deploy.log"; exit 1; }
 	@$(LAB) summary --settings $(DEMO_DIR)/netviz.yaml --dagster-home $(DEMO_DIR)/dagster --log $(DEMO_DIR)/deploy.log
 
-# The single-host service (README "As a service on one host") on the lab: dagster-webserver and
+# The single-host service (docs/operating.md, "As a service on one host") on the lab: dagster-webserver and
 # dagster-daemon with the recipe's instance file, the lab's settings; `... service stop` ends it.
 SERVICE_DIR := /var/lib/netviz-lab/service
 service: lab-deps
@@ -97,7 +89,7 @@ service: lab-deps
 	DAGSTER_HOME=$(SERVICE_DIR)/dagster NETVIZ_CONFIG=$(SERVICE_DIR)/netviz.yaml $(PY) -m netviz_pipeline.service start
 	@echo "stop: DAGSTER_HOME=$(SERVICE_DIR)/dagster $(PY) -m netviz_pipeline.service stop"
 
-# README screenshots (docs/screenshots) of a running service's UI, read-only: `make service` first, or
+# Screenshots (docs/screenshots) of a running service's UI, read-only: `make service` first, or
 # URL=... for another webserver. Debian's Chromium, installed only when missing; not part of `make test`.
 URL ?= http://127.0.0.1:3000
 screenshots: $(VENV)/.docs-installed
@@ -114,7 +106,7 @@ $(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
 soak: venv
 	$(PY) benchmarks/soak.py --minutes 60
 
-# Flow aggregator figures (README, "Flow metrics"): real goflow2 v2.2.1 vs the aggregator on this machine,
+# Flow aggregator figures (docs/flow-metrics.md): real goflow2 v2.2.1 vs the aggregator on this machine,
 # peak memory with 10M distinct pairs, heavy-hitter error. ~3 minutes; writes bench-results/flows.txt.
 bench-flows: go-binaries venv
 	$(PY) benchmarks/bench_flows.py

@@ -1,4 +1,4 @@
-"""make bench-flows: the flow aggregator against real GoFlow2 on this machine (figures for the README, "Flow metrics").
+"""make bench-flows: the flow aggregator against real GoFlow2 on this machine (figures for docs/benchmarks.md and docs/flow-metrics.md).
 
 (a) GoFlow2 JSON production: the real goflow2 v2.2.1 binary listens on 127.0.0.1; this script blasts
     valid NetFlow v9 datagrams at it (a template like softflowd's, 30 flows per datagram, template

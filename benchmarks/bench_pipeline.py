@@ -93,15 +93,15 @@ class Counters:
 
     def __init__(self, lab: Lab):
         b = lab_cluster.bundle(lab)
-        self.ctx = lab_cluster._tls(b.ca.cert, b["admin"])
+        self.ctx = lab_cluster.tls_context(b.ca.cert, b["admin"])
 
     def api(self) -> float:
-        text = lab_cluster._get(f"{lab_cluster.server_url()}/metrics", self.ctx, timeout=20)
+        text = lab_cluster.http_get(f"{lab_cluster.server_url()}/metrics", self.ctx, timeout=20)
         return _metric_sum(text, "apiserver_flowcontrol_dispatched_requests_total", flow_schema=APF_SCHEMA)
 
     @staticmethod
     def prom() -> float:
-        text = lab_cluster._get(f"{PROM}/metrics", timeout=10)
+        text = lab_cluster.http_get(f"{PROM}/metrics", timeout=10)
         return sum(_metric_sum(text, "prometheus_http_requests_total", handler=h)
                    for h in ("/api/v1/query", "/api/v1/query_range", "/api/v1/targets"))
 

@@ -294,8 +294,3 @@ def http_get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) 
         handlers.append(urllib.request.HTTPSHandler(context=ctx))
     with urllib.request.build_opener(*handlers).open(url, timeout=timeout) as r:
         return r.read().decode().strip()
-
-
-# The former private names, for benchmarks/bench_pipeline.py (still calls them); new code uses the above.
-_tls = tls_context
-_get = http_get

@@ -1,4 +1,4 @@
-"""netviz's own webserver and daemon as pods on a real lab node, as the README's in-cluster recipe
+"""netviz's own webserver and daemon as pods on a real lab node, as the in-cluster recipe (docs/operating.md)
 runs them (`python -m netviz_pipeline.service k8s`): the locally built image
 (images.pipeline_image_ref), the pipeline's ServiceAccount, settings from a ConfigMap, the router key
 from a Secret. A pod cannot edit the lab's Prometheus config file, so this needs the in-cluster

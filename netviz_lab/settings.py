@@ -16,7 +16,7 @@ def settings(lab: Lab) -> dict:
             # Routers send NetFlow to this real node's address; GoFlow2 is pinned to it.
             "node_address": COLLECTOR_NODE.ip,
         },
-        # This kernel has no kprobes (CONFIG_KPROBES unset): the lab runs a stand-in for Caretta (README: Stand-ins).
+        # This kernel has no kprobes (CONFIG_KPROBES unset): the lab runs a stand-in for Caretta (docs/lab.md: Stand-ins).
         "caretta": {"namespace": "caretta", "preflight": "standin"},
         # Named networks for the flow aggregator's network-pair series (dashboard "Traffic between networks").
         "flows": {"networks": {"lan": [f"{r.lan_host.rsplit('.', 1)[0]}.0/24" for r in (LINUX_ROUTER, PFSENSE_ROUTER)],

@@ -61,7 +61,7 @@ def render(lab: Lab, settings_path: str, dagster_home: str, log: str = "") -> st
     lines += ["", "Where to look:",
               f"  Prometheus:     {URL}/targets  (jobs netviz-caretta, netviz-goflow2)",
               *([f"  Event stream:   {log}"] if log else []),
-              "  Dagster UI:     make service  (webserver + daemon with the health sensor; README "
+              "  Dagster UI:     make service  (webserver + daemon with the health sensor; docs/operating.md "
               "\"As a service on one host\")",
               f"  kubectl:        {lab.bin('kubectl')} --kubeconfig {lab.admin_kubeconfig} get pods -A",
               "  Dashboards:     dashboards/*.json (Grafana cannot run here; the ConfigMaps above carry the "

@@ -10,11 +10,6 @@ What runs inside the images comes from netviz_lab/shipped/ (the stand-in, pause.
 are re-exported so `from netviz_lab import images; images.ensure_images(lab)` works as before. They are
 bound at import: to replace one in a test, patch the submodule that uses it (e.g. the recipes module's
 `STANDIN`, `builder._build`), not this package.
-
-Beware one name: `images.recipes` is the function `recipes(lab)`, as before the split, so it hides the
-submodule of the same name from attribute access (`from netviz_lab.images import recipes` gives the
-function too). Reach the module with `from netviz_lab.images.recipes import NAME` or
-`importlib.import_module("netviz_lab.images.recipes")`.
 """
 from __future__ import annotations
 
@@ -53,7 +48,7 @@ from .recipes import (
     pipeline_image_ref,
     pipeline_tag,
     prometheus_release,
-    recipes,
+    lab_recipes,
 )
 from .venv_pack import (
     PIPELINE_APP,
@@ -74,6 +69,6 @@ __all__ = [
     "PYTHON_PASSWD", "RECIPE_VERSION", "STANDIN", "STDLIB_DROP", "Image", "ImageBuildError", "PipelinePlan",
     "Recipe", "Rootfs", "cache_key", "debian_versions", "describe", "ensure", "ensure_images", "import_images",
     "launcher", "ldd", "manifest_digest", "normalize", "owners", "pipeline_files", "pipeline_image_ref",
-    "pipeline_plan", "pipeline_tag", "present_images", "prometheus_release", "recipes", "runtime_distributions",
+    "pipeline_plan", "pipeline_tag", "present_images", "prometheus_release", "lab_recipes", "runtime_distributions",
     "sha256_text",
 ]

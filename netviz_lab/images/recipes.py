@@ -353,7 +353,7 @@ def _pipeline_recipe(common: dict, pick: Pick, base: Recipe, plan: PipelinePlan)
 
 
 # -- all of them ------------------------------------------------------------------------------------
-def recipes(lab: Lab) -> list[Recipe]:
+def lab_recipes(lab: Lab) -> list[Recipe]:
     """The images, in build order (a base before the images that extend it)."""
     deb = debian_versions(BUSYBOX_PKGS + PAUSE_PKGS + PYTHON_PKGS + CARETTA_PKGS + PIPELINE_PKGS)
 
@@ -369,7 +369,7 @@ def recipes(lab: Lab) -> list[Recipe]:
 
 def pipeline_image_ref(lab: Lab) -> str:
     """`localhost/netviz-pipeline:<version>-<key>`: the ref the in-cluster webserver and daemon run."""
-    return next(r.ref for r in recipes(lab) if r.name == PIPELINE_NAME)
+    return next(r.ref for r in lab_recipes(lab) if r.name == PIPELINE_NAME)
 
 
 def ensure_images(lab: Lab, build_on_demand: bool = True) -> list[Image]:
@@ -377,4 +377,4 @@ def ensure_images(lab: Lab, build_on_demand: bool = True) -> list[Image]:
     is cached it only reads versions and checks files.
     `build_on_demand=False`: only the images `up` imports, built and returned (the pipeline's image
     is rebuilt after every source change: ~1 min that `up` need not wait for)."""
-    return ensure(recipes(lab), lab.cache, build_on_demand)
+    return ensure(lab_recipes(lab), lab.cache, build_on_demand)

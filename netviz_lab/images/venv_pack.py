@@ -41,7 +41,7 @@ PIPELINE_DROP = re.compile(r"(^|/)(__pycache__|tests)/|\.pyc$|^kubernetes/aio/|^
 
 @dataclass(frozen=True)
 class PipelinePlan:
-    """What the pipeline image is made from: resolved once per recipes() call."""
+    """What the pipeline image is made from: resolved once per lab_recipes() call."""
     repo: Path                              # the project (pyproject.toml, netviz_pipeline/, ...)
     version: str                            # the project's version (pyproject)
     site: Path                              # the venv's site-packages

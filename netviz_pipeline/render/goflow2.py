@@ -5,7 +5,7 @@ Flags are v2's: there is no `-transport stdout`; stdout is `-transport file` wit
 (GoFlow2's `router` label / `sampler_address`) stays the exporter's, not a node's SNAT address —
 which means the pod must run on the node routers send to: pass that node's name as `node_name`.
 
-With `flows.enabled` (default) the pod gets a second container, the flow aggregator (README, "Flow metrics"):
+With `flows.enabled` (default) the pod gets a second container, the flow aggregator (docs/flow-metrics.md):
 GoFlow2 writes JSON to a FIFO on a memory emptyDir and the aggregator, a stdlib-only script shipped
 in a ConfigMap and run by a stock python image, turns it into bounded Prometheus series on port
 `flow-metrics`. GoFlow2's container starts through the image's own /bin/sh to create the FIFO and

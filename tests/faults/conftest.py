@@ -1,7 +1,7 @@
 """Fault-suite harness: the deployed pipeline on the lab, the health sensor ticked like the daemon
 would, and the runs it requests executed in-process (the same job and assets the daemon launches).
 
-Each fault records time to detect and time to recover in bench-results/faults.json; the README's
+Each fault records time to detect and time to recover in bench-results/faults.json; docs/operating.md's
 "What it survives" table comes from that file.
 """
 from __future__ import annotations

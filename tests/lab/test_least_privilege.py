@@ -213,7 +213,7 @@ def test_the_grant_is_what_the_readme_shows(lab):
     readme = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
     table = readme.split("`kubectl auth can-i --list -n caretta` as `netviz-pipeline`", 1)[1].split("```", 2)[1]
     live, documented = _can_i_rows(res.stdout), _can_i_rows(table)
-    assert live == documented, f"live only: {sorted(live - documented)}; README only: {sorted(documented - live)}"
+    assert live == documented, f"live only: {sorted(live - documented)}; docs/security.md only: {sorted(documented - live)}"
     assert not {row[0] for row in live} & {"*.*", "secrets", "pods/exec", "roles.rbac.authorization.k8s.io",
                                            "rolebindings.rbac.authorization.k8s.io"}
 

@@ -5,7 +5,7 @@ the lab's default Prometheus (test_pipeline.py).
 
 Each proof: `netviz_deploy` green (every check, including every dashboard panel having data, reads that
 Prometheus), `netviz_verify` green, and a freshness sensor tick that reads it. The time from the deploy's
-start to the first flow series in that Prometheus is printed (the README reports it per mode)."""
+start to the first flow series in that Prometheus is printed (docs/prometheus-modes.md reports it per mode)."""
 from __future__ import annotations
 
 import os

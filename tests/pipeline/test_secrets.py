@@ -85,7 +85,7 @@ def _listeners(port: int) -> set[str]:
 
 
 def test_the_dagster_ui_listens_on_loopback_only_unless_told(lab: Lab, tmp_path):
-    """As the README starts it (no --host): Dagster's webserver must bind 127.0.0.1 only."""
+    """As docs/operating.md starts it (no --host): Dagster's webserver must bind 127.0.0.1 only."""
     import socket
     import subprocess
     import sys

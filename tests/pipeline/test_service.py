@@ -1,8 +1,8 @@
-"""netviz as a service on one host, as the README's recipe runs it: `service init` + `service start`
+"""netviz as a service on one host, as the recipe in docs/operating.md runs it: `service init` + `service start`
 (dagster-webserver and dagster-daemon with the recipe's dagster.yaml), default settings, no hand ticks.
 A deploy launched through the webserver (as the UI does) converges the lab; the daemon's sensor then
 finds a killed softflowd and a stopped collector and its remediation runs heal both.
-Times land in bench-results/service.json for the README."""
+Times land in bench-results/service.json for docs/benchmarks.md."""
 from __future__ import annotations
 
 import json

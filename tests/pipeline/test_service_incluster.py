@@ -1,4 +1,4 @@
-"""netviz inside the cluster, as the README's in-cluster recipe runs it: webserver and daemon in a pod
+"""netviz inside the cluster, as the in-cluster recipe (docs/operating.md) runs it: webserver and daemon in a pod
 on a real node from the locally built image, the pipeline's ServiceAccount, settings from a ConfigMap
 and the router key from a Secret. `netviz_deploy` launched through that webserver (as the UI does)
 converges the lab, with the in-cluster Prometheus found by `mode: auto`.

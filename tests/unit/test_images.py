@@ -3,7 +3,6 @@
 Names are patched in the submodule that uses them (builder, recipes, venv_pack): the package only re-exports."""
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import shutil
@@ -16,13 +15,11 @@ from pathlib import Path
 import pytest
 
 from netviz_lab import images, versions
-from netviz_lab.images import builder, venv_pack
+from netviz_lab.images import builder, recipes, venv_pack
 from netviz_lab.lab import Lab
 from netviz_pipeline.render import goflow2 as render_goflow2
 from netviz_pipeline.settings import Caretta, Flows, GoFlow2
 
-# the module: `images.recipes` (and `from netviz_lab.images import recipes`) is the function recipes(lab)
-recipes = importlib.import_module("netviz_lab.images.recipes")
 
 
 @pytest.fixture
@@ -43,7 +40,7 @@ def fixed_debian(monkeypatch):
 
 
 def by_name(lab: Lab) -> dict[str, images.Recipe]:
-    return {r.name: r for r in images.recipes(lab)}
+    return {r.name: r for r in images.lab_recipes(lab)}
 
 
 def keys(lab: Lab) -> dict[str, str]:
@@ -66,7 +63,7 @@ def config(recipe: images.Recipe) -> dict[str, list[str]]:
 
 # -- what is built ----------------------------------------------------------------------------------
 def test_recipes_cover_the_images_the_product_references(lab, fixed_debian):
-    refs = {r.ref for r in images.recipes(lab)}
+    refs = {r.ref for r in images.lab_recipes(lab)}
     product = {Caretta().image, GoFlow2().image, Flows().image}
     assert {images.normalize(ref) for ref in product} <= refs
     assert images.normalize(GoFlow2().image) == f"docker.io/netsampler/goflow2:{versions.GOFLOW2}"
@@ -94,7 +91,7 @@ def test_normalize_matches_containerd_cri():
 
 
 def test_build_order_puts_the_base_first(lab, fixed_debian):
-    names = [r.name for r in images.recipes(lab)]
+    names = [r.name for r in images.lab_recipes(lab)]
     caretta = by_name(lab)["caretta"]
     assert caretta.base == "python" and names.index("python") < names.index("caretta")
 
@@ -175,7 +172,7 @@ def test_cache_key_follows_pause_source_and_recipe_version(lab, fixed_debian, mo
 
 
 def test_every_recipe_lists_the_packages_its_key_covers(lab, fixed_debian):
-    for r in images.recipes(lab):
+    for r in images.lab_recipes(lab):
         covered = {k.removeprefix("deb:") for k in r.inputs if k.startswith("deb:")}
         base = by_name(lab)[r.base].packages if r.base else ()
         assert set(r.packages) <= covered | set(base), r.name
@@ -261,12 +258,12 @@ def test_pause_exits_0_on_stop_signals(tmp_path, sig):
 
 # -- cache and import logic -------------------------------------------------------------------------
 def test_ensure_images_is_a_noop_when_cached(lab, fixed_debian, monkeypatch):
-    for r in images.recipes(lab):
+    for r in images.lab_recipes(lab):
         r.tarball(lab.cache).parent.mkdir(parents=True, exist_ok=True)
         r.tarball(lab.cache).write_bytes(b"cached")
     monkeypatch.setattr(builder, "_build", lambda *a, **k: pytest.fail("rebuilt a cached image"))
     got = images.ensure_images(lab)
-    assert [i.ref for i in got] == [r.ref for r in images.recipes(lab)]
+    assert [i.ref for i in got] == [r.ref for r in images.lab_recipes(lab)]
     assert all(i.tarball.exists() for i in got)
 
 

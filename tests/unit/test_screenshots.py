@@ -1,4 +1,4 @@
-"""URLs the README screenshots are taken from (netviz_lab/screenshots.py); no browser needed."""
+"""URLs the screenshots are taken from (netviz_lab/screenshots.py); no browser needed."""
 from netviz_lab.screenshots import asset_graph_url, check_url
 
 

@@ -1,5 +1,5 @@
 """The in-cluster recipe: settings a pod cannot use are refused with the fix; the pod is what the
-README promises (one replica, the pipeline's ServiceAccount, secrets only by reference)."""
+docs/operating.md promises (one replica, the pipeline's ServiceAccount, secrets only by reference)."""
 from __future__ import annotations
 
 import yaml
