@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     k8s = sub.add_parser("k8s", help="print the in-cluster objects (an administrator applies them)")
     k8s.add_argument("--settings", type=Path, required=True, help="settings as the pod will read them "
                      f"(in_cluster: true; router keys under {service_k8s.SSH_DIR})")
-    k8s.add_argument("--image", required=True, help="an image with netviz installed (see docs/operating.md, "In the cluster")")
+    k8s.add_argument("--image", required=True, help="an image with netviz installed (see docs/operating.md, 'In the cluster')")
     k8s.add_argument("--namespace", default="netviz")
     k8s.add_argument("--node-port", type=int, help="expose the UI on this NodePort (default: ClusterIP only)")
     k8s.add_argument("--home-claim", help="PersistentVolumeClaim for the instance (default: emptyDir)")
