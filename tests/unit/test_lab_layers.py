@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import importgraph
+
 import netviz_lab
 
 LAB = Path(netviz_lab.__file__).resolve().parent
@@ -47,38 +49,10 @@ def lab_imports(name: str, path: Path, known: set[str]) -> list[tuple[str, str, 
     return out
 
 
-def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
-    """The netviz_lab modules `name` imports, anywhere in its file."""
-    return {m for m, _, _ in lab_imports(name, path, known) if m == "netviz_lab" or m.startswith("netviz_lab.")}
-
-
 def import_graph() -> dict[str, set[str]]:
-    mods = lab_modules()
-    known = set(mods)
-    return {name: imported_modules(name, path, known) - {name} for name, path in mods.items()}
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import loop, as the list of modules along it (first == last), or None."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state and (found := visit(node)):
-            return found
-    return None
+    """netviz_lab module -> the netviz_lab modules it imports, anywhere in its file (importgraph.py)."""
+    graph = importgraph.import_graph("netviz_lab")
+    return {m: {t for t in edges if t in graph} - {m} for m, edges in graph.items()}
 
 
 def test_graph_sees_the_lab():
@@ -89,14 +63,8 @@ def test_graph_sees_the_lab():
     assert "netviz_lab.cluster" in graph["netviz_lab.__main__"]  # an import inside a function counts
 
 
-def test_find_cycle_finds_one():
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert find_cycle({"a": {"b"}, "b": set()}) is None
-
-
 def test_lab_import_graph_is_acyclic():
-    cycle = find_cycle(import_graph())
-    assert cycle is None, "import loop: " + " -> ".join(cycle)
+    assert importgraph.cycles(import_graph()) == []
 
 
 def test_supervisor_imports_no_component():
