@@ -24,10 +24,16 @@ OWNER = {"router": (ROUTER_ASSET,), "collector": ("goflow2", "prometheus_scrape_
 
 @dataclass(frozen=True)
 class Policy:
+    """The bounds (settings' `healing` section; these defaults are its defaults)."""
     max_attempts: int = 3
     backoff_seconds: float = 120.0  # before the 2nd attempt; doubles each time
     backoff_max_seconds: float = 3600.0
     settle_seconds: float = 600.0  # healthy this long ends the incident; a failure before is the same one
+
+    @classmethod
+    def of(cls, healing) -> Policy:
+        """From the settings' `healing` section (settings.Healing)."""
+        return cls(healing.max_attempts, healing.backoff_seconds, healing.backoff_max_seconds, healing.settle_seconds)
 
 
 @dataclass

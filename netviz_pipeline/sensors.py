@@ -64,9 +64,10 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
                                  exporter_health.load(cursor.get("samples")))
     state = remediation.load(cursor.get("remediation"))
     busy = writes_in_flight(context.instance)
-    p = remediation.plan(seen, state, now, busy=busy, undeployed=undeployed(context.instance))
+    policy = remediation.Policy.of(s.healing)
+    p = remediation.plan(seen, state, now, policy, busy=busy, undeployed=undeployed(context.instance))
     # A person hears once per incident: it began, its re-runs gave up, it recovered.
-    messages, announced = notify.transitions(cursor.get("announced") or {}, seen, p, now, busy=busy,
+    messages, announced = notify.transitions(cursor.get("announced") or {}, seen, p, now, policy=policy, busy=busy,
                                              link=notifier.link())
     outbox = notifier.deliver(cursor.get("outbox") or [], messages, log=context.log)  # bounded in time
     exporters = [o for o in seen if o.subject.startswith("router:")]

@@ -470,6 +470,23 @@ class Checks(_Model):
         return v
 
 
+class Healing(_Model):
+    """How the health sensor re-runs the step that owns a failure (remediation.Policy): at most
+    `max_attempts` per incident, spaced by a back-off that doubles from `backoff_seconds`; an incident
+    ends after `settle_seconds` healthy (a failure before then is the same incident: a flapping exporter
+    cannot cause a storm of runs)."""
+    max_attempts: int = Field(3, ge=0, le=20)  # 0: observe and notify, never re-run
+    backoff_seconds: float = Field(120, ge=0, le=86400)
+    backoff_max_seconds: float = Field(3600, ge=0, le=86400)
+    settle_seconds: float = Field(600, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _max_not_below_first(self):
+        if self.backoff_max_seconds < self.backoff_seconds:
+            raise ValueError("backoff_max_seconds is below backoff_seconds: raise it or lower backoff_seconds")
+        return self
+
+
 class Ownership(_Model):
     on_foreign_manager: Literal["skip", "adopt"] = "skip"  # objects another tool (Helm, ...) manages
 
@@ -497,6 +514,7 @@ class Settings(_Model):
     grafana: Grafana = Grafana()
     routers: list[Router] = []
     checks: Checks = Checks()
+    healing: Healing = Healing()
     ownership: Ownership = Ownership()
     notify: Notify = Notify()
 

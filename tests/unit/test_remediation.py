@@ -1,8 +1,11 @@
 """The healing planner: re-run the owning step, back off, give up with a diagnosis, no storms."""
 from __future__ import annotations
 
+import pytest
+
 from netviz_pipeline.findings import Finding
 from netviz_pipeline.remediation import Policy, dump, load, plan
+from netviz_pipeline.settings import SettingsError
 
 BAD_ROUTER = Finding("router:edge", False, "0 NetFlow datagrams from 198.18.0.2 in the last 180s")
 P = Policy(max_attempts=3, backoff_seconds=100, backoff_max_seconds=250)
@@ -120,3 +123,14 @@ def test_a_step_never_deployed_from_this_instance_is_not_healed():
     assert p.state["scrape"].attempts == 0
     after = plan(obs, p.state, now=10, policy=P)  # deployed since: healed as usual
     assert "prometheus_scrape_config" in after.assets
+
+
+def test_the_bounds_come_from_the_settings_healing_section(make):
+    assert Policy.of(make().healing) == Policy()  # the section's defaults are the planner's
+    tight = Policy.of(make(healing={"max_attempts": 1, "backoff_seconds": 5, "settle_seconds": 30}).healing)
+    assert (tight.max_attempts, tight.backoff_seconds, tight.settle_seconds) == (1, 5, 30)
+
+
+def test_a_backoff_ceiling_below_the_first_backoff_is_refused_naming_the_fields(make):
+    with pytest.raises(SettingsError, match="healing.*backoff_max_seconds is below backoff_seconds"):
+        make(healing={"backoff_seconds": 600, "backoff_max_seconds": 60})
