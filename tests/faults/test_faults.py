@@ -159,18 +159,19 @@ def test_ssh_unreachable_fails_clearly_and_the_other_router_still_converges(depl
 
 def test_a_quiet_link_raises_no_alarm(lab: Lab, healer):
     """pfSense's LAN goes silent: no NetFlow at all, yet every tick passes, saying "quiet" once the
-    freshness window (12 s here) has emptied; no run is requested. (benchmarks/soak.py: one hour.)"""
+    freshness window (12 s here) has emptied, and stays quiet for three more ticks; no run is requested.
+    (benchmarks/soak.py: one hour.)"""
     lab_router.set_traffic(lab, PFSENSE_ROUTER, paused=True)
     try:
         causes = []
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 60:
+        while causes[-4:] != ["quiet"] * 4:
+            assert time.monotonic() - t0 < 90, f"not quiet within 90 s: {causes}"
             result = healer.tick()
             ev = next(e for e in result.asset_events if e.check_name == "netflow_arriving")
             assert ev.passed, {k: v.value for k, v in ev.metadata.items()}
             causes.append(str(ev.metadata["router:edge-pfsense"].value).split(":", 1)[0])
             time.sleep(2)
-        assert causes[-1] == "quiet", causes
         assert not healer.runs, healer.runs
     finally:
         lab_router.set_traffic(lab, PFSENSE_ROUTER, paused=False)

@@ -1,6 +1,6 @@
 """The same end-to-end proof in every way users run Prometheus inside the cluster: the
-prometheus-community chart's server (ownership adopt, ownership skip + extraScrapeConfigs pasted by
-hand, and found by `mode: auto`) and the real Prometheus Operator. File mode with Kubernetes discovery is
+prometheus-community chart's server (found by `mode: auto` and adopted, then ownership skip +
+extraScrapeConfigs pasted by hand, on that same server) and the real Prometheus Operator. File mode with Kubernetes discovery is
 the lab's default Prometheus (test_pipeline.py).
 
 Each proof: `netviz_deploy` green (every check, including every dashboard panel having data, reads that
@@ -103,12 +103,13 @@ def chart_config(dc: DynamicClient) -> dict:
     return cm
 
 
-def test_chart_mode_adopt(lab: Lab, tmp_path):
+def test_auto_mode_finds_the_chart_server_and_adopts_its_configmap(lab: Lab, tmp_path):
+    """One deploy proves both: `mode: auto` resolves to the chart's server found in the cluster, and with
+    `ownership.on_foreign_manager: adopt` the pipeline writes into Helm's ConfigMap, keeping the chart's
+    own jobs and rule files; the kubelet's sync (default period) then brings it into the pod."""
     url = icp.deploy(lab, "chart", empty=True)  # the chart's own config, no data yet
-    config = settings_for(lab, tmp_path, {"url": url, "mode": "chart", "chart": {
-        "configmap_namespace": icp.CHART_NS, "configmap_name": icp.CHART_SERVER}},
-        ownership={"on_foreign_manager": "adopt"})
-    meta = prove("chart, adopt", url, config, tmp_path)
+    config = settings_for(lab, tmp_path, {"url": url, "mode": "auto"}, ownership={"on_foreign_manager": "adopt"})
+    meta = prove("auto -> chart, adopt", url, config, tmp_path)
     assert meta["prometheus_scrape_config"]["mode"] == "chart"
     cm = chart_config(clusterapi.dynamic(lab))
     live = yaml.safe_load(cm.data["prometheus.yml"])
@@ -119,13 +120,22 @@ def test_chart_mode_adopt(lab: Lab, tmp_path):
 
 
 def test_chart_mode_skip_then_extra_scrape_configs_pasted_into_the_values(lab: Lab, tmp_path):
+    """Runs after the adopt test, on the same chart server: with `skip` the pipeline writes nothing into
+    Helm's ConfigMap and offers its jobs and rules as chart values instead. Pasted as `helm upgrade` would
+    render them, they are exactly what the adopt deploy wrote and that Prometheus loaded (all its checks
+    green), so Prometheus keeps every netviz target and rule: netviz_verify passes at once, no new
+    kubelet sync to wait for."""
     from netviz_pipeline.assets.prometheus import prometheus_scrape_config
     from netviz_pipeline.definitions import defs
 
-    url = icp.deploy(lab, "chart", empty=True)
+    adopted = yaml.safe_load(chart_config(clusterapi.dynamic(lab)).data["prometheus.yml"])
+    adopted_rules = yaml.safe_load(chart_config(clusterapi.dynamic(lab)).data["alerting_rules.yml"])
+    url = icp.url("chart")
     config = settings_for(lab, tmp_path, {"url": url, "mode": "chart", "chart": {
         "configmap_namespace": icp.CHART_NS, "configmap_name": icp.CHART_SERVER}},
         ownership={"on_foreign_manager": "skip"})
+    icp.deploy_chart_config(lab, icp.CHART_DEFAULT_CONFIG)  # `helm upgrade` back to the chart's values
+    before = chart_config(clusterapi.dynamic(lab)).data
     os.environ["NETVIZ_CONFIG"] = str(config)
     try:
         res = dg.materialize([prometheus_scrape_config], resources=dict(defs.resources), raise_on_error=False)
@@ -133,6 +143,7 @@ def test_chart_mode_skip_then_extra_scrape_configs_pasted_into_the_values(lab: L
         os.environ.pop("NETVIZ_CONFIG")
     meta = res.asset_materializations_for_node("prometheus_scrape_config")[0].metadata
     assert meta["skipped"].value == 1
+    assert chart_config(clusterapi.dynamic(lab)).data == before, "with skip the pipeline must never write Helm's ConfigMap"
     jobs = yaml.safe_load(_code_block(meta["extraScrapeConfigs"].value))
     values = yaml.safe_load(_code_block(meta["serverFiles"].value))
     # what `helm upgrade --set-file extraScrapeConfigs=... -f values.yaml` renders: the user's jobs, then
@@ -140,8 +151,11 @@ def test_chart_mode_skip_then_extra_scrape_configs_pasted_into_the_values(lab: L
     cfg = dict(icp.CHART_DEFAULT_CONFIG)
     cfg["scrape_configs"] = icp.CHART_DEFAULT_CONFIG["scrape_configs"] + jobs
     rules = values["serverFiles"]["alerting_rules.yml"]
+    assert cfg["scrape_configs"] == adopted["scrape_configs"] and rules == adopted_rules, \
+        "the values offered under skip differ from what the adopt deploy proved in this Prometheus"
     icp.deploy_chart_config(lab, cfg, rules)
-    prove("chart, skip + extraScrapeConfigs + serverFiles", url, config, tmp_path)
+    verify = run_job("netviz_verify", config, tmp_path / "verify")
+    assert verify.returncode == 0, (verify.stdout + verify.stderr)[-4000:]
     live = chart_config(clusterapi.dynamic(lab)).data
     assert yaml.safe_load(live["prometheus.yml"]) == cfg, "with skip the pipeline must never write Helm's ConfigMap"
     assert yaml.safe_load(live["alerting_rules.yml"]) == rules
@@ -149,14 +163,6 @@ def test_chart_mode_skip_then_extra_scrape_configs_pasted_into_the_values(lab: L
 
 def _code_block(md: str) -> str:
     return md.split("```yaml\n", 1)[1].split("```", 1)[0]
-
-
-def test_auto_mode_finds_the_chart_server(lab: Lab, tmp_path):
-    url = icp.deploy(lab, "chart", empty=True)
-    config = settings_for(lab, tmp_path, {"url": url, "mode": "auto"},
-                          ownership={"on_foreign_manager": "adopt"})
-    meta = prove("auto -> chart", url, config, tmp_path)
-    assert meta["prometheus_scrape_config"]["mode"] == "chart"
 
 
 def test_operator_mode(lab: Lab, tmp_path):

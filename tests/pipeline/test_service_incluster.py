@@ -23,7 +23,7 @@ pytestmark = pytest.mark.lab
 def incluster(lab: Lab):
     t0 = time.monotonic()
     try:
-        service = Service(incluster_netviz.deploy(lab))
+        service = Service(incluster_netviz.deploy(lab), settings=None)  # its settings are a ConfigMap
         service.wait_loaded()
         yield service, time.monotonic() - t0
     finally:
