@@ -259,23 +259,27 @@ def deploy_chart_config(lab: Lab, config: dict, alerting_rules: dict | None = No
     clusterapi.apply_objects(clusterapi.dynamic(lab), [cm], "helm")
 
 
-def remove(lab: Lab) -> list[str]:
-    """Deletes both in-cluster Prometheuses (namespaces and cluster-scoped RBAC); returns what it deleted."""
+def remove(lab: Lab, modes: tuple[str, ...] = ("chart", "operator")) -> list[str]:
+    """Deletes the in-cluster Prometheuses of `modes` (namespaces and cluster-scoped RBAC); returns what it
+    deleted."""
     dc = clusterapi.dynamic(lab)
     gone = []
-    try:  # the Prometheus resource first: its StatefulSet is deleted with it (owner reference)
-        dc.resources.get(api_version="monitoring.coreos.com/v1", kind="Prometheus").delete(
-            name=OPERATOR_PROMETHEUS, namespace=OPERATOR_NS)
-        gone.append(f"Prometheus/{OPERATOR_PROMETHEUS}")
-    except Exception:  # noqa: BLE001 - CRD or resource absent
-        pass
-    for api, kind, name in (("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", CHART_SERVER),
-                            ("rbac.authorization.k8s.io/v1", "ClusterRole", CHART_SERVER),
-                            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "prometheus"),
+    if "operator" in modes:
+        try:  # the Prometheus resource first: its StatefulSet is deleted with it (owner reference)
+            dc.resources.get(api_version="monitoring.coreos.com/v1", kind="Prometheus").delete(
+                name=OPERATOR_PROMETHEUS, namespace=OPERATOR_NS)
+            gone.append(f"Prometheus/{OPERATOR_PROMETHEUS}")
+        except Exception:  # noqa: BLE001 - CRD or resource absent
+            pass
+    objects = {"chart": (("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", CHART_SERVER),
+                         ("rbac.authorization.k8s.io/v1", "ClusterRole", CHART_SERVER),
+                         ("v1", "Namespace", CHART_NS)),
+               "operator": (("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "prometheus"),
                             ("rbac.authorization.k8s.io/v1", "ClusterRole", "prometheus"),
                             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "prometheus-operator"),
                             ("rbac.authorization.k8s.io/v1", "ClusterRole", "prometheus-operator"),
-                            ("v1", "Namespace", OPERATOR_NS), ("v1", "Namespace", CHART_NS)):
+                            ("v1", "Namespace", OPERATOR_NS))}
+    for api, kind, name in (o for m in modes for o in objects[m]):
         try:
             dc.resources.get(api_version=api, kind=kind).delete(name=name)
             gone.append(f"{kind}/{name}")
@@ -284,12 +288,12 @@ def remove(lab: Lab) -> list[str]:
     return gone
 
 
-def wait_gone(lab: Lab, timeout: float = 120) -> None:
-    """Until both namespaces are fully deleted (a re-deploy into a Terminating namespace fails)."""
+def wait_gone(lab: Lab, timeout: float = 120, modes: tuple[str, ...] = ("chart", "operator")) -> None:
+    """Until the namespaces of `modes` are fully deleted (a re-deploy into a Terminating namespace fails)."""
     dc = clusterapi.dynamic(lab)
     ns = dc.resources.get(api_version="v1", kind="Namespace")
     deadline = time.monotonic() + timeout
-    for name in (CHART_NS, OPERATOR_NS):
+    for name in [{"chart": CHART_NS, "operator": OPERATOR_NS}[m] for m in modes]:
         while True:
             try:
                 ns.get(name=name)

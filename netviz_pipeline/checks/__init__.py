@@ -6,6 +6,7 @@ runs) import them from here and turn them into Dagster results; nothing here imp
 - scrape.py: is scraping healthy (jobs loaded, a healthy target per running pod), the collector, the
   alert rules
 - caretta.py: Caretta's links are fresh; preflight.py: nodes fit for Caretta's eBPF agent
+- canary.py: canary traffic sent now is counted as its own flow
 - dashboards.py: dashboard ConfigMaps as rendered, where the sidecar loads them
 - panels.py: every dashboard panel's query returns data
 - observe.py: the set the sensor looks at each tick

@@ -31,14 +31,16 @@ FLOW_SERIES = 'count(netviz_flow_bytes_total{job="netviz-flows"})'
 
 @pytest.fixture(scope="module", autouse=True)
 def in_cluster_prometheus(lab: Lab):
-    """No in-cluster Prometheus before (a Prometheus resource would steer `auto`); both removed
-    afterwards, and the lab's own install restored."""
+    """No in-cluster Prometheus before (a Prometheus resource would steer `auto`); the Operator's removed
+    afterwards, and the lab's own install restored. The chart's server stays, with the netviz jobs
+    these tests proved in it: the in-cluster service (test_service_incluster.py) then finds its config
+    converged and has no kubelet sync to wait for (it removes that server when done)."""
     icp.remove(lab)
     icp.wait_gone(lab)
     delete_podmonitors(lab)  # so the Operator test starts from a first deploy
     yield
-    icp.remove(lab)
-    icp.wait_gone(lab)
+    icp.remove(lab, modes=("operator",))
+    icp.wait_gone(lab, modes=("operator",))
     clusterapi.install(lab)
 
 
