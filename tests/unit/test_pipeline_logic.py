@@ -101,3 +101,18 @@ def test_a_denial_is_retried_once_when_the_server_turns_ready_and_stands_after()
     with pytest.raises(ForbiddenError):
         twice.call()  # a ready server said no twice: that stands
     assert twice.calls == 2
+
+
+def test_the_sensor_reaches_real_assets_and_checks_by_name():
+    """The sensor names what it heals and records (jobs.py) instead of importing asset modules: each name
+    must be an asset of the definitions, and each check one of that asset's checks."""
+    from netviz_pipeline import defs, jobs, remediation
+
+    graph = defs.resolve_asset_graph()
+    assets = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert set(jobs.HEALABLE) <= assets, set(jobs.HEALABLE) - assets
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert {jobs.NETFLOW_CHECK, jobs.CARETTA_CHECK} <= checks
+    # every owner the planner may re-run is healable by the sensor
+    owners = {a for assets_ in remediation.OWNER.values() for a in assets_}
+    assert owners | {f"{stem}_dashboard" for stem in ("caretta", "goflow2")} <= set(jobs.HEALABLE)
