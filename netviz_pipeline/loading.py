@@ -1,6 +1,6 @@
 """Loading settings as the pipeline uses them: settings.py's pure parser, then the rules that live with
 their implementation (each router platform's: name, own section, rules; routers/registry.py; each
-Prometheus mode's: name, its section; targets/registry.py).
+Prometheus mode's: name, its section; targets/registry.py; the alerts' names, render/alerts.py).
 
 Why a module of its own: settings.py must not import code that does I/O (SSH, HTTP, Kubernetes, Dagster),
 and a platform's rules belong with its platform, which does. This is the one place both meet.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .render import alerts
 from .routers import registry as router_platforms
 from .targets import registry as prometheus_modes
 from .settings import Settings, SettingsError, parse_settings, read_settings
@@ -45,6 +46,7 @@ def apply_rules(s: Settings, *, check_host: bool = True, source: str = "settings
     except SettingsError as e:
         problems += e.errors
     problems += prometheus_modes.settings_problems(s)
+    problems += alerts.settings_problems(s)
     if problems:
         raise SettingsError(problems, source)
     return s

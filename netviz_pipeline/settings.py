@@ -345,6 +345,10 @@ class Prometheus(_Model):
     # Set on the netviz jobs themselves: the chart's global default (1 min) would leave a fresh deploy
     # without two samples (what increase() needs) for minutes, and detection slow.
     scrape_interval_seconds: int = Field(15, ge=1, le=300)
+    # an alert's `for` by name (render/alerts.py has the defaults, e.g. NetvizCollectorDown 2 min);
+    # names are checked after parsing (loading.py), where the alerts are known
+    alert_for_seconds: dict[Annotated[str, _matching(re.compile(r"Netviz[A-Za-z]{1,60}"), "a Netviz* alert name")],
+                            Annotated[int, Field(ge=0, le=86400)]] = {}
     file: PromFile | None = None
     chart: PromChart | None = None
     operator: PromOperator | None = None

@@ -157,9 +157,21 @@ def _caretta_rules(s: Settings) -> list[dict]:
 
 
 def rule_groups(s: Settings) -> dict:
-    """A Prometheus rule-file document with the `netviz` group."""
+    """A Prometheus rule-file document with the `netviz` group; `prometheus.alert_for_seconds` overrides
+    an alert's `for` (still never below two scrapes)."""
     rules = _collector_rules(s) + (_aggregator_rules(s) if s.flows.enabled else []) + _caretta_rules(s)
+    floor = 2 * s.prometheus.scrape_interval_seconds
+    for r in rules:
+        if r["alert"] in s.prometheus.alert_for_seconds:
+            r["for"] = _dur(max(s.prometheus.alert_for_seconds[r["alert"]], floor))
     return {"groups": [{"name": GROUP, "rules": rules}]}
+
+
+def settings_problems(s: Settings) -> list[str]:
+    """`prometheus.alert_for_seconds` may name only alerts netviz renders (with any flows setting)."""
+    known = sorted(r["alert"] for r in _collector_rules(s) + _aggregator_rules(s) + _caretta_rules(s))
+    return [f"prometheus.alert_for_seconds: no netviz alert is named {name!r}; the alerts are {', '.join(known)}"
+            for name in s.prometheus.alert_for_seconds if name not in known]
 
 
 def alert_names(s: Settings) -> list[str]:

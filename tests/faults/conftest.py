@@ -70,12 +70,17 @@ def record(fault: str, **figures) -> None:
     RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
+COLLECTOR_DOWN_FOR_S = 30
+
+
 @pytest.fixture(scope="session")
 def fault_config(lab: Lab, tmp_path_factory) -> Path:
     """The lab's settings with short freshness windows so faults are seen in seconds, not minutes."""
     cfg = yaml.safe_load(lab_settings.render(lab))
     cfg["checks"]["freshness"] = {"netflow_max_age_seconds": 12, "caretta_max_age_seconds": 20}
     cfg["prometheus"]["scrape_interval_seconds"] = 5  # a 12 s window needs two samples in it
+    # the setting users tune their paging with: the alert test proves the rule, not 2 min of waiting
+    cfg["prometheus"]["alert_for_seconds"] = {"NetvizCollectorDown": COLLECTOR_DOWN_FOR_S}
     cfg["checks"]["deadline_seconds"] = 60
     path = tmp_path_factory.mktemp("faults") / "netviz.yaml"
     path.write_text(yaml.safe_dump(cfg))

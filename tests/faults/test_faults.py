@@ -20,7 +20,7 @@ from netviz_lab.prometheus import URL as PROM
 from netviz_lab.supervisor import read_state
 from netviz_lab.topology import LINUX_ROUTER, PFSENSE_ROUTER
 
-from .conftest import TICK_S, passed, record
+from .conftest import COLLECTOR_DOWN_FOR_S, TICK_S, passed, record
 
 pytestmark = pytest.mark.faults
 
@@ -358,9 +358,13 @@ def test_no_netviz_alert_fires_in_steady_state_and_every_rule_evaluates(healer):
 
 def test_collector_down_fires_its_alert_and_the_heal_clears_it(lab: Lab, healer, admin_api):
     """The real fault (GoFlow2 scaled to zero by hand), the real rule, the lab's real Prometheus: the
-    alert fires after its `for`, and clears once the sensor has healed the collector."""
+    alert fires after its `for` (set by `prometheus.alert_for_seconds`, as a user tunes it: the rule
+    Prometheus loaded says so) and not before, and clears once the sensor has healed the collector."""
     from kubernetes import client
 
+    rule = next(r for g in _prom("rules")["groups"] if g["name"] == "netviz" for r in g["rules"]
+                if r["name"] == "NetvizCollectorDown")
+    assert rule["duration"] == COLLECTOR_DOWN_FOR_S, rule  # the setting reached the loaded rule
     apps = client.AppsV1Api(admin_api)
     t0 = time.monotonic()
     apps.patch_namespaced_deployment_scale("goflow2", "goflow2", {"spec": {"replicas": 0}},
@@ -370,6 +374,7 @@ def test_collector_down_fires_its_alert_and_the_heal_clears_it(lab: Lab, healer,
             assert time.monotonic() - t0 < 300, f"NetvizCollectorDown not firing: {_prom('alerts')['alerts']}"
             time.sleep(2)
         fired = time.monotonic() - t0
+        assert fired >= COLLECTOR_DOWN_FOR_S, f"fired {fired:.0f} s after the collector went: before its `for`"
     finally:
         healer.until(lambda r: passed(r, "netflow_arriving"), 180, "the collector healed and NetFlow fresh")
     while _firing("NetvizCollectorDown"):
@@ -377,7 +382,7 @@ def test_collector_down_fires_its_alert_and_the_heal_clears_it(lab: Lab, healer,
         time.sleep(2)
     assert any("goflow2" in run["assets"] and run["success"] for run in healer.runs), healer.runs
     record("collector scaled to 0 (alert)", detect_s=fired, recover_s=time.monotonic() - t0,
-           remedy="NetvizCollectorDown fired (for: 2m); the sensor re-ran goflow2; the alert cleared",
+           remedy=f"NetvizCollectorDown fired (for: {COLLECTOR_DOWN_FOR_S} s); the sensor re-ran goflow2; the alert cleared",
            lost="every flow while the collector was gone")
 
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from netviz_pipeline.render import alerts
+from netviz_pipeline.settings import SettingsError
 
 G, F, C = 'job="netviz-goflow2"', 'job="netviz-flows"', 'job="netviz-caretta"'
 
@@ -43,6 +44,32 @@ def test_every_alert_is_named_timed_and_explained(settings):
 def test_no_aggregator_alerts_without_the_aggregator(make):
     names = alerts.alert_names(make(flows={"enabled": False}))
     assert "NetvizCollectorDown" in names and not [n for n in names if n.startswith("NetvizAggregator")]
+
+
+def _for(s, name: str) -> str:
+    return next(r["for"] for r in alerts.rule_groups(s)["groups"][0]["rules"] if r["alert"] == name)
+
+
+def test_an_alerts_for_can_be_set_by_name_but_not_below_two_scrapes(make, raw):
+    default = make()
+    assert _for(default, "NetvizCollectorDown") == "2m" and _for(default, "NetvizExporterSilent") == "5m"
+    s = make(prometheus=raw["prometheus"] | {"alert_for_seconds": {"NetvizCollectorDown": 20,
+                                                                    "NetvizExporterSilent": 1}})
+    assert _for(s, "NetvizCollectorDown") == "30s"  # two 15 s scrapes: one failed scrape must not page
+    assert _for(s, "NetvizExporterSilent") == "30s"
+    assert _for(s, "NetvizFlowDrops") == _for(default, "NetvizFlowDrops")  # the others keep theirs
+
+
+def test_an_unknown_alert_name_is_refused_with_the_names_that_exist(make, raw):
+    with pytest.raises(SettingsError) as e:
+        make(prometheus=raw["prometheus"] | {"alert_for_seconds": {"NetvizCollectorGone": 60}})
+    assert "prometheus.alert_for_seconds" in str(e.value) and "'NetvizCollectorGone'" in str(e.value)
+    assert "NetvizCollectorDown" in str(e.value)
+    # an aggregator alert may be tuned while the aggregator is off: turning it on must not break the file
+    make(prometheus=raw["prometheus"] | {"alert_for_seconds": {"NetvizAggregatorDown": 60}},
+         flows={"enabled": False})
+    with pytest.raises(SettingsError, match="alert_for_seconds"):
+        make(prometheus=raw["prometheus"] | {"alert_for_seconds": {"NetvizCollectorDown": -1}})
 
 
 def test_windows_hold_several_scrapes_of_a_slow_interval(make, raw):
