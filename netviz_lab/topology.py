@@ -36,6 +36,11 @@ ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 KWOK_SERVER_PORT = 10250
 PROMETHEUS_PORT = 9090
+# The lab's Kafka broker (netviz_lab/kafka.py) runs beside the cluster on NODE_IP, where pods on the real
+# nodes reach the host (as they reach the API server), like a user's Kafka outside the cluster.
+KAFKA_PORT = 9092
+KAFKA_CONTROLLER_PORT = 9093
+KAFKA_BOOTSTRAP = f"{NODE_IP}:{KAFKA_PORT}"
 NODEPORT_NETFLOW = 32055
 DEMO_WEB_CLUSTER_IP = "198.19.128.80"  # netviz_lab/demo/10-web.yaml: fixed, so the LAN hosts' traffic can aim at it
 DEMO_WEB_PORT = 8080

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .assets import caretta, dashboards, goflow2, prometheus, routers, verify
+from .assets import caretta, dashboards, flow_topic, goflow2, prometheus, routers, verify
 from .jobs import netviz_deploy, netviz_prune_runs, netviz_verify, prune_schedule
 from .notify import NotifierResource, netviz_run_failure
 from .resources.cluster import ClusterResource
 from .resources.config import NetvizConfig
 from .resources.grafana import GrafanaResource
+from .resources.kafka import KafkaResource
 from .resources.prometheus import PrometheusResource
 from .resources.routers import RoutersResource
 
 from .sensors import flow_freshness, verify_schedule
 
-_MODULES = [caretta, dashboards, goflow2, prometheus, routers, verify]
+_MODULES = [caretta, dashboards, flow_topic, goflow2, prometheus, routers, verify]
 
 config = NetvizConfig(config_path=dg.EnvVar("NETVIZ_CONFIG"))
 
@@ -29,6 +30,7 @@ defs = dg.Definitions(
         "cluster": ClusterResource(config=config),
         "prometheus": PrometheusResource(config=config),
         "grafana": GrafanaResource(config=config),
+        "kafka": KafkaResource(config=config),
         "routers": RoutersResource(config=config),
         "notifier": NotifierResource(config=config),
     },

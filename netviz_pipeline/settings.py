@@ -267,11 +267,71 @@ NetName = Annotated[str, _matching(re.compile(r"[a-z0-9]([-a-z0-9_]{0,30}[a-z0-9
                                    "a network name (lowercase letters, digits, '-', '_', max 32; e.g. lan, k8s-pods)")]
 
 
+_BROKER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):[0-9]{1,5}")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+Broker = Annotated[str, _matching(_BROKER, "a broker address host:port (e.g. kafka-0.kafka:9092)")]
+
+
+class KafkaSasl(_Model):
+    """SASL as GoFlow2's sarama client speaks it. The pods read the user name and password from a Secret
+    (keys `username`, `password`) in goflow2.namespace; the pipeline (topic asset, lag checks) from the
+    environment variables named here. Neither is ever written into a pod spec, an argument or a log."""
+    mechanism: Literal["plain", "scram-sha256", "scram-sha512"]
+    secret: K8sName
+    username_env: EnvName
+    password_env: EnvName
+
+    _env = field_validator("username_env", "password_env")(_env_is_set)
+
+
+class KafkaTls(_Model):
+    """TLS to the brokers. `ca_secret`: a Secret (key `ca.crt`) with the CA that signed the brokers'
+    certificates, for the pods (GoFlow2 reads it through SSL_CERT_FILE); `ca_file`: the same CA for the
+    pipeline. Neither: the system's CAs."""
+    ca_secret: K8sName | None = None
+    ca_file: Path | None = None
+
+    _file = field_validator("ca_file")(_readable_file)
+
+
+class FlowsKafka(_Model):
+    """The `kafka` transport: GoFlow2 produces each flow (protobuf, keyed by exporter, source and
+    destination, so one pair always lands on one partition) and `replicas` aggregators consume the topic
+    as one consumer group. docs/flow-metrics.md#kafka."""
+    brokers: list[Broker] = Field(min_length=1)
+    topic: Annotated[str, _matching(_TOPIC, "a Kafka topic name (letters, digits, '.', '_', '-')")] = "netviz-flows"
+    partitions: int = Field(6, ge=1, le=10000)
+    # None: the brokers' default.replication.factor; used only when netviz creates the topic
+    replication_factor: int | None = Field(None, ge=1, le=32)
+    # netviz: the topic asset creates the topic and grows its partitions; external: the user's Kafka team
+    # owns it, netviz only verifies it and changes nothing
+    topic_owner: Literal["netviz", "external"] = "netviz"
+    consumer_group: Annotated[str, _matching(_TOPIC, "a consumer group id (letters, digits, '.', '_', '-')")] = "netviz-flowagg"
+    replicas: int = Field(2, ge=1, le=256)  # aggregator replicas: at most `partitions` get any work
+    # GoFlow2's sarama protocol version (its default 2.8.0 predates 4.x brokers; 3.0.0 works with 4.4)
+    protocol_version: Annotated[str, _matching(re.compile(r"[0-9]+\.[0-9]+\.[0-9]+"), "a Kafka version (e.g. 3.0.0)")] = "3.0.0"
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    tls: KafkaTls | None = None
+    sasl: KafkaSasl | None = None
+    image: Image  # the netviz image (confluent-kafka and protobuf inside): runs the consumer aggregators
+
+    @model_validator(mode="after")
+    def _replicas_have_partitions(self):
+        if self.replicas > self.partitions:
+            raise ValueError(f"replicas ({self.replicas}) is more than partitions ({self.partitions}): each "
+                             "partition has one consumer in a group, so the rest would idle; raise "
+                             "partitions or lower replicas")
+        return self
+
+
 class Flows(_Model):
-    """The flow aggregator: a sidecar of the GoFlow2 pod (stock python image, stdlib-only script from a
-    ConfigMap) reading GoFlow2's JSON through a FIFO and serving bounded Prometheus series."""
+    """The flow aggregator. Transport `fifo` (the default, small sites): a sidecar of the GoFlow2 pod
+    (stock python image, stdlib-only script from a ConfigMap) reading GoFlow2's JSON through a FIFO.
+    Transport `kafka`: GoFlow2 produces to a topic and `kafka.replicas` aggregators consume it."""
 
     enabled: bool = True
+    transport: Literal["fifo", "kafka"] = "fifo"
+    kafka: FlowsKafka | None = None
     image: Image = "python:3.12-alpine"
     metrics_port: int = Field(9102, ge=1024, le=65535)
     top_k: FlowTopK = FlowTopK()
@@ -281,6 +341,16 @@ class Flows(_Model):
     idle_seconds: int = Field(900, ge=60, le=86400)  # keys unseen this long free their slot
     names: FlowNames = FlowNames()
     fifo: Path = Path("/run/flows/goflow2.fifo")  # on a memory emptyDir shared by both containers
+
+    @model_validator(mode="after")
+    def _transport_has_its_section(self):
+        if self.transport == "kafka" and self.kafka is None:
+            raise ValueError("transport is kafka but there is no flows.kafka section: give at least "
+                             "flows.kafka.brokers and flows.kafka.image")
+        if self.transport == "kafka" and not self.enabled:
+            raise ValueError("transport is kafka but flows.enabled is false: the transport carries flows to "
+                             "the aggregators; enable them or drop the transport")
+        return self
 
     @field_validator("fifo")
     @classmethod

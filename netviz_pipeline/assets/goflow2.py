@@ -5,12 +5,18 @@ the NodePort keeps the exporter's source address (externalTrafficPolicy Local) s
 metrics stay per router, which pins the pod to the node whose address the routers send to.
 """
 
+import time
+
 import dagster as dg
 
+from ..checks.kafka import lag_finding
+from ..render import aggregators as render_aggregators
 from ..render import goflow2 as render_goflow2
 from ..resources.cluster import ClusterResource
+from ..resources.kafka import KafkaError, KafkaResource
 from . import OWNERS
-from .report import apply_metadata, rollout_metadata
+from .flow_topic import flow_topic
+from .report import apply_metadata, finding_result, rollout_metadata
 
 GROUP = "goflow2"
 
@@ -24,9 +30,10 @@ def node_for_address(nodes: list[dict], address: str) -> str | None:
     return None
 
 
-@dg.asset(group_name=GROUP, kinds={"kubernetes"}, owners=OWNERS,
+@dg.asset(group_name=GROUP, deps=[flow_topic], kinds={"kubernetes"}, owners=OWNERS,
           description="Changes the cluster: GoFlow2's namespace, the Deployment (collector + flow aggregator "
-                      "sidecar) pinned to the node routers send to, the aggregator's ConfigMap, the metrics "
+                      "sidecar, or with transport kafka the collector and the aggregators' own Deployment) "
+                      "pinned to the node routers send to, the aggregator's ConfigMap, the metrics "
                       "Service and the NodePort (UDP) where routers send NetFlow")
 def goflow2(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
     s = cluster.settings
@@ -34,7 +41,7 @@ def goflow2(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.M
     if node is None:
         raise dg.Failure(description=f"no node has address {s.cluster.node_address} (cluster.node_address): routers "
                                      "would send NetFlow to a NodePort nowhere; set it to a node's InternalIP")
-    outcomes = cluster.apply(render_goflow2.render(s, node_name=node))
+    outcomes = cluster.apply(render_goflow2.render(s, node_name=node) + render_aggregators.render(s))
     return dg.MaterializeResult(metadata=apply_metadata(outcomes) | {
         "netflow_endpoint": dg.MetadataValue.text(f"{s.cluster.node_address}:{s.goflow2.netflow_node_port}/udp"),
         "collector_node": dg.MetadataValue.text(node)})
@@ -44,5 +51,28 @@ def goflow2(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.M
 def goflow2_rollout(cluster: ClusterResource) -> dg.AssetCheckResult:
     s = cluster.settings
     r, obj, pods = cluster.wait_rollout("Deployment", render_goflow2.NAME, s.goflow2.namespace)
+    if r.ready and render_goflow2.kafka_transport(s):
+        r, obj, pods = cluster.wait_rollout("Deployment", render_aggregators.NAME, s.goflow2.namespace)
     return dg.AssetCheckResult(passed=r.ready, severity=dg.AssetCheckSeverity.ERROR,
                                metadata=rollout_metadata(r, obj, pods))
+
+
+LAG_SAMPLE_S = 10.0
+MAX_LAG = 10_000  # messages: what one replica counts in well under a second (docs/benchmarks.md)
+
+
+@dg.asset_check(asset=goflow2, blocking=False,
+                description="Transport kafka: the aggregators' consumer group keeps up (lag not large and growing)")
+def aggregators_keep_up(cluster: ClusterResource, kafka: KafkaResource) -> dg.AssetCheckResult:
+    s = cluster.settings
+    if not render_goflow2.kafka_transport(s):
+        return dg.AssetCheckResult(passed=True, metadata={"transport": "fifo"})
+    k = s.flows.kafka
+    try:
+        before = kafka.lag(k.consumer_group, k.topic)
+        t0 = time.monotonic()
+        time.sleep(LAG_SAMPLE_S)
+        after = kafka.lag(k.consumer_group, k.topic)
+    except KafkaError as exc:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description=str(exc))
+    return finding_result(lag_finding(before, after, time.monotonic() - t0, MAX_LAG), dg.AssetCheckSeverity.WARN)

@@ -48,3 +48,10 @@ def rollout_metadata(r: Readiness, obj: dict | None, pods: list[dict]) -> dict[s
         "status": dg.MetadataValue.json({k: v for k, v in status.items() if k != "conditions"}),
         "pods": table(rows),
     }
+
+
+def finding_result(f, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    """A check result from a checks/ Finding: its verdict, its reason, its figures (JSON-able scalars)."""
+    meta = {k: v for k, v in f.details.items() if isinstance(v, (str, int, float, bool))}
+    return dg.AssetCheckResult(passed=f.healthy, severity=severity, description=f.reason,
+                               metadata=meta | {"reason": dg.MetadataValue.text(f.reason)})

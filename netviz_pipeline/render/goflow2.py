@@ -52,6 +52,15 @@ SA_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where names.py
 SA_TOKEN_VOLUME = "flowagg-api"
 # flowagg/names.py lists and watches exactly these, no more (ReplicaSets and Jobs as metadata only)
 NAMES_WATCHED = (("", ("pods", "services", "nodes")), ("apps", ("replicasets",)), ("batch", ("jobs",)))
+# The kafka transport (flows.transport: kafka): GoFlow2 keys each message by these fields (a 4-byte
+# FNV-32 of them, goflow2 v2.2.1 format/protobuf), and with hashing on the key picks the partition: one
+# (exporter, src, dst) pair always lands on one partition, so one aggregator replica holds all of it.
+KAFKA_KEY = ("sampler_address", "src_addr", "dst_addr")
+MAPPING_CONFIGMAP = "goflow2-mapping"
+MAPPING_VOLUME = "mapping"
+MAPPING_DIR = "/etc/goflow2"
+KAFKA_CA_VOLUME = "kafka-ca"
+KAFKA_CA_DIR = "/etc/netviz-kafka-ca"
 
 
 def fifo_script(s: Settings) -> str:
@@ -160,8 +169,51 @@ def flowagg_container(s: Settings) -> dict:
     }
 
 
+def kafka_transport(s: Settings) -> bool:
+    return s.flows.enabled and s.flows.transport == "kafka"
+
+
+def mapping_configmap(s: Settings) -> dict:
+    """GoFlow2's mapping file: only the message key (the fields stay GoFlow2's own protobuf fields)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": MAPPING_CONFIGMAP, "namespace": s.goflow2.namespace, "labels": labels(NAME, "mapping")},
+            "data": {"mapping.yaml": "formatter:\n  key:\n" + "".join(f"    - {k}\n" for k in KAFKA_KEY)}}
+
+
+def kafka_args(s: Settings) -> list[str]:
+    k = s.flows.kafka
+    out = ["-transport", "kafka", "-format", "bin", f"-transport.kafka.brokers={','.join(k.brokers)}",
+           f"-transport.kafka.topic={k.topic}", f"-transport.kafka.version={k.protocol_version}",
+           "-transport.kafka.hashing=true", f"-mapping={MAPPING_DIR}/mapping.yaml"]
+    if k.compression != "none":
+        out.append(f"-transport.kafka.compression={k.compression}")
+    if k.tls:
+        out.append("-transport.kafka.tls=true")
+    if k.sasl:  # user and password come from the environment (KAFKA_SASL_USER/PASS), from the Secret
+        out.append(f"-transport.kafka.sasl={k.sasl.mechanism}")
+    return out
+
+
+def kafka_env_and_mounts(s: Settings) -> tuple[list[dict], list[dict], list[dict]]:
+    """(env, volumeMounts, volumes) that give a container the brokers' credentials: SASL from the Secret
+    by reference (never a value in the spec), the CA mounted from its Secret."""
+    k = s.flows.kafka
+    env, mounts, volumes = [], [], []
+    if k.sasl:
+        env += [{"name": var, "valueFrom": {"secretKeyRef": {"name": k.sasl.secret, "key": key}}}
+                for var, key in (("KAFKA_SASL_USER", "username"), ("KAFKA_SASL_PASS", "password"))]
+    if k.tls and k.tls.ca_secret:
+        env.append({"name": "SSL_CERT_FILE", "value": f"{KAFKA_CA_DIR}/ca.crt"})  # Go's and Python's CA file
+        mounts.append({"name": KAFKA_CA_VOLUME, "mountPath": KAFKA_CA_DIR, "readOnly": True})
+        volumes.append({"name": KAFKA_CA_VOLUME, "secret": {"secretName": k.tls.ca_secret, "defaultMode": 0o444,
+                                                             "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
+    return env, mounts, volumes
+
+
 def args(s: Settings) -> list[str]:
     g = s.goflow2
+    if kafka_transport(s):
+        return ["-listen", f"netflow://:{g.netflow_port}", *kafka_args(s), "-addr", f":{g.metrics_port}"]
     if s.flows.enabled:
         out_file = str(s.flows.fifo)
     else:
@@ -193,7 +245,16 @@ def deployment(s: Settings, node_name: str | None = None) -> dict:
     if node_name:  # externalTrafficPolicy Local only delivers on nodes running the pod
         pod["nodeSelector"]["kubernetes.io/hostname"] = node_name
     template_meta: dict = {"labels": labels(NAME)}
-    if s.flows.enabled:
+    if kafka_transport(s):  # no sidecar: the aggregators are their own Deployment (render/aggregators.py)
+        env, mounts, volumes = kafka_env_and_mounts(s)
+        container["volumeMounts"] = [{"name": MAPPING_VOLUME, "mountPath": MAPPING_DIR, "readOnly": True}, *mounts]
+        pod["volumes"] = [{"name": MAPPING_VOLUME, "configMap": {"name": MAPPING_CONFIGMAP, "defaultMode": 0o444}},
+                          *volumes]
+        if env:
+            container["env"] = env
+        digest = hashlib.sha256(json.dumps(mapping_configmap(s)["data"], sort_keys=True).encode()).hexdigest()[:16]
+        template_meta["annotations"] = {"netviz.io/goflow2-mapping": digest}
+    elif s.flows.enabled:
         container["command"] = ["/bin/sh", "-c", fifo_script(s), NAME]  # args follow as "$@"
         container["volumeMounts"] = [{"name": FLOWS_VOLUME, "mountPath": str(s.flows.fifo.parent)}]
         pod["containers"].append(flowagg_container(s))
@@ -237,7 +298,11 @@ def netflow_service(s: Settings) -> dict:
 
 
 def render(s: Settings, node_name: str | None = None) -> list[dict]:
-    """All GoFlow2 objects, in apply order."""
-    flows = [*flowagg_rbac(s), flowagg_configmap(s)] if s.flows.enabled else []
+    """All GoFlow2 objects, in apply order (with the kafka transport the aggregators are
+    render/aggregators.py's, applied by their own step)."""
+    if kafka_transport(s):
+        flows = [mapping_configmap(s)]
+    else:
+        flows = [*flowagg_rbac(s), flowagg_configmap(s)] if s.flows.enabled else []
     ns = namespace(s.goflow2.namespace, pod_security_level(s, s.goflow2.namespace))
     return [ns, *flows, deployment(s, node_name), metrics_service(s), netflow_service(s)]

@@ -35,6 +35,7 @@ from ..settings import Settings
 from ..targets import ForInstall, for_install
 from ..targets.prometheus import Grant, PrometheusTarget
 from . import caretta as render_caretta
+from . import aggregators as render_aggregators
 from . import goflow2 as render_goflow2
 from . import namespace as render_namespace
 from . import pod_security_level
@@ -157,11 +158,25 @@ _SELINUX_TYPES = ["container_t", "container_init_t", "container_kvm_t", "contain
 _APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
 
 
+def product_images(s: Settings) -> list[str]:
+    """Every image the product's workloads run, for these settings."""
+    images = [s.caretta.image, s.goflow2.image]
+    if s.flows.enabled:
+        images.append(s.flows.kafka.image if render_goflow2.kafka_transport(s) else s.flows.image)
+    return images
+
+
+def flowagg_deployment(s: Settings) -> str:
+    """The Deployment whose pods run as the aggregator's ServiceAccount: the GoFlow2 pod with its
+    sidecar (fifo), or the aggregators' own (kafka)."""
+    return render_aggregators.NAME if render_goflow2.kafka_transport(s) else render_goflow2.NAME
+
+
 def product_capabilities(s: Settings) -> list[str]:
     """Capabilities the product's own pods add (today none: Caretta is privileged, the rest drop ALL).
     The admission policy allows exactly these, so a new need shows up here and in its test."""
     pods = [o["spec"]["template"]["spec"] for o in render_caretta.render(s) + render_goflow2.render(s)
-            if o["kind"] in ("Deployment", "DaemonSet")]
+            + render_aggregators.render(s) if o["kind"] in ("Deployment", "DaemonSet")]
     return sorted({cap for pod in pods for c in pod["containers"] + pod.get("initContainers", [])
                    for cap in ((c.get("securityContext") or {}).get("capabilities") or {}).get("add", [])})
 
@@ -223,7 +238,7 @@ def admission_policy(s: Settings, subject: Subject) -> list[dict]:
     claim no externalIPs (CVE-2020-8554: a Service can take over any address's traffic) and are
     ClusterIP or NodePort, as the product's are."""
     caretta_img = json.dumps(s.caretta.image)
-    images = _cel_list(dict.fromkeys([s.caretta.image, s.goflow2.image, s.flows.image]))
+    images = _cel_list(dict.fromkeys(product_images(s)))
     workload_namespaces = sorted({s.caretta.namespace, s.goflow2.namespace})
     checks = [
         ("variables.containers.all(c, c.image in " + images + ")",
@@ -243,8 +258,9 @@ def admission_policy(s: Settings, subject: Subject) -> list[dict]:
         ("!has(variables.pod.serviceAccountName) || variables.pod.serviceAccountName in ['caretta', 'default'] || "
          f"(variables.pod.serviceAccountName == {json.dumps(render_goflow2.FLOWAGG_SA)} && "
          f"request.namespace == {json.dumps(s.goflow2.namespace)} && request.kind.kind == 'Deployment' && "
-         f"object.metadata.name == {json.dumps(render_goflow2.NAME)})",
-         f"only the caretta or default ServiceAccount ({render_goflow2.FLOWAGG_SA}: only GoFlow2's Deployment)"),
+         f"object.metadata.name == {json.dumps(flowagg_deployment(s))})",
+         f"only the caretta or default ServiceAccount ({render_goflow2.FLOWAGG_SA}: only the aggregator's "
+         f"Deployment, {flowagg_deployment(s)})"),
     ]
     service_checks = [
         ("!has(object.spec.externalIPs) || size(object.spec.externalIPs) == 0",

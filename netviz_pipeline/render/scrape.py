@@ -16,7 +16,7 @@ import yaml
 
 from ..flowagg import flowagg as aggregator
 from ..settings import PromOperator, Settings
-from . import caretta, goflow2, labels
+from . import aggregators, caretta, goflow2, labels
 
 JOB_PREFIX = "netviz-"
 CARETTA_JOB = "netviz-caretta"
@@ -46,7 +46,7 @@ def sample_limit(s: Settings, job: str) -> int:
     """The most samples one target of `job` may return: from the aggregator's hard series budget, the
     configured routers for GoFlow2, a fixed ceiling for Caretta."""
     if job == FLOWS_JOB:
-        budget = aggregator.config_budget(goflow2.flowagg_config(s))
+        budget = aggregator.config_budget(aggregators.config(s) if goflow2.kafka_transport(s) else goflow2.flowagg_config(s))
         return budget + budget // 10 + 10  # the budget is exact; the margin only absorbs a future series
     if job == GOFLOW2_JOB:
         return GOFLOW2_FIXED_SERIES + GOFLOW2_SERIES_PER_SENDER * max(1, len(s.routers))
@@ -130,8 +130,9 @@ def pod_jobs(s: Settings) -> list[tuple[str, str, str, str]]:
     """(job, namespace, app label, container port name) of every netviz scrape job."""
     jobs = [(CARETTA_JOB, s.caretta.namespace, "caretta", caretta.METRICS_PORT_NAME),
             (GOFLOW2_JOB, s.goflow2.namespace, "goflow2", "metrics")]
-    if s.flows.enabled:
-        jobs.append((FLOWS_JOB, s.goflow2.namespace, "goflow2", goflow2.FLOWS_PORT_NAME))
+    if s.flows.enabled:  # the GoFlow2 pod's sidecar (fifo) or the aggregators' own pods (kafka)
+        app = aggregators.NAME if goflow2.kafka_transport(s) else goflow2.NAME
+        jobs.append((FLOWS_JOB, s.goflow2.namespace, app, goflow2.FLOWS_PORT_NAME))
     return jobs
 
 

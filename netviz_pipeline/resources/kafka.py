@@ -1,0 +1,124 @@
+"""Kafka as a resource: the flow topic's shape, creating or growing it, and the aggregators' consumer-group
+lag (confluent-kafka's AdminClient and a metadata-only Consumer; librdkafka speaks the protocol).
+
+Used only with `flows.transport: kafka`. Credentials come from the settings' references (SASL user and
+password from the environment variables named there, the CA from a file), never from the metadata.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from .config import NetvizConfig
+
+TIMEOUT_S = 10.0
+
+
+class KafkaError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TopicShape:
+    name: str
+    partitions: int  # 0: the topic does not exist
+    replication_factor: int
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    partition: int
+    committed: int  # -1: the group never committed on it
+    high_watermark: int
+
+    @property
+    def lag(self) -> int:
+        """Messages not yet counted; a never-committed partition counts from its low end (0 here)."""
+        return max(0, self.high_watermark - max(self.committed, 0))
+
+
+def client_config(settings) -> dict:
+    """librdkafka settings for the pipeline's own connection (pure; secrets read from the environment)."""
+    import os
+
+    k = settings.flows.kafka
+    conf: dict = {"bootstrap.servers": ",".join(k.brokers), "socket.timeout.ms": int(TIMEOUT_S * 1000)}
+    protocol = ("SASL_" if k.sasl else "") + ("SSL" if k.tls else "PLAINTEXT")
+    conf["security.protocol"] = protocol
+    if k.tls and k.tls.ca_file:
+        conf["ssl.ca.location"] = str(k.tls.ca_file)
+    if k.sasl:
+        from ..render.aggregators import SASL_MECHANISMS
+
+        conf |= {"sasl.mechanism": SASL_MECHANISMS[k.sasl.mechanism],
+                 "sasl.username": os.environ.get(k.sasl.username_env, ""),
+                 "sasl.password": os.environ.get(k.sasl.password_env, "")}
+    return conf
+
+
+class KafkaResource(dg.ConfigurableResource):
+    config: NetvizConfig
+
+    def _admin(self):
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient(client_config(self.config.settings))
+
+    def _unreachable(self, exc: Exception) -> KafkaError:
+        brokers = ",".join(self.config.settings.flows.kafka.brokers)
+        return KafkaError(f"Kafka brokers {brokers} (flows.kafka.brokers) unreachable or refused the request: {exc}")
+
+    def topic(self, name: str) -> TopicShape:
+        from confluent_kafka import KafkaException
+
+        try:
+            md = self._admin().list_topics(topic=name, timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            raise self._unreachable(exc) from None
+        t = md.topics.get(name)
+        if t is None or t.error is not None and t.error.code() == 3:  # UNKNOWN_TOPIC_OR_PART
+            return TopicShape(name, 0, 0)
+        if t.error is not None:
+            raise KafkaError(f"topic {name}: {t.error.str()}")
+        rf = min((len(p.replicas) for p in t.partitions.values()), default=0)
+        return TopicShape(name, len(t.partitions), rf)
+
+    def create_topic(self, name: str, partitions: int, replication_factor: int | None) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        fut = self._admin().create_topics([NewTopic(name, partitions, replication_factor or -1)],
+                                          request_timeout=TIMEOUT_S)[name]
+        try:
+            fut.result(timeout=TIMEOUT_S + 5)
+        except Exception as exc:  # noqa: BLE001 - KafkaException carries the broker's reason
+            raise KafkaError(f"creating topic {name} ({partitions} partitions): {exc}") from None
+
+    def grow_partitions(self, name: str, partitions: int) -> None:
+        from confluent_kafka.admin import NewPartitions
+
+        fut = self._admin().create_partitions([NewPartitions(name, partitions)], request_timeout=TIMEOUT_S)[name]
+        try:
+            fut.result(timeout=TIMEOUT_S + 5)
+        except Exception as exc:  # noqa: BLE001
+            raise KafkaError(f"growing topic {name} to {partitions} partitions: {exc}") from None
+
+    def lag(self, group: str, topic: str) -> list[PartitionLag]:
+        """Committed offset and high watermark of every partition of `topic` for `group`."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        shape = self.topic(topic)
+        conf = client_config(self.config.settings) | {"group.id": group, "enable.auto.commit": False}
+        consumer = Consumer(conf)  # never subscribes: it only reads the group's committed offsets
+        try:
+            parts = [TopicPartition(topic, p) for p in range(shape.partitions)]
+            committed = consumer.committed(parts, timeout=TIMEOUT_S)
+            out = []
+            for tp in committed:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=TIMEOUT_S)
+                out.append(PartitionLag(tp.partition, tp.offset if tp.offset >= 0 else -1, high))
+            return out
+        except KafkaException as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            consumer.close()
