@@ -10,6 +10,7 @@ import time
 import dagster as dg
 
 from ..checks.kafka import lag_finding
+from ..render import MANAGED_BY
 from ..render import aggregators as render_aggregators
 from ..render import goflow2 as render_goflow2
 from ..resources.cluster import ClusterResource
@@ -42,9 +43,25 @@ def goflow2(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.M
         raise dg.Failure(description=f"no node has address {s.cluster.node_address} (cluster.node_address): routers "
                                      "would send NetFlow to a NodePort nowhere; set it to a node's InternalIP")
     outcomes = cluster.apply(render_goflow2.render(s, node_name=node) + render_aggregators.render(s))
+    removed = remove_other_transport(cluster, s)
+    if removed:
+        context.log.info(f"removed what the other flow transport used: {', '.join(removed)}")
     return dg.MaterializeResult(metadata=apply_metadata(outcomes) | {
+        "removed": dg.MetadataValue.text(", ".join(removed) or "none"),
         "netflow_endpoint": dg.MetadataValue.text(f"{s.cluster.node_address}:{s.goflow2.netflow_node_port}/udp"),
         "collector_node": dg.MetadataValue.text(node)})
+
+
+def remove_other_transport(cluster: ClusterResource, s) -> list[str]:
+    """Delete the objects only the transport not in use renders, if netviz made them (a switch of
+    flows.transport); a converged run finds none and deletes nothing."""
+    removed = []
+    for api_version, kind, name in render_aggregators.other_transport_objects(s):
+        obj = cluster.kube.get(api_version, kind, name, s.goflow2.namespace)
+        managed = ((obj or {}).get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/managed-by")
+        if obj is not None and managed == MANAGED_BY and cluster.kube.delete(api_version, kind, name, s.goflow2.namespace):
+            removed.append(f"{kind} {name}")
+    return removed
 
 
 @dg.asset_check(asset=goflow2, blocking=True, description="Deployment rolled out (kstatus rules, waiting reasons)")

@@ -112,6 +112,20 @@ def deployment(s: Settings) -> dict:
                                   "spec": pod}}}
 
 
+def other_transport_objects(s: Settings) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name) in goflow2.namespace that only the transport NOT in use renders: what the
+    goflow2 step removes after a switch (else a switch back to fifo would leave consumers of a topic
+    nobody produces to, scraped as flows). The grant allows deleting exactly these names (`prunable`)."""
+    if goflow2.kafka_transport(s):
+        return [("v1", "ConfigMap", goflow2.FLOWAGG_CONFIGMAP)]
+    return [("apps/v1", "Deployment", NAME), ("v1", "ConfigMap", CONFIGMAP), ("v1", "ConfigMap", goflow2.MAPPING_CONFIGMAP)]
+
+
+def prunable() -> dict[str, list[str]]:
+    """Every name other_transport_objects may return, by resource: the grant's resourceNames."""
+    return {"deployments": [NAME], "configmaps": sorted([CONFIGMAP, goflow2.MAPPING_CONFIGMAP, goflow2.FLOWAGG_CONFIGMAP])}
+
+
 def render(s: Settings) -> list[dict]:
     """The aggregators' objects in apply order; [] unless the transport is kafka."""
     if not goflow2.kafka_transport(s):

@@ -63,6 +63,11 @@ PURPOSE_RULES: dict[str, list[dict]] = {
     # the caretta asset deletes its preflight probe when done (assets/caretta.py): that DaemonSet only
     "preflight": [{"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [render_probe.NAME],
                    "verbs": ["delete"]}],
+    # the goflow2 step removes what only the other flow transport renders, by name (render/aggregators.py)
+    "transport-switch": [{"apiGroups": ["apps"], "resources": ["deployments"],
+                          "resourceNames": render_aggregators.prunable()["deployments"], "verbs": ["delete"]},
+                         {"apiGroups": [""], "resources": ["configmaps"],
+                          "resourceNames": render_aggregators.prunable()["configmaps"], "verbs": ["delete"]}],
     # exec over SPDY is a POST (create), over WebSocket a GET (the Python client's upgrade): both needed
     "canary": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}],
@@ -111,6 +116,7 @@ def namespace_purposes(s: Settings, prometheus: Sequence[PrometheusTarget]) -> d
     for ns in (s.caretta.namespace, s.goflow2.namespace):
         add(ns, "workloads")
     add(s.caretta.namespace, "preflight")
+    add(s.goflow2.namespace, "transport-switch")
     add(s.grafana.dashboards_namespace, "dashboards")
     for g in _grants(s, prometheus):
         add(g.namespace, g.purpose)

@@ -36,8 +36,10 @@ def test_the_pipeline_grant_has_no_escalation_path(make):
     for kind, ns, rule in _grant_rules(install.install_objects(s)):
         verbs, groups, resources = set(rule["verbs"]), set(rule["apiGroups"]), set(rule["resources"])
         assert not verbs & {"escalate", "bind", "impersonate", "deletecollection", "*"}, rule
-        if "delete" in verbs:  # only the Caretta preflight probe's own DaemonSet, by name
-            assert (kind, ns, rule) == ("Role", s.caretta.namespace, install.PURPOSE_RULES["preflight"][0]), rule
+        if "delete" in verbs:  # only the Caretta preflight probe's own DaemonSet, the other transport's objects, by name
+            assert (kind, ns, rule) in [("Role", s.caretta.namespace, install.PURPOSE_RULES["preflight"][0])] + [
+                ("Role", s.goflow2.namespace, r) for r in install.PURPOSE_RULES["transport-switch"]], rule
+            assert rule["resourceNames"], rule
         assert "*" not in groups | resources, rule
         assert "secrets" not in resources and "serviceaccounts/token" not in resources, rule
         assert not ("rbac.authorization.k8s.io" in groups and verbs - {"get", "list", "watch"}), rule
@@ -187,11 +189,15 @@ def test_settings_keep_caretta_privileged_namespace_to_itself_and_default_unlabe
 @pytest.mark.parametrize("sections", [
     {}, {"caretta": {"namespace": "ebpf"}, "goflow2": {"namespace": "flows"}},
     {"prometheus": {"url": "http://p:9090", "mode": "operator", "operator": {"namespace": "mon"}}}])
-def test_delete_is_granted_only_on_the_preflight_probe_in_carettas_namespace(sections):
+def test_delete_is_granted_only_on_the_preflight_probe_and_the_other_transports_objects(sections):
     s = _settings(**sections)
     deletes = [(kind, ns, r) for kind, ns, r in _grant_rules(install.install_objects(s))
                if {"delete", "deletecollection", "*"} & set(r["verbs"])]
     assert deletes == [("Role", s.caretta.namespace, {"apiGroups": ["apps"], "resources": ["daemonsets"],
-                                                      "resourceNames": ["caretta-preflight"], "verbs": ["delete"]})]
+                                                      "resourceNames": ["caretta-preflight"], "verbs": ["delete"]}),
+                       ("Role", s.goflow2.namespace, {"apiGroups": ["apps"], "resources": ["deployments"],
+                                                      "resourceNames": ["flowagg"], "verbs": ["delete"]}),
+                       ("Role", s.goflow2.namespace, {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["delete"],
+                                                      "resourceNames": ["flowagg-kafka", "goflow2-flowagg", "goflow2-mapping"]})]
     goflow2 = _by_key(install.install_objects(s))[("Role", s.goflow2.namespace, install.NAME)]
     assert "preflight" not in goflow2["metadata"]["annotations"]["netviz.io/purposes"]

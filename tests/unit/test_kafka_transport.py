@@ -131,3 +131,18 @@ def test_lag_rules_tell_falling_behind_from_no_flows_and_from_a_burst():
     assert quiet.healthy and "no flows produced" in quiet.reason
     never = PartitionLag(0, -1, 300)
     assert never.lag == 300  # a group that never committed has everything left to count
+
+
+def test_a_transport_switch_removes_only_what_the_other_transport_rendered(kafka, make):
+    k, f = kafka(), make()
+    names = lambda objs: {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in objs}  # noqa: E731
+    rendered_k = names(goflow2.render(k, "n1") + aggregators.render(k))
+    rendered_f = names(goflow2.render(f, "n1") + aggregators.render(f))
+    # what each removes is what the other renders and it does not
+    assert set(aggregators.other_transport_objects(k)) == (rendered_f - rendered_k) - {
+        o for o in rendered_f if o[1] not in ("Deployment", "ConfigMap")}
+    assert set(aggregators.other_transport_objects(f)) == {o for o in rendered_k - rendered_f
+                                                          if o[1] in ("Deployment", "ConfigMap")}
+    # and the grant names exactly those
+    granted = {n for names_ in aggregators.prunable().values() for n in names_}
+    assert {n for *_, n in aggregators.other_transport_objects(k) + aggregators.other_transport_objects(f)} == granted
