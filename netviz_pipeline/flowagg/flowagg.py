@@ -10,7 +10,10 @@ Input: one JSON object per line with GoFlow2 v2 keys: `sampler_address` (exporte
 `dst_addr`, `proto` (a name such as "TCP"; numbers are accepted too), `src_port`, `dst_port`,
 `time_received_ns`. Malformed, truncated or oversized lines are counted by reason and skipped;
 nothing in a line can stop the process. End of input (GoFlow2 gone) exits with status 3 so the
-container restarts; the FIFO is reopened then.
+container restarts; the FIFO is reopened then. Another input may hand over records it parsed itself
+(`Aggregator.add`, the tuples `parse_line` returns, with its malformed inputs by reason): the `kafka`
+transport's consumer, kafka_input.py, does (it decodes GoFlow2's protobuf; it is not stdlib-only and
+does not ship in the ConfigMap).
 
 Series and their bound. Every dimension (talkers = (exporter, src, dst), protocol, (protocol, service port),
 exporter, (src network, dst network)) keeps at most k keys with the Space-Saving algorithm
@@ -37,7 +40,8 @@ its address reused) that pair's series is replaced by one with the new name (nev
 scrape). Its counter keeps counting since admission, so the new series' first sample is its rate()
 baseline and no bytes are attributed to the new name twice. The names' health series are a fixed
 number (`names.Names.SERIES`), so budget = sum over dimensions of 3 (k + 1), + 2 (k_exporters + 1),
-+ 32 fixed, + 27 when names are configured.
++ 33 fixed (3 totals, 6 malformed reasons, 4 per dimension, 4 more), + 27 when names are configured,
++ 6 with the kafka input (its consumer's health, `INPUT_SERIES`).
 
 Service port: the lower of the two ports when it is below 32768 (below the Linux and IANA
 ephemeral ranges, so it is the server side), else "ephemeral"; "none" when both are 0 (ICMP, ...).
@@ -73,7 +77,10 @@ EXIT_NO_INPUT = 4
 SERVICE_PORT_MAX = 32767
 # labels the talker series carry besides their key, derived from it at render time
 TALKER_EXTRA_LABELS = ("src_name", "dst_name", "src_kind", "dst_kind", "src_net", "dst_net")
-MALFORMED_REASONS = ("json", "truncated", "missing_field", "bad_value", "too_long")
+# "protobuf": a Kafka message that is not a length-prefixed FlowMessage (kafka_input.py)
+MALFORMED_REASONS = ("json", "truncated", "missing_field", "bad_value", "too_long", "protobuf")
+# series an input other than the FIFO adds of its own (a fixed number), by the config section that selects it
+INPUT_SERIES = {"kafka": 6}  # kafka_input.py: its consumer's health
 DEFAULT_TOP_K = {"talkers": 100, "protocols": 16, "ports": 50, "exporters": 32}
 PROTO_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP", 51: "AH",
                58: "IPv6-ICMP", 89: "OSPF", 103: "PIM", 112: "VRRP", 132: "SCTP"}
@@ -159,6 +166,22 @@ def service_port(sp: int, dp: int) -> str:
         return "none"
     low = min(p for p in (sp, dp) if p) if (sp and dp) else (sp or dp)
     return str(low) if low <= SERVICE_PORT_MAX else "ephemeral"
+
+
+def _parsed(lines, bad: dict[str, int]):
+    """The records of `lines`; empty lines are skipped, malformed ones counted in `bad` by reason."""
+    for line in lines:
+        if not line or line == "\n":
+            continue
+        try:
+            rec = parse_line(line)
+        except Malformed as m:
+            bad[m.reason] += 1
+            continue
+        except Exception:  # noqa: BLE001 - defensive: no input may stop the aggregator
+            bad["bad_value"] += 1
+            continue
+        yield rec
 
 
 class Networks:
@@ -281,17 +304,18 @@ def config_budget(cfg: dict) -> int:
     """The series budget of the aggregator `main` builds from this --config."""
     names = cfg.get("names") or {}
     return series_budget(tracked_keys(cfg.get("top_k"), Networks(cfg.get("networks"))),
-                         bool(names.get("kubernetes") or names.get("hosts") or names.get("router_hosts_dir")))
+                         bool(names.get("kubernetes") or names.get("hosts") or names.get("router_hosts_dir")),
+                         sum(n for section, n in INPUT_SERIES.items() if cfg.get(section)))
 
 
-def series_budget(k: dict[str, int], names: bool) -> int:
+def series_budget(k: dict[str, int], names: bool, input_series: int = 0) -> int:
     """Hard maximum of series an aggregator with these tracked keys per dimension (`Aggregator.k`:
-    top_k plus `networks`, the (names + 1)^2 network pairs) exports; the scrape job's sample_limit is
-    sized from it."""
+    top_k plus `networks`, the (names + 1)^2 network pairs) exports, `input_series` being its input's
+    own (INPUT_SERIES); the scrape job's sample_limit is sized from it."""
     dims = sum((k[name] + 1) * 3 for name, _, _ in Aggregator.DIMENSIONS)  # bytes, packets, flows
     per_exporter = (k["exporters"] + 1) * 2  # last record timestamp, sampling_rate zero
     fixed = 3 + len(MALFORMED_REASONS) + 4 * len(Aggregator.DIMENSIONS) + 4  # totals, malformed, per-dim, misc
-    return dims + per_exporter + fixed + (names_mod.Names.SERIES if names else 0)  # names' health: fixed
+    return dims + per_exporter + fixed + (names_mod.Names.SERIES if names else 0) + input_series
 
 
 class Aggregator:
@@ -322,13 +346,32 @@ class Aggregator:
         # names.Names (or anything with name(addr) -> str | None and samples()); None: no name labels
         self.names = names
         self.lock = threading.Lock()
-        self.input_connected = 0
+        self.input_connected = 0  # or a function returning it, read when /metrics is rendered
+        self.input_help = "1 while the GoFlow2 FIFO is open."
+        # another input's own series (kafka_input.py): SERIES (a fixed count) and samples() as names.Names'
+        self.input_series = None
         self.started = clock()
         self._last_expire = self.started
 
     # -- input ---------------------------------------------------------------------------------
     def feed(self, lines) -> int:
         """Count an iterable of lines (str, without or with trailing newline); returns records."""
+        bad = dict.fromkeys(MALFORMED_REASONS, 0)
+        return self._count(_parsed(lines, bad), bad)
+
+    def add(self, records, malformed: dict[str, int] | None = None) -> int:
+        """Count records another input has parsed already: tuples exactly as `parse_line` returns them
+        (exporter, sampling_rate, bytes, packets, src, dst, proto, src_port, dst_port, t_received_s), and
+        `malformed` {reason: count} (reasons from MALFORMED_REASONS) for what it could not parse; both in
+        one step under the lock, as one `feed`. Returns records counted."""
+        bad = dict.fromkeys(MALFORMED_REASONS, 0)
+        for reason, c in (malformed or {}).items():
+            if reason not in bad:
+                raise ValueError(f"malformed reason {reason!r} is not one of {MALFORMED_REASONS}")
+            bad[reason] += c
+        return self._count(records, bad)
+
+    def _count(self, records, bad: dict[str, int]) -> int:
         talk: dict = {}
         prot: dict = {}
         port: dict = {}
@@ -336,20 +379,9 @@ class Aggregator:
         netw: dict = {}
         last: dict = {}
         zero: dict = {}
-        bad = dict.fromkeys(MALFORMED_REASONS, 0)
         netname = self.nets.name
         n = tb = tp = 0
-        for line in lines:
-            if not line or line == "\n":
-                continue
-            try:
-                exp, rate, b, p, src, dst, proto, sp, dp, t = parse_line(line)
-            except Malformed as m:
-                bad[m.reason] += 1
-                continue
-            except Exception:  # noqa: BLE001 - defensive: no input may stop the aggregator
-                bad["bad_value"] += 1
-                continue
+        for exp, rate, b, p, src, dst, proto, sp, dp, t in records:  # `bad` is complete once this ends
             if rate == 0:
                 zero[exp] = zero.get(exp, 0) + 1
                 rate = 1
@@ -417,7 +449,8 @@ class Aggregator:
     # -- output ---------------------------------------------------------------------------------
     def budget(self) -> int:
         """Hard maximum of series this process can export (what `render` may ever emit)."""
-        return series_budget(self.k, self.names is not None)
+        return series_budget(self.k, self.names is not None,
+                             self.input_series.SERIES if self.input_series is not None else 0)
 
     def render(self) -> str:
         with self.lock:
@@ -476,7 +509,7 @@ class Aggregator:
             metric("netviz_flow_bytes_total", "counter", "Sampling-corrected bytes of all flows.", [((), self.bytes)])
             metric("netviz_flow_packets_total", "counter", "Sampling-corrected packets of all flows.",
                    [((), self.packets)])
-            metric("netviz_flow_malformed_lines_total", "counter", "Input lines skipped, by reason.",
+            metric("netviz_flow_malformed_lines_total", "counter", "Input lines (Kafka messages) skipped, by reason.",
                    [((("reason", r),), c) for r, c in self.malformed.items()])
             dims = [(name, self.sketch[name]) for name, _, _ in self.DIMENSIONS]
             metric("netviz_flow_tracked_keys", "gauge", "Keys tracked per dimension (at most top_k).",
@@ -491,8 +524,11 @@ class Aggregator:
             if self.names is not None:
                 for m_name, kind, help_, samples in self.names.samples():
                     metric(m_name, kind, help_, samples)
-            metric("netviz_flow_input_connected", "gauge", "1 while the GoFlow2 FIFO is open.",
-                   [((), self.input_connected)])
+            if self.input_series is not None:
+                for m_name, kind, help_, samples in self.input_series.samples():
+                    metric(m_name, kind, help_, samples)
+            metric("netviz_flow_input_connected", "gauge", self.input_help,
+                   [((), self.input_connected() if callable(self.input_connected) else self.input_connected)])
             metric("netviz_flow_start_time_seconds", "gauge", "Process start (unix seconds).", [((), self.started)])
             metric("netviz_flow_series_budget", "gauge", "Hard maximum of series this aggregator exports.",
                    [((), self.budget())])

@@ -101,7 +101,8 @@ def test_malformed_lines_are_counted_by_reason_and_skipped():
     n = a.feed(["not json", REAL[:200], '{"bytes": 1}', '{"src_addr":"a","dst_addr":"b","bytes":-1}', "[1,2]",
                 "x" * (fa.MAX_LINE + 1), REAL])
     assert n == 1
-    assert a.malformed == {"json": 2, "truncated": 1, "missing_field": 1, "bad_value": 1, "too_long": 1}
+    assert a.malformed == {"json": 2, "truncated": 1, "missing_field": 1, "bad_value": 1, "too_long": 1,
+                           "protobuf": 0}  # the kafka input's reason
 
 
 def test_space_saving_error_bound_and_heavy_hitters_are_tracked():
