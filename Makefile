@@ -5,14 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LAB := $(PY) -m netviz_lab
 # containerd, runc and the CNI plugins run the real nodes; umoci and busybox-static build their images;
-# dnsmasq-base is the Linux lab router's DHCP server (busybox's udhcpc its LAN host's client).
+# dnsmasq-base is the Linux lab router's DHCP server (busybox's udhcpc its LAN host's client); maven fetches
+# the lab Kafka broker's jars and openjdk-17-jre-headless runs it.
 DEBIAN_PACKAGES := softflowd openssh-server iproute2 nftables conntrack libpcap-dev gcc curl iputils-ping \
 	python3-venv util-linux containerd runc containernetworking-plugins umoci busybox-static libc6-dev \
-	dnsmasq-base
+	dnsmasq-base maven openjdk-17-jre-headless
 
-.PHONY: bench bench-flows soak service screenshots demo test lab-deps debian-packages go-binaries shim venv images lab-up lab-down unit-test dashcheck
+.PHONY: bench bench-flows soak service screenshots demo test lab-deps debian-packages go-binaries shim kafka-jars venv images lab-up lab-down unit-test dashcheck
 
-lab-deps: debian-packages go-binaries shim venv images
+lab-deps: debian-packages go-binaries shim kafka-jars venv images
 
 # The images the product references, built locally (no registry here) and cached by version.
 images: go-binaries venv
@@ -31,6 +32,10 @@ go-binaries:
 
 shim:
 	@bash netviz_lab/build-shim.sh
+
+# Apache Kafka's broker jars for the lab's broker, from Maven Central, cached by version (netviz_lab/kafka.py).
+kafka-jars: debian-packages
+	@bash netviz_lab/fetch-kafka.sh
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -63,7 +68,7 @@ unit-test: venv dashcheck
 # Every suite, timed, with a per-suite table at the end (tools/run-tests.sh says the order and why):
 # the images built alongside the unit tests, then one lab for tests/lab and tests/pipeline, then
 # tests/faults (they write bench-results/faults.json), the lab always torn down, then tests/lifecycle.
-test: debian-packages go-binaries shim venv dashcheck
+test: debian-packages go-binaries shim kafka-jars venv dashcheck
 	@PY=$(PY) bash tools/run-tests.sh
 
 # Start the lab, deploy with the pipeline exactly as a user would (CLI, lab settings, restricted

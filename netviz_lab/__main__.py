@@ -27,9 +27,9 @@ OWNER_FILE = "/run/netviz-lab.owner"
 
 def components() -> list[Component]:
     """The lab's components in start order (the supervisor is given them: it imports none)."""
-    from . import cluster, hostnet, prometheus, router
+    from . import cluster, hostnet, kafka, prometheus, router
 
-    return [hostnet, router, cluster, prometheus, nodes]
+    return [hostnet, router, cluster, prometheus, kafka, nodes]
 
 
 @contextlib.contextmanager
@@ -61,7 +61,9 @@ def require_binaries(lab: Lab) -> None:
     missing = [str(lab.bin(t)) for t in ("etcd", "kube-apiserver", "kube-controller-manager",
                                           "kube-scheduler", "kwok", "goflow2", "kubelet", "kube-proxy", "prometheus")
                if not lab.bin(t).exists()]
-    if missing or not all(shutil.which(t) for t in ("softflowd", "containerd", "runc", "umoci")):
+    if not (lab.kafka_lib / ".complete").exists():
+        missing.append(str(lab.kafka_lib))
+    if missing or not all(shutil.which(t) for t in ("softflowd", "containerd", "runc", "umoci", "java")):
         sys.exit("lab dependencies missing (" + (", ".join(missing) or "Debian packages") +
                  "): run `make lab-deps` first")
 

@@ -72,6 +72,16 @@ class Lab:
         """The Prometheus config file the pipeline manages in "file" mode."""
         return self.prometheus_dir / "prometheus.yml"
 
+    @property
+    def kafka_dir(self) -> Path:
+        """The lab's Kafka broker: server.properties, its log4j2 config, the cluster id and data/ (its log dir)."""
+        return self.root / "kafka"
+
+    @property
+    def kafka_lib(self) -> Path:
+        """Apache Kafka's broker jars at the pinned version, fetched from Maven Central by fetch-kafka.sh."""
+        return self.cache / "lib" / f"kafka-{versions.KAFKA}"
+
     def bin(self, tool: str) -> Path:
         """Path of a Go-built binary in the version-keyed cache (see build-lab-bins.sh)."""
         return self.cache / "bin" / f"{tool}-{_TOOL_VERSIONS[tool]}"
