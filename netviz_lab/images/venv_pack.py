@@ -217,11 +217,15 @@ def populator(plan: PipelinePlan, python: str, stdlib: str) -> Callable[[Rootfs]
             raise ImageBuildError(f"netviz-pipeline: {plan.problem}")
         for rel in plan.files:
             rootfs.install(plan.site / rel, f"{PIPELINE_SITE}/{rel}", host=False)
-        # every library the extension modules need (libc & co. are in the base already)
+        # every library the extension modules need (libc & co. are in the base already); a library a
+        # wheel bundles (e.g. confluent_kafka.libs/librdkafka, found through its $ORIGIN rpath) is one of
+        # plan.files, installed above at the same place relative to the site
+        site = plan.site.resolve()
         for rel in plan.files:
             if rel.endswith(".so") or ".so." in rel:
                 for lib in ldd(str(plan.site / rel)):
-                    rootfs.place(lib)
+                    if not Path(lib).resolve().is_relative_to(site):
+                        rootfs.place(lib)
         # like the venv's editable install: netviz_pipeline importable from anywhere, not only from /app
         rootfs.write(f"{PIPELINE_SITE}/netviz-app.pth", f"{PIPELINE_APP}\n")
         for name in PIPELINE_SCRIPTS:

@@ -9,7 +9,7 @@ cannot shrink a topic: fewer partitions asked than present is left alone and rep
 import dagster as dg
 
 from ..checks.kafka import topic_finding
-from ..resources.config import NetvizConfig
+from ..resources.cluster import ClusterResource
 from ..resources.kafka import KafkaError, KafkaResource
 from . import OWNERS
 from .report import finding_result
@@ -17,19 +17,19 @@ from .report import finding_result
 GROUP = "goflow2"
 
 
-def _in_use(config: NetvizConfig) -> bool:
-    f = config.settings.flows
+def _in_use(cluster: ClusterResource) -> bool:
+    f = cluster.settings.flows
     return f.enabled and f.transport == "kafka"
 
 
 @dg.asset(group_name=GROUP, kinds={"kafka"}, owners=OWNERS,
           description="Changes Kafka (transport kafka only): creates the flow topic with the partitions asked, "
                       "or grows it; verifies only when flows.kafka.topic_owner is external")
-def flow_topic(context: dg.AssetExecutionContext, config: NetvizConfig, kafka: KafkaResource) -> dg.MaterializeResult:
-    if not _in_use(config):
+def flow_topic(context: dg.AssetExecutionContext, cluster: ClusterResource, kafka: KafkaResource) -> dg.MaterializeResult:
+    if not _in_use(cluster):
         return dg.MaterializeResult(metadata={"transport": "fifo", "changed": 0,
                                               "note": "flows.transport is fifo: no topic is used"})
-    k = config.settings.flows.kafka
+    k = cluster.settings.flows.kafka
     try:
         shape = kafka.topic(k.topic)
         action = "unchanged"
@@ -54,10 +54,10 @@ def flow_topic(context: dg.AssetExecutionContext, config: NetvizConfig, kafka: K
 
 @dg.asset_check(asset=flow_topic, blocking=True,
                 description="The topic exists with the partitions asked, at least one per aggregator replica")
-def flow_topic_shape(config: NetvizConfig, kafka: KafkaResource) -> dg.AssetCheckResult:
-    if not _in_use(config):
+def flow_topic_shape(cluster: ClusterResource, kafka: KafkaResource) -> dg.AssetCheckResult:
+    if not _in_use(cluster):
         return dg.AssetCheckResult(passed=True, metadata={"transport": "fifo"})
-    k = config.settings.flows.kafka
+    k = cluster.settings.flows.kafka
     try:
         shape = kafka.topic(k.topic)
     except KafkaError as exc:

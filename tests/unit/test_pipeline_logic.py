@@ -116,3 +116,14 @@ def test_the_sensor_reaches_real_assets_and_checks_by_name():
     # every owner the planner may re-run is healable by the sensor
     owners = {a for assets_ in remediation.OWNER.values() for a in assets_}
     assert owners | {f"{stem}_dashboard" for stem in ("caretta", "goflow2")} <= set(jobs.HEALABLE)
+
+
+def test_every_job_runs_without_run_config():
+    """`dagster job execute` and the sensor launch with no run config: no asset or check may ask for op
+    config (a parameter named `config` is op config to Dagster, not a resource)."""
+    from dagster._core.system_config.objects import ResolvedRunConfig
+
+    from netviz_pipeline.definitions import defs
+
+    for name in ("netviz_deploy", "netviz_verify"):
+        ResolvedRunConfig.build(defs.resolve_job_def(name), {})
