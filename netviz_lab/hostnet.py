@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .lab import Lab
 from .proc import run
-from .topology import APISERVER_PORT, KWOK_SERVER_PORT, LAB_RANGE, NFT_TABLE
+from .topology import APISERVER_PORT, KAFKA_CONTROLLER_PORT, KAFKA_PORT, KWOK_SERVER_PORT, LAB_RANGE, NFT_TABLE
 
 _FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -27,6 +27,8 @@ table ip {NFT_TABLE} {{
         # only the API server (which connects over loopback) may reach it.
         tcp dport {KWOK_SERVER_PORT} iifname != "lo" drop
         tcp dport {APISERVER_PORT} iifname != "lo" ip saddr != {LAB_RANGE} drop
+        # the lab's Kafka broker has no authentication (PLAINTEXT, as a lab's is): the lab's pods only
+        tcp dport {{ {KAFKA_PORT}, {KAFKA_CONTROLLER_PORT} }} iifname != "lo" ip saddr != {LAB_RANGE} drop
     }}
     chain forward {{
         type filter hook forward priority 0; policy drop;

@@ -78,7 +78,8 @@ def deployment(s: Settings) -> dict:
                                                         "items": [{"key": "username", "path": "username"},
                                                                   {"key": "password", "path": "password"}]}})
     pod: dict = {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}, "fsGroup": UID},
-                 "automountServiceAccountToken": False, "nodeSelector": {"kubernetes.io/os": "linux"},
+                 "automountServiceAccountToken": False, "serviceAccountName": "default",
+                 "nodeSelector": {"kubernetes.io/os": "linux"},
                  "terminationGracePeriodSeconds": 30}  # SIGTERM: commit what was counted, leave the group
     if f.names.kubernetes:
         pod["serviceAccountName"] = goflow2.FLOWAGG_SA

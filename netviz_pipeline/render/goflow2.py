@@ -240,8 +240,10 @@ def deployment(s: Settings, node_name: str | None = None) -> dict:
     }
     # RuntimeDefault seccomp: with the containers' settings this meets Pod Security "restricted"
     # no container gets API credentials by default; the aggregator gets its own (sa_token_volume)
+    # "default" spelt out: a switch to the kafka transport moves the aggregator's account off this pod, and
+    # a dropped serviceAccountName comes back from the deprecated serviceAccount field the API server keeps
     pod: dict = {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}, "automountServiceAccountToken": False,
-                 "containers": [container], "nodeSelector": {"kubernetes.io/os": "linux"}}
+                 "serviceAccountName": "default", "containers": [container], "nodeSelector": {"kubernetes.io/os": "linux"}}
     if node_name:  # externalTrafficPolicy Local only delivers on nodes running the pod
         pod["nodeSelector"]["kubernetes.io/hostname"] = node_name
     template_meta: dict = {"labels": labels(NAME)}

@@ -87,8 +87,8 @@ class KafkaResource(dg.ConfigurableResource):
     def create_topic(self, name: str, partitions: int, replication_factor: int | None) -> None:
         from confluent_kafka.admin import NewTopic
 
-        fut = self._admin().create_topics([NewTopic(name, partitions, replication_factor or -1)],
-                                          request_timeout=TIMEOUT_S)[name]
+        admin = self._admin()  # held until the future resolves: a collected client fails it (_DESTROY)
+        fut = admin.create_topics([NewTopic(name, partitions, replication_factor or -1)], request_timeout=TIMEOUT_S)[name]
         try:
             fut.result(timeout=TIMEOUT_S + 5)
         except Exception as exc:  # noqa: BLE001 - KafkaException carries the broker's reason
@@ -97,7 +97,8 @@ class KafkaResource(dg.ConfigurableResource):
     def grow_partitions(self, name: str, partitions: int) -> None:
         from confluent_kafka.admin import NewPartitions
 
-        fut = self._admin().create_partitions([NewPartitions(name, partitions)], request_timeout=TIMEOUT_S)[name]
+        admin = self._admin()
+        fut = admin.create_partitions([NewPartitions(name, partitions)], request_timeout=TIMEOUT_S)[name]
         try:
             fut.result(timeout=TIMEOUT_S + 5)
         except Exception as exc:  # noqa: BLE001

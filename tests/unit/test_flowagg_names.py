@@ -448,7 +448,7 @@ def test_names_off_means_no_account_no_role_no_token(make):
     objs = goflow2.render(s)
     assert not [o for o in objs if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
     pod_spec = [o for o in objs if o["kind"] == "Deployment"][0]["spec"]["template"]["spec"]
-    assert "serviceAccountName" not in pod_spec and pod_spec["automountServiceAccountToken"] is False
+    assert pod_spec["serviceAccountName"] == "default" and pod_spec["automountServiceAccountToken"] is False
     assert all(m["mountPath"] != nm.SA_DIR for c in pod_spec["containers"] for m in c["volumeMounts"])
     assert not any(o["metadata"]["name"] == "netviz-flowagg" for o in install.install_objects(s))
     cfg = json.loads([o for o in objs if o["kind"] == "ConfigMap"][0]["data"]["config.json"])

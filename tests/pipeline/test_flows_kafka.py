@@ -1,0 +1,137 @@
+"""The `kafka` flow transport end to end in the lab: the lab's real Kafka 4.4.0 broker, the real GoFlow2
+producing keyed protobuf, two aggregator replicas (the netviz image) on real nodes as one consumer group,
+the lab's Prometheus scraping both, all set up by `netviz_deploy` from the CLI as a user runs it.
+
+Proves: the topic is created with the partitions asked; both replicas roll out and are scraped as
+netviz-flows; real LAN traffic reaches the talker series through Kafka, every byte of a canary counted
+once (the sum over replicas); no pair is counted by both replicas; the group's offsets are committed; a
+second deploy changes nothing. The lab goes back to the fifo default afterwards."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_flows import CANARY_CONNECTIONS, DEADLINE_S, canary_traffic, query  # tests/pipeline on sys.path
+from test_pipeline import run_job
+
+from netviz_lab import clusterapi, nodes
+from netviz_lab import settings as lab_settings
+from netviz_lab.images import pipeline_image_ref
+from netviz_lab.lab import Lab
+from netviz_lab.topology import KAFKA_BOOTSTRAP, LINUX_ROUTER
+from netviz_pipeline import freshness
+from netviz_pipeline.render.scrape import FLOWS_JOB
+
+pytestmark = pytest.mark.lab
+
+TOPIC = "netviz-flows-lab"
+PARTITIONS, REPLICAS = 4, 2
+
+
+def _admin():
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": KAFKA_BOOTSTRAP})
+
+
+def _delete_topic() -> None:
+    fut = _admin().delete_topics([TOPIC], operation_timeout=10).get(TOPIC)
+    try:
+        fut.result(timeout=15)
+    except Exception:  # noqa: BLE001 - absent already
+        pass
+
+
+def _kafka_settings(lab: Lab) -> dict:
+    cfg = lab_settings.settings(lab)
+    cfg["flows"] = dict(cfg.get("flows") or {}) | {"transport": "kafka", "kafka": {
+        "brokers": [KAFKA_BOOTSTRAP], "image": pipeline_image_ref(lab), "topic": TOPIC,
+        "partitions": PARTITIONS, "replicas": REPLICAS, "replication_factor": 1}}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def kafka_deployed(lab: Lab, admin_api, tmp_path_factory):
+    from kubernetes import client
+
+    d = tmp_path_factory.mktemp("kafka")
+    cfg = _kafka_settings(lab)
+    nodes.import_on_demand_images(lab)  # the netviz image runs the consumers
+    clusterapi.install(lab, cfg)  # the administrator's step: the admission policy now allows that image
+    path = d / "netviz.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    _delete_topic()
+    t0 = time.monotonic()
+    deploy = run_job("netviz_deploy", path, d / "deploy")
+    took = time.monotonic() - t0
+    try:
+        assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-6000:]
+        yield path, d, took
+    finally:
+        # back to the lab's settings (fifo), as a user switches back: the deploy removes the consumers
+        clusterapi.install(lab)
+        back = d / "fifo.yaml"
+        back.write_text(lab_settings.render(lab))
+        restore = run_job("netviz_deploy", back, d / "restore")
+        _delete_topic()
+        out = restore.stdout + restore.stderr
+        assert restore.returncode == 0, out[-4000:]
+        if deploy.returncode == 0:  # else the deploy's own failure is the one to read
+            assert "removed what the other flow transport used: Deployment flowagg" in out, out[-4000:]
+        left = client.AppsV1Api(admin_api).list_namespaced_deployment("goflow2").items
+        assert [x.metadata.name for x in left] == ["goflow2"], [x.metadata.name for x in left]
+
+
+def test_kafka_transport_counts_real_flows_once_across_replicas(kafka_deployed, admin_api):
+    from confluent_kafka import Consumer, TopicPartition
+    from kubernetes import client
+
+    path, d, took = kafka_deployed
+    md = _admin().list_topics(topic=TOPIC, timeout=10).topics[TOPIC]
+    assert md.error is None and len(md.partitions) == PARTITIONS, md
+    pods = client.CoreV1Api(admin_api).list_namespaced_pod("goflow2", label_selector="app=flowagg").items
+    running = [p for p in pods if p.status.phase == "Running"]
+    assert len(running) == REPLICAS, [(p.metadata.name, p.status.phase) for p in pods]
+    # both replicas scraped as the flows job, in the lab's Prometheus (file mode, kubernetes_sd)
+    deadline = time.monotonic() + 90
+    while len(query(f'up{{job="{FLOWS_JOB}"}} == 1')) < REPLICAS:
+        assert time.monotonic() < deadline, query(f'up{{job="{FLOWS_JOB}"}}')
+        time.sleep(2)
+    assert {r["metric"]["pod"] for r in query(f'up{{job="{FLOWS_JOB}"}}')} == {p.metadata.name for p in running}
+
+    # a canary through the real router: every byte counted once, summed over the replicas
+    src, dst = LINUX_ROUTER.lan_host, LINUX_ROUTER.wan_host
+    q = f'sum(netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src="{src}",dst="{dst}"}})'
+    deadline = time.monotonic() + 120
+    while not query(q):
+        assert time.monotonic() < deadline, f"no talker series for {src} -> {dst} through Kafka"
+        time.sleep(2)
+    time.sleep(6)
+    before = freshness.value(query(q))
+    sent = canary_traffic()
+    done = time.monotonic()
+    while (grown := freshness.value(query(q)) - before) < sent:
+        assert time.monotonic() - done < DEADLINE_S + 10, f"grew {grown:.0f} of {sent} B through Kafka"
+        time.sleep(0.5)
+    latency = time.monotonic() - done
+    assert grown < sent * 1.5, f"{grown:.0f} B counted for {sent} B sent: counted twice?"
+    # a pair lives on one partition, so in one replica only
+    twice = query(f'count by (exporter, src, dst) (netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src!="other"}}) > 1')
+    assert not twice, twice
+    # the group committed what it counted
+    c = Consumer({"bootstrap.servers": KAFKA_BOOTSTRAP, "group.id": "netviz-flowagg", "enable.auto.commit": False})
+    try:
+        committed = c.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=10)
+    finally:
+        c.close()
+    assert sum(max(tp.offset, 0) for tp in committed) > 0, committed
+    print(f"kafka transport: deploy {took:.0f}s; canary of {CANARY_CONNECTIONS} connections visible "
+          f"{latency:.1f}s after it ended")
+
+    # converged: a second deploy changes nothing (no object rewritten, the topic unchanged)
+    again = run_job("netviz_deploy", path, d / "deploy")
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out[-4000:]
+    assert f"topic {TOPIC}: unchanged" in out, out[-4000:]
