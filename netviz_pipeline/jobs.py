@@ -29,6 +29,7 @@ HEALABLE = ("router_softflowd", "goflow2", "prometheus_scrape_config", "caretta"
             "goflow2_dashboard")
 NETFLOW_CHECK = ("router_softflowd", "netflow_arriving")
 CARETTA_CHECK = ("end_to_end", "caretta_links_present")
+AGGREGATORS_CHECK = ("goflow2", "aggregators_keep_up")  # recorded only with the kafka transport
 
 netviz_deploy = dg.define_asset_job("netviz_deploy", selection=ALL_ASSETS, executor_def=dg.in_process_executor,
                                     tags={WRITES_TAG: "true"},

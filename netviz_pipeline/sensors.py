@@ -11,9 +11,10 @@ import time
 import dagster as dg
 
 from . import exporter_health, notify, remediation
+from .checks.kafka import SUBJECT_LAG
 from .checks.observe import observations
 from .findings import Finding
-from .jobs import (CARETTA_CHECK, HEALABLE, NETFLOW_CHECK, REMEDIATION_TAG, ROUTER_PARTITIONS, WRITES_TAG,
+from .jobs import (AGGREGATORS_CHECK, CARETTA_CHECK, HEALABLE, NETFLOW_CHECK, REMEDIATION_TAG, ROUTER_PARTITIONS, WRITES_TAG,
                    netviz_verify)
 from .resources.cluster import ClusterResource
 from .resources.prometheus import PrometheusResource
@@ -73,6 +74,9 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
     exporters = [o for o in seen if o.subject.startswith("router:")]
     events = [_evaluation(dg.AssetKey(NETFLOW_CHECK[0]), NETFLOW_CHECK[1], exporters, p),
               _evaluation(dg.AssetKey(CARETTA_CHECK[0]), CARETTA_CHECK[1], [o for o in seen if o.subject == "caretta"], p)]
+    lag = [o for o in seen if o.subject == SUBJECT_LAG]
+    if lag:  # the kafka transport: falling behind or stalled, told apart from no flows
+        events.append(_evaluation(dg.AssetKey(AGGREGATORS_CHECK[0]), AGGREGATORS_CHECK[1], lag, p))
     for subject, why in p.diagnoses.items():
         context.log.warning(f"{subject}: {why}")
     runs = [dg.RunRequest(run_key=f"remediate-{int(now)}-{r.partition or 'shared'}", partition_key=r.partition,

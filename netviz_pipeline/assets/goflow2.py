@@ -9,7 +9,7 @@ import time
 
 import dagster as dg
 
-from ..checks.kafka import lag_finding
+from ..checks.kafka import MAX_LAG, lag_between, lag_finding
 from ..render import MANAGED_BY
 from ..render import aggregators as render_aggregators
 from ..render import goflow2 as render_goflow2
@@ -75,7 +75,6 @@ def goflow2_rollout(cluster: ClusterResource) -> dg.AssetCheckResult:
 
 
 LAG_SAMPLE_S = 10.0
-MAX_LAG = 10_000  # messages: what one replica counts in well under a second (docs/benchmarks.md)
 
 
 @dg.asset_check(asset=goflow2, blocking=False,
@@ -92,4 +91,5 @@ def aggregators_keep_up(cluster: ClusterResource, kafka: KafkaResource) -> dg.As
         after = kafka.lag(k.consumer_group, k.topic)
     except KafkaError as exc:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description=str(exc))
-    return finding_result(lag_finding(before, after, time.monotonic() - t0, MAX_LAG), dg.AssetCheckSeverity.WARN)
+    f = lag_finding(*lag_between(before, after), time.monotonic() - t0, MAX_LAG, "kafka")
+    return finding_result(f, dg.AssetCheckSeverity.WARN)

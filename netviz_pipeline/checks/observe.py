@@ -10,13 +10,15 @@ from ..targets.prometheus import PrometheusTarget
 from .caretta import caretta_finding
 from .dashboards import drift
 from .exporters import exporter_looks
+from .kafka import MAX_LAG, lag_from_series
 from .scrape import scrape_health
 
 
 def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource, kube,
                  prometheus: PrometheusTarget | None, samples: dict[str, list[exporter_health.Sample]]
                  ) -> tuple[list[Finding], dict[str, list[exporter_health.Sample]]]:
-    """Scrape and collector, each router's exporter, Caretta, dashboard drift; and the exporter samples
+    """Scrape and collector, each router's exporter, Caretta, dashboard drift, the kafka transport's
+    aggregators keeping up; and the exporter samples
     to keep for the next look. `s`: resolved settings; `prometheus`: the resolved target (None when auto
     could not resolve: the scrape finding says so)."""
     out = scrape_health(s, prom, kube, prometheus, pending_ok=True)
@@ -24,4 +26,8 @@ def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource
     out += looks
     out.append(caretta_finding(s, prom))
     out += drift(s, kube)
+    if s.flows.enabled and s.flows.transport == "kafka":  # falling behind vs no flows; never healed
+        from ..render.scrape import FLOWS_JOB
+
+        out.append(lag_from_series(prom, FLOWS_JOB, MAX_LAG))
     return out, samples

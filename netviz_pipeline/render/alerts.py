@@ -140,6 +140,31 @@ def _aggregator_rules(s: Settings) -> list[dict]:
     ]
 
 
+KAFKA_MAX_LAG = 10_000  # messages (checks/kafka.MAX_LAG: the same bound as the check and the sensor)
+
+
+def _kafka_rules(s: Settings) -> list[dict]:
+    """The kafka transport's aggregators: falling behind (lag large and growing) and cut off from the
+    brokers; "no flows" is left to NetvizExporterSilent, which tells it per router."""
+    f, ns = f'job="{FLOWS_JOB}"', s.goflow2.namespace
+    lag = f"sum(netviz_flow_kafka_lag_messages{{{f}}})"
+    w = _window(s, 600)
+    return [
+        _alert("NetvizAggregatorsFallingBehind",
+               f"{lag} > {KAFKA_MAX_LAG}\nand\nderiv({lag}[{w}:]) > 0", _for(s, 600), "warning",
+               "The flow aggregators fall behind the Kafka topic",
+               f"More than {KAFKA_MAX_LAG} flow messages wait in the topic and the backlog keeps growing: the "
+               "dashboards lag behind the traffic (nothing is lost while Kafka retains the messages). Give the "
+               f"flowagg pods in namespace {ns} more CPU, or raise flows.kafka.replicas (and partitions), then "
+               "run the netviz_deploy job."),
+        _alert("NetvizAggregatorKafkaDisconnected", f"netviz_flow_kafka_connected{{{f}}} == 0", _for(s, 120),
+               "critical", "Aggregator {{ $labels.pod }} cannot reach the Kafka brokers",
+               "The aggregator replica has no working connection to the brokers in flows.kafka.brokers (or a "
+               "commit has been waiting on them): it counts nothing, flows wait in the topic. Check the brokers, "
+               f"the network from namespace {ns} to them, and the TLS/SASL settings (flows.kafka.tls, .sasl)."),
+    ]
+
+
 def _caretta_rules(s: Settings) -> list[dict]:
     c = f'job="{CARETTA_JOB}"'
     return [_alert(
@@ -159,7 +184,9 @@ def _caretta_rules(s: Settings) -> list[dict]:
 def rule_groups(s: Settings) -> dict:
     """A Prometheus rule-file document with the `netviz` group; `prometheus.alert_for_seconds` overrides
     an alert's `for` (still never below two scrapes)."""
-    rules = _collector_rules(s) + (_aggregator_rules(s) if s.flows.enabled else []) + _caretta_rules(s)
+    kafka = s.flows.enabled and s.flows.transport == "kafka"
+    rules = (_collector_rules(s) + (_aggregator_rules(s) if s.flows.enabled else []) + (_kafka_rules(s) if kafka else [])
+             + _caretta_rules(s))
     floor = 2 * s.prometheus.scrape_interval_seconds
     for r in rules:
         if r["alert"] in s.prometheus.alert_for_seconds:
@@ -168,8 +195,8 @@ def rule_groups(s: Settings) -> dict:
 
 
 def settings_problems(s: Settings) -> list[str]:
-    """`prometheus.alert_for_seconds` may name only alerts netviz renders (with any flows setting)."""
-    known = sorted(r["alert"] for r in _collector_rules(s) + _aggregator_rules(s) + _caretta_rules(s))
+    """`prometheus.alert_for_seconds` may name only alerts netviz renders (with any flows settings)."""
+    known = sorted(r["alert"] for r in _collector_rules(s) + _aggregator_rules(s) + _kafka_rules(s) + _caretta_rules(s))
     return [f"prometheus.alert_for_seconds: no netviz alert is named {name!r}; the alerts are {', '.join(known)}"
             for name in s.prometheus.alert_for_seconds if name not in known]
 

@@ -5,7 +5,8 @@ the lab's Prometheus scraping both, all set up by `netviz_deploy` from the CLI a
 Proves: the topic is created with the partitions asked; both replicas roll out and are scraped as
 netviz-flows; real LAN traffic reaches the talker series through Kafka, every byte of a canary counted
 once (the sum over replicas); no pair is counted by both replicas; the group's offsets are committed; a
-second deploy changes nothing. The lab goes back to the fifo default afterwards."""
+health sensor's tick finds the aggregators keeping up and heals nothing; a second deploy changes nothing.
+The lab goes back to the fifo default afterwards (the deploy removes the consumers)."""
 from __future__ import annotations
 
 import time
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from test_flows import CANARY_CONNECTIONS, DEADLINE_S, canary_traffic, query  # tests/pipeline on sys.path
 from test_pipeline import run_job
+from test_prometheus_modes import sensor_tick
 
 from netviz_lab import clusterapi, nodes
 from netviz_lab import settings as lab_settings
@@ -129,6 +131,15 @@ def test_kafka_transport_counts_real_flows_once_across_replicas(kafka_deployed, 
     assert sum(max(tp.offset, 0) for tp in committed) > 0, committed
     print(f"kafka transport: deploy {took:.0f}s; canary of {CANARY_CONNECTIONS} connections visible "
           f"{latency:.1f}s after it ended")
+
+    # the health sensor, one tick under these settings: the aggregators keep up, recorded on goflow2's check
+    tick = sensor_tick(path)
+    evals = {e.check_name: e for e in tick.asset_events}
+    lag = evals["aggregators_keep_up"]
+    assert lag.passed, lag.metadata
+    assert "keep up" in lag.metadata["aggregators"].value or "no flows" in lag.metadata["aggregators"].value
+    assert evals["netflow_arriving"].passed, evals["netflow_arriving"].metadata
+    assert not tick.run_requests, tick.run_requests  # nothing to heal
 
     # converged: a second deploy changes nothing (no object rewritten, the topic unchanged)
     again = run_job("netviz_deploy", path, d / "deploy")

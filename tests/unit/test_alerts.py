@@ -373,3 +373,28 @@ def test_rules_loaded_check_wants_every_alert_of_the_netviz_group(settings):
     full[0]["rules"][0] |= {"health": "err", "lastError": "many-to-many matching not allowed"}
     f = rules_health(settings, Rules(full), target)
     assert not f.healthy and f.details["problems"] == [f"{names[0]}: many-to-many matching not allowed"]
+
+
+def test_kafka_aggregator_alerts(make, raw, tmp_path, promtool):
+    """Falling behind needs a large AND growing backlog (a burst being worked off does not page);
+    a replica cut off from the brokers pages on its own."""
+    s = make(flows=raw.get("flows", {}) | {"transport": "kafka", "kafka": {
+        "brokers": ["198.18.0.1:9092"], "image": "localhost/netviz:1", "partitions": 2, "replicas": 2}})
+    assert {"NetvizAggregatorsFallingBehind", "NetvizAggregatorKafkaDisconnected"} <= set(alerts.alert_names(s))
+    assert "NetvizAggregatorsFallingBehind" not in alerts.alert_names(make())  # fifo: no such rule
+    f = 'job="netviz-flows"'
+    _promtool_test(promtool, tmp_path, s, {
+        f'netviz_flow_kafka_lag_messages{{{f},pod="a"}}': "0+2000x40",  # grows without end
+        f'netviz_flow_kafka_lag_messages{{{f},pod="b"}}': "0x40",
+        f'netviz_flow_kafka_connected{{{f},pod="a"}}': "1x40",
+        f'netviz_flow_kafka_connected{{{f},pod="b"}}': "1x10 0x30",
+    }, [("NetvizAggregatorsFallingBehind", "30m", [{}]),
+        ("NetvizAggregatorsFallingBehind", "6m", []),  # below the bound yet
+        ("NetvizAggregatorKafkaDisconnected", "9m", []),
+        ("NetvizAggregatorKafkaDisconnected", "20m", [{"job": "netviz-flows", "pod": "b"}])])
+    burst = tmp_path / "burst"
+    burst.mkdir()
+    _promtool_test(promtool, burst, s, {  # a backlog of 50k being worked off: never pages
+        f'netviz_flow_kafka_lag_messages{{{f},pod="a"}}': "50000-1000x40",
+        f'netviz_flow_kafka_connected{{{f},pod="a"}}': "1x40",
+    }, [("NetvizAggregatorsFallingBehind", "30m", [])])

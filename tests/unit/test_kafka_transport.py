@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from netviz_pipeline.checks.kafka import lag_finding, topic_finding
+from netviz_pipeline.checks.kafka import lag_between, lag_finding, topic_finding
 from netviz_pipeline.render import aggregators, goflow2, install, scrape
 from netviz_pipeline.resources.kafka import PartitionLag, TopicShape
 from netviz_pipeline.settings import SettingsError
@@ -122,15 +122,24 @@ def _lag(*pairs):
     return [PartitionLag(i, c, h) for i, (c, h) in enumerate(pairs)]
 
 
+def _judge(before, after):
+    return lag_finding(*lag_between(before, after), 10, 10_000, "kafka")
+
+
 def test_lag_rules_tell_falling_behind_from_no_flows_and_from_a_burst():
-    behind = lag_finding(_lag((0, 50_000)), _lag((1000, 80_000)), 10, 10_000)
+    behind = _judge(_lag((0, 50_000)), _lag((1000, 80_000)))
     assert not behind.healthy and "falling behind" in behind.reason and not behind.heal
-    burst = lag_finding(_lag((0, 50_000)), _lag((45_000, 52_000)), 10, 10_000)
+    assert behind.details["produced"] == 30_000 and behind.details["counted"] == 1000
+    burst = _judge(_lag((0, 50_000)), _lag((45_000, 52_000)))
     assert burst.healthy and "keep up" in burst.reason  # large but shrinking: being worked off
-    quiet = lag_finding(_lag((10, 10), (5, 5)), _lag((10, 10), (5, 5)), 10, 10_000)
+    quiet = _judge(_lag((10, 10), (5, 5)), _lag((10, 10), (5, 5)))
     assert quiet.healthy and "no flows produced" in quiet.reason
     never = PartitionLag(0, -1, 300)
     assert never.lag == 300  # a group that never committed has everything left to count
+    stuck = _judge(_lag((0, 20_000)), _lag((0, 20_000)))  # nothing produced, but a backlog nobody counts
+    assert not stuck.healthy and "stalled" in stuck.reason
+    small = _judge(_lag((0, 200)), _lag((0, 200)))  # a small backlog waits for the next batch: fine
+    assert small.healthy
 
 
 def test_a_transport_switch_removes_only_what_the_other_transport_rendered(kafka, make):

@@ -112,7 +112,7 @@ def test_the_sensor_reaches_real_assets_and_checks_by_name():
     assets = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert set(jobs.HEALABLE) <= assets, set(jobs.HEALABLE) - assets
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert {jobs.NETFLOW_CHECK, jobs.CARETTA_CHECK} <= checks
+    assert {jobs.NETFLOW_CHECK, jobs.CARETTA_CHECK, jobs.AGGREGATORS_CHECK} <= checks
     # every owner the planner may re-run is healable by the sensor
     owners = {a for assets_ in remediation.OWNER.values() for a in assets_}
     assert owners | {f"{stem}_dashboard" for stem in ("caretta", "goflow2")} <= set(jobs.HEALABLE)
