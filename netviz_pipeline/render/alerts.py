@@ -128,9 +128,14 @@ def _aggregator_rules(s: Settings) -> list[dict]:
                f"sum by (instance, reason) (increase(netviz_flow_malformed_lines_total{{{f}}}[{_window(s, 600)}])) > 0",
                _for(s, 600), "warning",
                "The flow aggregator skips GoFlow2 output ({{ $labels.reason }})",
-               "Lines from GoFlow2 keep failing to parse (reason {{ $labels.reason }}): those flows are missing "
-               "from the flow dashboards. A GoFlow2 image other than the one netviz pins (netsampler/goflow2:v2.2.1) "
-               "may write another JSON layout: set goflow2.image back, or update the aggregator with it."),
+               ("Messages from the Kafka topic keep failing to decode as GoFlow2 FlowMessages (reason "
+                "{{ $labels.reason }}): those flows are missing from the flow dashboards. Something other than "
+                f"netviz's GoFlow2 (-format bin) may produce to topic {s.flows.kafka.topic}, or a GoFlow2 image other "
+                "than the one netviz pins (netsampler/goflow2:v2.2.1) another layout: check the topic's producers "
+                "and goflow2.image." if s.flows.transport == "kafka" and s.flows.kafka else
+                "Lines from GoFlow2 keep failing to parse (reason {{ $labels.reason }}): those flows are missing "
+                "from the flow dashboards. A GoFlow2 image other than the one netviz pins (netsampler/goflow2:v2.2.1) "
+                "may write another JSON layout: set goflow2.image back, or update the aggregator with it.")),
         _alert("NetvizAggregatorOverBudget",
                f"netviz_flow_series{{{f}}} > netviz_flow_series_budget{{{f}}}", _for(s, 60), "warning",
                "The flow aggregator exports more series than its budget",

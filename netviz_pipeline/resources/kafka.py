@@ -38,12 +38,12 @@ class PartitionLag:
         return max(0, self.high_watermark - max(self.committed, 0))
 
 
-def client_config(settings) -> dict:
+def client_config(settings, timeout_s: float = TIMEOUT_S) -> dict:
     """librdkafka settings for the pipeline's own connection (pure; secrets read from the environment)."""
     import os
 
     k = settings.flows.kafka
-    conf: dict = {"bootstrap.servers": ",".join(k.brokers), "socket.timeout.ms": int(TIMEOUT_S * 1000)}
+    conf: dict = {"bootstrap.servers": ",".join(k.brokers), "socket.timeout.ms": int(timeout_s * 1000)}
     protocol = ("SASL_" if k.sasl else "") + ("SSL" if k.tls else "PLAINTEXT")
     conf["security.protocol"] = protocol
     if k.tls and k.tls.ca_file:
@@ -59,11 +59,12 @@ def client_config(settings) -> dict:
 
 class KafkaResource(dg.ConfigurableResource):
     config: NetvizConfig
+    timeout_seconds: float = TIMEOUT_S
 
     def _admin(self):
         from confluent_kafka.admin import AdminClient
 
-        return AdminClient(client_config(self.config.settings))
+        return AdminClient(client_config(self.config.settings, self.timeout_seconds))
 
     def _unreachable(self, exc: Exception) -> KafkaError:
         brokers = ",".join(self.config.settings.flows.kafka.brokers)
@@ -73,7 +74,7 @@ class KafkaResource(dg.ConfigurableResource):
         from confluent_kafka import KafkaException
 
         try:
-            md = self._admin().list_topics(topic=name, timeout=TIMEOUT_S)
+            md = self._admin().list_topics(topic=name, timeout=self.timeout_seconds)
         except KafkaException as exc:
             raise self._unreachable(exc) from None
         t = md.topics.get(name)
@@ -88,9 +89,9 @@ class KafkaResource(dg.ConfigurableResource):
         from confluent_kafka.admin import NewTopic
 
         admin = self._admin()  # held until the future resolves: a collected client fails it (_DESTROY)
-        fut = admin.create_topics([NewTopic(name, partitions, replication_factor or -1)], request_timeout=TIMEOUT_S)[name]
+        fut = admin.create_topics([NewTopic(name, partitions, replication_factor or -1)], request_timeout=self.timeout_seconds)[name]
         try:
-            fut.result(timeout=TIMEOUT_S + 5)
+            fut.result(timeout=self.timeout_seconds + 5)
         except Exception as exc:  # noqa: BLE001 - KafkaException carries the broker's reason
             raise KafkaError(f"creating topic {name} ({partitions} partitions): {exc}") from None
 
@@ -98,9 +99,9 @@ class KafkaResource(dg.ConfigurableResource):
         from confluent_kafka.admin import NewPartitions
 
         admin = self._admin()
-        fut = admin.create_partitions([NewPartitions(name, partitions)], request_timeout=TIMEOUT_S)[name]
+        fut = admin.create_partitions([NewPartitions(name, partitions)], request_timeout=self.timeout_seconds)[name]
         try:
-            fut.result(timeout=TIMEOUT_S + 5)
+            fut.result(timeout=self.timeout_seconds + 5)
         except Exception as exc:  # noqa: BLE001
             raise KafkaError(f"growing topic {name} to {partitions} partitions: {exc}") from None
 
@@ -109,14 +110,14 @@ class KafkaResource(dg.ConfigurableResource):
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         shape = self.topic(topic)
-        conf = client_config(self.config.settings) | {"group.id": group, "enable.auto.commit": False}
+        conf = client_config(self.config.settings, self.timeout_seconds) | {"group.id": group, "enable.auto.commit": False}
         consumer = Consumer(conf)  # never subscribes: it only reads the group's committed offsets
         try:
             parts = [TopicPartition(topic, p) for p in range(shape.partitions)]
-            committed = consumer.committed(parts, timeout=TIMEOUT_S)
+            committed = consumer.committed(parts, timeout=self.timeout_seconds)
             out = []
             for tp in committed:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=TIMEOUT_S)
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=self.timeout_seconds)
                 out.append(PartitionLag(tp.partition, tp.offset if tp.offset >= 0 else -1, high))
             return out
         except KafkaException as exc:

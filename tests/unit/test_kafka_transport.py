@@ -155,3 +155,25 @@ def test_a_transport_switch_removes_only_what_the_other_transport_rendered(kafka
     # and the grant names exactly those
     granted = {n for names_ in aggregators.prunable().values() for n in names_}
     assert {n for *_, n in aggregators.other_transport_objects(k) + aggregators.other_transport_objects(f)} == granted
+
+
+def test_unreachable_brokers_fail_with_the_setting_named(kafka, raw, tmp_path):
+    """A real connection attempt to a loopback port nobody listens on (no mock): the error names the
+    brokers and the setting, and no topic is created."""
+    import socket
+
+    import yaml
+
+    from netviz_pipeline.resources.config import NetvizConfig
+    from netviz_pipeline.resources.kafka import KafkaError, KafkaResource
+
+    with socket.socket() as sock:  # a free port, closed again: connections to it are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = dict(raw) | {"flows": {"transport": "kafka", "kafka": KAFKA | {"brokers": [f"127.0.0.1:{port}"]}}}
+    path = tmp_path / "netviz.yaml"
+    path.write_text(yaml.safe_dump(data))
+    res = KafkaResource(config=NetvizConfig(config_path=str(path)), timeout_seconds=2)
+    with pytest.raises(KafkaError) as e:
+        res.topic("netviz-flows")
+    assert f"127.0.0.1:{port}" in str(e.value) and "flows.kafka.brokers" in str(e.value)
