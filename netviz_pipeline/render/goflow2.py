@@ -56,6 +56,9 @@ NAMES_WATCHED = (("", ("pods", "services", "nodes")), ("apps", ("replicasets",))
 # FNV-32 of them, goflow2 v2.2.1 format/protobuf), and with hashing on the key picks the partition: one
 # (exporter, src, dst) pair always lands on one partition, so one aggregator replica holds all of it.
 KAFKA_KEY = ("sampler_address", "src_addr", "dst_addr")
+# sarama batches messages up to 5 s by default: flows would reach the dashboards seconds later than
+# through the FIFO; 1 s keeps them close, at one produce request per second per broker at low rates
+KAFKA_FLUSH = "1s"
 MAPPING_CONFIGMAP = "goflow2-mapping"
 MAPPING_VOLUME = "mapping"
 MAPPING_DIR = "/etc/goflow2"
@@ -184,7 +187,7 @@ def kafka_args(s: Settings) -> list[str]:
     k = s.flows.kafka
     out = ["-transport", "kafka", "-format", "bin", f"-transport.kafka.brokers={','.join(k.brokers)}",
            f"-transport.kafka.topic={k.topic}", f"-transport.kafka.version={k.protocol_version}",
-           "-transport.kafka.hashing=true", f"-mapping={MAPPING_DIR}/mapping.yaml"]
+           "-transport.kafka.hashing=true", f"-transport.kafka.flushfreq={KAFKA_FLUSH}", f"-mapping={MAPPING_DIR}/mapping.yaml"]
     if k.compression != "none":
         out.append(f"-transport.kafka.compression={k.compression}")
     if k.tls:

@@ -4,7 +4,7 @@ the lab's Prometheus scraping both, all set up by `netviz_deploy` from the CLI a
 
 Proves: the topic is created with the partitions asked; both replicas roll out and are scraped as
 netviz-flows; real LAN traffic reaches the talker series through Kafka, every byte of a canary counted
-once (the sum over replicas); no pair is counted by both replicas; the group's offsets are committed; a
+once (the sum over replicas), by one replica alone; the group's offsets are committed; a
 health sensor's tick finds the aggregators keeping up and heals nothing; a second deploy changes nothing.
 The lab goes back to the fifo default afterwards (the deploy removes the consumers)."""
 from __future__ import annotations
@@ -111,6 +111,8 @@ def test_kafka_transport_counts_real_flows_once_across_replicas(kafka_deployed, 
         assert time.monotonic() < deadline, f"no talker series for {src} -> {dst} through Kafka"
         time.sleep(2)
     time.sleep(6)
+    per_pod = f'netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src="{src}",dst="{dst}"}}'
+    before_pods = {r["metric"]["pod"]: float(r["value"][1]) for r in query(per_pod)}
     before = freshness.value(query(q))
     sent = canary_traffic()
     done = time.monotonic()
@@ -119,9 +121,11 @@ def test_kafka_transport_counts_real_flows_once_across_replicas(kafka_deployed, 
         time.sleep(0.5)
     latency = time.monotonic() - done
     assert grown < sent * 1.5, f"{grown:.0f} B counted for {sent} B sent: counted twice?"
-    # a pair lives on one partition, so in one replica only
-    twice = query(f'count by (exporter, src, dst) (netviz_flow_talker_bytes_total{{job="{FLOWS_JOB}",src!="other"}}) > 1')
-    assert not twice, twice
+    # the pair lives on one partition, so one replica counted all of the canary (a replica that owned
+    # the partition before a rebalance keeps its older, frozen series: that is not counting twice)
+    after_pods = {r["metric"]["pod"]: float(r["value"][1]) for r in query(per_pod)}
+    counted_by = [p for p, v in after_pods.items() if v > before_pods.get(p, 0.0)]
+    assert len(counted_by) == 1, (before_pods, after_pods)
     # the group committed what it counted
     c = Consumer({"bootstrap.servers": KAFKA_BOOTSTRAP, "group.id": "netviz-flowagg", "enable.auto.commit": False})
     try:
