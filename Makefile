@@ -113,8 +113,12 @@ soak: venv
 
 # Flow aggregator figures (docs/flow-metrics.md): real goflow2 v2.2.1 vs the aggregator on this machine,
 # peak memory with 10M distinct pairs, heavy-hitter error. ~3 minutes; writes bench-results/flows.txt.
-bench-flows: go-binaries venv
+# Then flow loss end to end, fifo against kafka, and the kafka path under a broker restart and a replica
+# kill (docs/benchmarks.md): its own Kafka broker on 127.0.0.1 from the lab's jars, never the lab's, stopped
+# at the end. ~10 minutes; writes bench-results/flow-loss.txt.
+bench-flows: go-binaries kafka-jars venv
 	$(PY) benchmarks/bench_flows.py
+	$(PY) benchmarks/bench_flow_loss.py
 
 # Pipeline figures (issue 6): cold and converged deploy vs kubectl apply --server-side + rollout status,
 # Dagster overhead, packet -> Prometheus, exporter stop -> freshness failing, sensor tick with 1/10/50

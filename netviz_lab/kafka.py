@@ -48,17 +48,23 @@ logger.config.level = warn
 
 
 def server_properties(lab: Lab) -> str:
+    return properties(NODE_IP, KAFKA_PORT, KAFKA_CONTROLLER_PORT, lab.kafka_dir / "data")
+
+
+def properties(host: str, port: int, controller_port: int, data_dir: os.PathLike | str) -> str:
+    """server.properties of a one-node KRaft broker on host:port (controller on controller_port), its log
+    in data_dir: the lab's broker, and benchmarks/bench_flow_loss.py's own one on 127.0.0.1."""
     return f"""\
-# The lab's Kafka broker (netviz_lab/kafka.py): KRaft, one combined broker + controller.
+# A one-node Kafka broker (netviz_lab/kafka.py): KRaft, one combined broker + controller.
 process.roles=broker,controller
 node.id={NODE_ID}
-controller.quorum.voters={NODE_ID}@{NODE_IP}:{KAFKA_CONTROLLER_PORT}
-listeners=PLAINTEXT://{NODE_IP}:{KAFKA_PORT},CONTROLLER://{NODE_IP}:{KAFKA_CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://{KAFKA_BOOTSTRAP}
+controller.quorum.voters={NODE_ID}@{host}:{controller_port}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
+advertised.listeners=PLAINTEXT://{host}:{port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={lab.kafka_dir / 'data'}
+log.dirs={data_dir}
 # One broker: every internal topic with one replica and a min ISR of 1, or they are never created.
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=8
