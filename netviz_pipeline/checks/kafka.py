@@ -3,11 +3,12 @@ aggregators keeping up (consumer-group lag). Pure rules over what resources/kafk
 from __future__ import annotations
 
 from ..findings import Finding
+from ..render import aggregators
 from ..resources.kafka import PartitionLag, TopicShape
 
 SUBJECT_TOPIC = "kafka-topic"
 SUBJECT_LAG = "aggregators"
-MAX_LAG = 10_000  # messages: what one replica counts in well under a second; render/alerts.KAFKA_MAX_LAG too
+MAX_LAG = aggregators.MAX_LAG
 
 
 def topic_finding(shape: TopicShape, partitions: int, replicas: int, owner: str) -> Finding:
@@ -49,8 +50,9 @@ def lag_finding(lag0: float, lag1: float, produced: float, counted: float, secon
     read from Kafka) and by the sensor (the replicas' own series, from Prometheus).
 
     Falling behind is lag that is both large and growing across the observation (a burst the group
-    works off is not); stalled is a large backlog nobody counts; "no flows" is nothing produced and nothing left to count, told apart because
-    healing each needs someone else (more aggregator CPU or replicas; the routers)."""
+    works off is not); stalled is a large backlog nobody counts; "no flows" is nothing produced and
+    nothing left to count, told apart because healing each needs someone else (more aggregator CPU or
+    replicas; the routers)."""
     details = {"lag_before": int(lag0), "lag_after": int(lag1), "produced": int(produced), "counted": int(counted),
                "seconds": round(seconds, 1), "max_lag": max_lag, "checked_via": via}
     if lag1 > max_lag and counted <= 0:

@@ -26,6 +26,9 @@ CONFIG_DIR = "/etc/netviz-flowagg"
 SASL_VOLUME = "kafka-sasl"
 SASL_DIR = "/etc/netviz-kafka-sasl"
 UID = 65534  # nobody: the consumer needs no identity of its own
+# messages waiting in the topic above which a growing backlog is "falling behind" (what one replica
+# counts in well under a second: docs/benchmarks.md): the check, the sensor and the alert rule share it
+MAX_LAG = 10_000
 # librdkafka's names for GoFlow2's SASL mechanisms
 SASL_MECHANISMS = {"plain": "PLAIN", "scram-sha256": "SCRAM-SHA-256", "scram-sha512": "SCRAM-SHA-512"}
 

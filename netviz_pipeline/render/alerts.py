@@ -15,7 +15,7 @@ import fnmatch
 import yaml
 
 from ..settings import Settings
-from . import labels
+from . import aggregators, labels
 from .scrape import CARETTA_JOB, FLOWS_JOB, GOFLOW2_JOB
 
 GROUP = "netviz"
@@ -145,7 +145,7 @@ def _aggregator_rules(s: Settings) -> list[dict]:
     ]
 
 
-KAFKA_MAX_LAG = 10_000  # messages (checks/kafka.MAX_LAG: the same bound as the check and the sensor)
+KAFKA_MAX_LAG = aggregators.MAX_LAG  # the same bound as the check and the sensor (checks/kafka.py)
 
 
 def _kafka_rules(s: Settings) -> list[dict]:
