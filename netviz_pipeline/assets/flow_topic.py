@@ -9,6 +9,7 @@ cannot shrink a topic: fewer partitions asked than present is left alone and rep
 import dagster as dg
 
 from ..checks.kafka import topic_finding
+from ..render.goflow2 import kafka_transport
 from ..resources.cluster import ClusterResource
 from ..resources.kafka import KafkaError, KafkaResource
 from . import OWNERS
@@ -17,16 +18,11 @@ from .report import finding_result
 GROUP = "goflow2"
 
 
-def _in_use(cluster: ClusterResource) -> bool:
-    f = cluster.settings.flows
-    return f.enabled and f.transport == "kafka"
-
-
 @dg.asset(group_name=GROUP, kinds={"kafka"}, owners=OWNERS,
           description="Changes Kafka (transport kafka only): creates the flow topic with the partitions asked, "
                       "or grows it; verifies only when flows.kafka.topic_owner is external")
 def flow_topic(context: dg.AssetExecutionContext, cluster: ClusterResource, kafka: KafkaResource) -> dg.MaterializeResult:
-    if not _in_use(cluster):
+    if not kafka_transport(cluster.settings):
         return dg.MaterializeResult(metadata={"transport": "fifo", "changed": 0,
                                               "note": "flows.transport is fifo: no topic is used"})
     k = cluster.settings.flows.kafka
@@ -55,7 +51,7 @@ def flow_topic(context: dg.AssetExecutionContext, cluster: ClusterResource, kafk
 @dg.asset_check(asset=flow_topic, blocking=True,
                 description="The topic exists with the partitions asked, at least one per aggregator replica")
 def flow_topic_shape(cluster: ClusterResource, kafka: KafkaResource) -> dg.AssetCheckResult:
-    if not _in_use(cluster):
+    if not kafka_transport(cluster.settings):
         return dg.AssetCheckResult(passed=True, metadata={"transport": "fifo"})
     k = cluster.settings.flows.kafka
     try:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from .. import exporter_health
 from ..findings import Finding
+from ..render.goflow2 import kafka_transport
+from ..render.scrape import FLOWS_JOB
 from ..resources.prometheus import PrometheusResource
 from ..resources.routers import RoutersResource
 from ..settings import Settings
@@ -26,8 +28,6 @@ def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource
     out += looks
     out.append(caretta_finding(s, prom))
     out += drift(s, kube)
-    if s.flows.enabled and s.flows.transport == "kafka":  # falling behind vs no flows; never healed
-        from ..render.scrape import FLOWS_JOB
-
+    if kafka_transport(s):  # falling behind vs no flows; never healed
         out.append(lag_from_series(prom, FLOWS_JOB, MAX_LAG))
     return out, samples

@@ -33,11 +33,16 @@ MAX_LAG = 10_000
 SASL_MECHANISMS = {"plain": "PLAIN", "scram-sha256": "SCRAM-SHA-256", "scram-sha512": "SCRAM-SHA-512"}
 
 
+def security_protocol(k) -> str:
+    """librdkafka's security.protocol for the `flows.kafka` section (pods and pipeline alike)."""
+    return ("SASL_" if k.sasl else "") + ("SSL" if k.tls else "PLAINTEXT")
+
+
 def security(s: Settings) -> dict:
     """librdkafka settings for TLS/SASL, and the files (mounted from Secrets) that hold the secrets."""
     k = s.flows.kafka
     out: dict = {}
-    protocol = ("SASL_" if k.sasl else "") + ("SSL" if k.tls else "PLAINTEXT")
+    protocol = security_protocol(k)
     if protocol != "PLAINTEXT":
         out["security.protocol"] = protocol
     if k.tls and k.tls.ca_secret:
@@ -71,7 +76,6 @@ def configmap(s: Settings) -> dict:
 
 def deployment(s: Settings) -> dict:
     f, k = s.flows, s.flows.kafka
-    probe = {"httpGet": {"path": "/healthz", "port": goflow2.FLOWS_PORT_NAME}, "periodSeconds": 10, "timeoutSeconds": 2}
     _, ca_mounts, ca_volumes = goflow2.kafka_env_and_mounts(s)
     mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, *ca_mounts]
     volumes = [{"name": "config", "configMap": {"name": CONFIGMAP, "defaultMode": 0o444}}, *ca_volumes]
@@ -91,20 +95,12 @@ def deployment(s: Settings) -> dict:
     if goflow2.reads_router_names(s):
         mounts.append({"name": goflow2.ROUTER_HOSTS_VOLUME, "mountPath": goflow2.ROUTER_HOSTS_DIR, "readOnly": True})
         volumes.append(goflow2.router_hosts_volume(s))
-    container = {
-        "name": NAME, "image": k.image, "imagePullPolicy": "IfNotPresent",
-        "command": ["python3", "-u", "-m", "netviz_pipeline.flowagg.kafka_input"],
-        "args": ["--config", f"{CONFIG_DIR}/config.json", "--listen", f"0.0.0.0:{f.metrics_port}"],
-        "ports": [{"name": goflow2.FLOWS_PORT_NAME, "containerPort": f.metrics_port, "protocol": "TCP"}],
-        "readinessProbe": probe | {"initialDelaySeconds": 2},
-        "livenessProbe": probe | {"initialDelaySeconds": 20, "failureThreshold": 3},
+    container = goflow2.aggregator_container(
+        s, k.image, ["python3", "-u", "-m", "netviz_pipeline.flowagg.kafka_input"],
+        ["--config", f"{CONFIG_DIR}/config.json"], UID,
         # librdkafka's fetch buffers on top of the sidecar's figures (render/goflow2.flowagg_container)
-        "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
-        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID,
-                            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": mounts,
-    }
+        {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+        mounts, liveness_delay=20)
     pod |= {"containers": [container], "volumes": volumes}
     # a new config rolls the pods (a mounted ConfigMap alone would not restart them)
     digest = hashlib.sha256(json.dumps(configmap(s)["data"], sort_keys=True).encode()).hexdigest()[:16]

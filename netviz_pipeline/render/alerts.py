@@ -15,7 +15,7 @@ import fnmatch
 import yaml
 
 from ..settings import Settings
-from . import aggregators, labels
+from . import aggregators, goflow2, labels
 from .scrape import CARETTA_JOB, FLOWS_JOB, GOFLOW2_JOB
 
 GROUP = "netviz"
@@ -132,7 +132,7 @@ def _aggregator_rules(s: Settings) -> list[dict]:
                 "{{ $labels.reason }}): those flows are missing from the flow dashboards. Something other than "
                 f"netviz's GoFlow2 (-format bin) may produce to topic {s.flows.kafka.topic}, or a GoFlow2 image other "
                 "than the one netviz pins (netsampler/goflow2:v2.2.1) another layout: check the topic's producers "
-                "and goflow2.image." if s.flows.transport == "kafka" and s.flows.kafka else
+                "and goflow2.image." if goflow2.kafka_transport(s) else
                 "Lines from GoFlow2 keep failing to parse (reason {{ $labels.reason }}): those flows are missing "
                 "from the flow dashboards. A GoFlow2 image other than the one netviz pins (netsampler/goflow2:v2.2.1) "
                 "may write another JSON layout: set goflow2.image back, or update the aggregator with it.")),
@@ -189,8 +189,8 @@ def _caretta_rules(s: Settings) -> list[dict]:
 def rule_groups(s: Settings) -> dict:
     """A Prometheus rule-file document with the `netviz` group; `prometheus.alert_for_seconds` overrides
     an alert's `for` (still never below two scrapes)."""
-    kafka = s.flows.enabled and s.flows.transport == "kafka"
-    rules = (_collector_rules(s) + (_aggregator_rules(s) if s.flows.enabled else []) + (_kafka_rules(s) if kafka else [])
+    rules = (_collector_rules(s) + (_aggregator_rules(s) if s.flows.enabled else [])
+             + (_kafka_rules(s) if goflow2.kafka_transport(s) else [])
              + _caretta_rules(s))
     floor = 2 * s.prometheus.scrape_interval_seconds
     for r in rules:

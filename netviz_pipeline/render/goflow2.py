@@ -147,29 +147,38 @@ def sa_token_volume() -> dict:
                                     "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}
 
 
-def flowagg_container(s: Settings) -> dict:
-    f = s.flows
+def aggregator_container(s: Settings, image: str, command: list[str], args: list[str], uid: int,
+                         resources: dict, mounts: list[dict], liveness_delay: int = 10) -> dict:
+    """An aggregator container, the FIFO sidecar or a kafka replica: same series on the same port, same
+    probes and the same hardened security context; what differs is given."""
     probe = {"httpGet": {"path": "/healthz", "port": FLOWS_PORT_NAME}, "periodSeconds": 10, "timeoutSeconds": 2}
     return {
-        "name": FLOWAGG, "image": f.image, "imagePullPolicy": "IfNotPresent",
-        "command": ["python3", "-u", "-B", f"{FLOWAGG_DIR}/flowagg.py"],
-        "args": ["--input", str(f.fifo), "--config", f"{FLOWAGG_DIR}/config.json",
-                 "--listen", f"0.0.0.0:{f.metrics_port}"],
-        "ports": [{"name": FLOWS_PORT_NAME, "containerPort": f.metrics_port, "protocol": "TCP"}],
+        "name": FLOWAGG, "image": image, "imagePullPolicy": "IfNotPresent", "command": command,
+        "args": [*args, "--listen", f"0.0.0.0:{s.flows.metrics_port}"],
+        "ports": [{"name": FLOWS_PORT_NAME, "containerPort": s.flows.metrics_port, "protocol": "TCP"}],
         "readinessProbe": probe | {"initialDelaySeconds": 2},
-        "livenessProbe": probe | {"initialDelaySeconds": 10, "failureThreshold": 3},
-        # bench: ~55 MiB peak RSS after 10M distinct pairs; ~150k records per CPU-second; Kubernetes
-        # names add ~10-14 MiB per 10,000 pods, at most ~40 MiB at the default 50,000 objects (flowagg_names.py)
-        "resources": {"requests": {"cpu": "20m", "memory": "48Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
-        "securityContext": {"runAsNonRoot": True, "runAsUser": FLOWAGG_UID, "runAsGroup": FLOWAGG_UID,
+        "livenessProbe": probe | {"initialDelaySeconds": liveness_delay, "failureThreshold": 3},
+        "resources": resources,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid,
                             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": FLOWS_VOLUME, "mountPath": str(f.fifo.parent)},
-                         {"name": FLOWAGG_VOLUME, "mountPath": FLOWAGG_DIR, "readOnly": True}]
+        "volumeMounts": mounts,
+    }
+
+
+def flowagg_container(s: Settings) -> dict:
+    f = s.flows
+    return aggregator_container(
+        s, f.image, ["python3", "-u", "-B", f"{FLOWAGG_DIR}/flowagg.py"],
+        ["--input", str(f.fifo), "--config", f"{FLOWAGG_DIR}/config.json"], FLOWAGG_UID,
+        # bench: ~55 MiB peak RSS after 10M distinct pairs; ~150k records per CPU-second; Kubernetes
+        # names add ~10-14 MiB per 10,000 pods, at most ~40 MiB at the default 50,000 objects (flowagg_names.py)
+        {"requests": {"cpu": "20m", "memory": "48Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
+        [{"name": FLOWS_VOLUME, "mountPath": str(f.fifo.parent)},
+         {"name": FLOWAGG_VOLUME, "mountPath": FLOWAGG_DIR, "readOnly": True}]
         + ([{"name": SA_TOKEN_VOLUME, "mountPath": SA_TOKEN_DIR, "readOnly": True}] if f.names.kubernetes else [])
         + ([{"name": ROUTER_HOSTS_VOLUME, "mountPath": ROUTER_HOSTS_DIR, "readOnly": True}]
-           if reads_router_names(s) else []),
-    }
+           if reads_router_names(s) else []))
 
 
 def kafka_transport(s: Settings) -> bool:

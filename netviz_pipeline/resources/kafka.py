@@ -6,10 +6,12 @@ password from the environment variables named there, the CA from a file), never 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import dagster as dg
 
+from ..render import aggregators
 from .config import NetvizConfig
 
 TIMEOUT_S = 10.0
@@ -39,19 +41,14 @@ class PartitionLag:
 
 
 def client_config(settings, timeout_s: float = TIMEOUT_S) -> dict:
-    """librdkafka settings for the pipeline's own connection (pure; secrets read from the environment)."""
-    import os
-
+    """librdkafka settings for the pipeline's own connection (secrets read from the environment)."""
     k = settings.flows.kafka
-    conf: dict = {"bootstrap.servers": ",".join(k.brokers), "socket.timeout.ms": int(timeout_s * 1000)}
-    protocol = ("SASL_" if k.sasl else "") + ("SSL" if k.tls else "PLAINTEXT")
-    conf["security.protocol"] = protocol
+    conf: dict = {"bootstrap.servers": ",".join(k.brokers), "socket.timeout.ms": int(timeout_s * 1000),
+                  "security.protocol": aggregators.security_protocol(k)}
     if k.tls and k.tls.ca_file:
         conf["ssl.ca.location"] = str(k.tls.ca_file)
     if k.sasl:
-        from ..render.aggregators import SASL_MECHANISMS
-
-        conf |= {"sasl.mechanism": SASL_MECHANISMS[k.sasl.mechanism],
+        conf |= {"sasl.mechanism": aggregators.SASL_MECHANISMS[k.sasl.mechanism],
                  "sasl.username": os.environ.get(k.sasl.username_env, ""),
                  "sasl.password": os.environ.get(k.sasl.password_env, "")}
     return conf
