@@ -269,6 +269,19 @@ def cmd_traffic(lab: Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node(lab: Lab, args: argparse.Namespace) -> int:
+    """Cut a real node off the network (lost, as the cluster sees it) or reconnect it."""
+    from . import nodes
+
+    node = nodes.node_by_name(args.node)
+    if args.action == "cut":
+        nodes.cut_off(node)
+        print(f"{node.name}: cut off (nothing in or out of {node.ip}); `node reconnect {node.name}` undoes it")
+    else:
+        print(f"{node.name}: " + ("reconnected" if nodes.reconnect(node) else "was not cut off"))
+    return 0
+
+
 def cmd_screenshots(lab: Lab, args: argparse.Namespace) -> int:
     """README screenshots of a running service's UI (read-only): asset graph, netflow_arriving check."""
     from . import screenshots
@@ -300,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("traffic", help="pause or resume a router's steady LAN traffic (a quiet link on demand)")
     tr.add_argument("action", choices=("pause", "resume"))
     tr.add_argument("router", choices=[r.name for r in ROUTERS])
+    nd = sub.add_parser("node", help="cut a real node off the network (a lost node, as the cluster sees it) or "
+                                     "reconnect it")
+    nd.add_argument("action", choices=("cut", "reconnect"))
+    nd.add_argument("node", choices=[n.name for n in REAL_NODES])
     ss = sub.add_parser("screenshots", help="PNG screenshots of a running netviz service's Dagster UI for the README "
                                            "(headless Debian Chromium; needs the `docs` extra)")
     ss.add_argument("--url", default="http://127.0.0.1:3000", help="the dagster-webserver to photograph")
@@ -317,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... status | head` ends quietly
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "config": cmd_config,
             "kubeconfig": cmd_kubeconfig, "summary": cmd_summary, "images": cmd_images,
-            "prometheus": cmd_prometheus, "traffic": cmd_traffic,
+            "prometheus": cmd_prometheus, "traffic": cmd_traffic, "node": cmd_node,
             "screenshots": cmd_screenshots}[args.cmd](lab, args)
 
 

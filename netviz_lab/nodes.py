@@ -246,6 +246,33 @@ def _after_nodes(lab: Lab) -> None:
         apply_file(dc, f)
 
 
+# -- faults ---------------------------------------------------------------------------------------------
+PARTITION_TABLE = "netviz_partition"  # inside the node's namespace: gone with it at teardown
+
+
+def node_by_name(name: str) -> RealNode:
+    for node in REAL_NODES:
+        if node.name == name:
+            return node
+    raise ValueError(f"no real node {name!r}: one of {', '.join(n.name for n in REAL_NODES)}")
+
+
+def cut_off(node: RealNode) -> None:
+    """The node as the cluster sees a lost one (a pulled cable, a dead switch port): nothing enters or
+    leaves its link, so its kubelet stops renewing its Lease and its pods and NodePorts go silent, while
+    its daemons and containers keep running inside (they are the node's own, not the cluster's)."""
+    run(["nft", "-f", "-"], netns=node.netns, input=(
+        f"table inet {PARTITION_TABLE} {{\n"
+        f"  chain in {{ type filter hook prerouting priority -400; iifname \"eth0\" drop; }}\n"
+        f"  chain out {{ type filter hook postrouting priority 400; oifname \"eth0\" drop; }}\n"
+        f"}}\n"))
+
+
+def reconnect(node: RealNode) -> bool:
+    """Undo cut_off; False if the node was not cut off."""
+    return run(["nft", "delete", "table", "inet", PARTITION_TABLE], netns=node.netns, check=False).returncode == 0
+
+
 # -- teardown -------------------------------------------------------------------------------------------
 def teardown(lab: Lab) -> None:
     """State-free: works after a crash, with or without the daemons still running."""

@@ -5,7 +5,7 @@ import yaml
 
 from .lab import Lab
 from .prometheus import URL as PROMETHEUS_URL
-from .topology import COLLECTOR_NODE, LINUX_ROUTER, NODEPORT_NETFLOW, PFSENSE_ROUTER
+from .topology import COLLECTOR_NODE, LINUX_ROUTER, NODEPORT_NETFLOW, PFSENSE_ROUTER, REAL_NODES
 
 
 def settings(lab: Lab) -> dict:
@@ -13,8 +13,10 @@ def settings(lab: Lab) -> dict:
     return {
         "cluster": {
             "kubeconfig": str(lab.pipeline_kubeconfig),
-            # Routers send NetFlow to this real node's address; GoFlow2 is pinned to it.
+            # Routers send NetFlow to this real node's address; GoFlow2 is pinned to it, and moves to the
+            # other real node if this one is lost (the routers follow: no router collector_address).
             "node_address": COLLECTOR_NODE.ip,
+            "standby_node_addresses": [n.ip for n in REAL_NODES if n != COLLECTOR_NODE],
         },
         # This kernel has no kprobes (CONFIG_KPROBES unset): the lab runs a stand-in for Caretta (docs/lab.md: Stand-ins).
         "caretta": {"namespace": "caretta", "preflight": "standin"},
@@ -45,7 +47,6 @@ def settings(lab: Lab) -> dict:
                 "ssh_key_file": str(ssh / "id_ed25519"),
                 "known_hosts_file": str(ssh / "known_hosts"),
                 "interface": "lan" if r.platform == "pfsense" else r.lan_if,
-                "collector_address": COLLECTOR_NODE.ip,
             } | ({"name": "edge-pfsense"} if r is PFSENSE_ROUTER else {})
             for r in (LINUX_ROUTER, PFSENSE_ROUTER)
         ],

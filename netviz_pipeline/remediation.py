@@ -17,8 +17,10 @@ from .findings import Finding
 
 # subject prefix -> assets that own it. A collector that is down may be a replaced pod whose new IP
 # file_sd targets do not know yet: re-running the scrape config refreshes them.
+# A lost collector node is healed by moving GoFlow2 (placement.py) and re-pointing every router at it.
 ROUTER_ASSET = "router_softflowd"  # partitioned by router: a router is healed alone
 OWNER = {"router": (ROUTER_ASSET,), "collector": ("goflow2", "prometheus_scrape_config"),
+         "collector-node": ("goflow2", "prometheus_scrape_config", ROUTER_ASSET),
          "scrape": ("prometheus_scrape_config",), "caretta": ("caretta", "prometheus_scrape_config")}
 
 
@@ -62,10 +64,15 @@ def owners(subject: str) -> tuple[str, ...]:
 
 def root_causes(observations: list[Finding]) -> list[Finding]:
     """Drop symptoms explained by a broken shared part: a missing scrape job or a dead collector makes
-    every exporter look stale; re-running every router then would be a storm for nothing."""
+    every exporter look stale; re-running every router then would be a storm for nothing. A lost (or
+    suspect) collector node explains a dead collector too: re-running GoFlow2 on that node cannot help."""
     bad = {o.subject for o in observations if not o.healthy}
-    shared_broken = bad & {"scrape", "collector"}
-    return [o for o in observations if o.healthy or not (shared_broken and o.subject.startswith("router:"))]
+    shared_broken = bad & {"scrape", "collector", "collector-node"}
+
+    def symptom(o: Finding) -> bool:
+        return (o.subject.startswith("router:") and bool(shared_broken)) or (
+            o.subject == "collector" and "collector-node" in bad)
+    return [o for o in observations if o.healthy or not symptom(o)]
 
 
 def backoff(policy: Policy, attempts: int) -> float:
@@ -98,7 +105,8 @@ def plan(observations: list[Finding], state: dict[str, SubjectState], now: float
                      flaps=st.flaps + flapped)
         new[o.subject] = st
         if not o.heal:
-            diagnoses[o.subject] = f"{o.reason}; no re-run can fix this, a person must look"
+            diagnoses[o.subject] = o.reason if o.details.get("waiting") else \
+                f"{o.reason}; no re-run can fix this, a person must look"
             continue
         targets = owners(o.subject)
         target = " + ".join(targets)
@@ -135,11 +143,16 @@ class Rerun:
 
 def reruns(p: Plan, now: float) -> list[Rerun]:
     """The plan's re-runs as runs to request: each router heals alone (its partition of router_softflowd,
-    so one router's re-run never touches another), the shared steps together in one run."""
+    so one router's re-run never touches another), the shared steps together in one run. A moved
+    collector re-points every router in that same run (router_softflowd without a partition, after
+    goflow2 as in a deploy), which covers any router's own re-run."""
     due = sorted(s for s, st in p.state.items() if st.last_attempt == now)
-    shared = tuple(a for a in p.assets if a != ROUTER_ASSET)
-    out = [Rerun(shared, None, tuple(s for s in due if not s.startswith("router:")))] if shared else []
-    out += [Rerun((ROUTER_ASSET,), s.partition(":")[2], (s,)) for s in due if s.startswith("router:")]
+    shared_subjects = tuple(s for s in due if not s.startswith("router:"))
+    wanted = {a for s in shared_subjects for a in owners(s)}
+    shared = tuple(a for a in p.assets if a in wanted)
+    out = [Rerun(shared, None, tuple(due) if ROUTER_ASSET in shared else shared_subjects)] if shared else []
+    if ROUTER_ASSET not in shared:
+        out += [Rerun((ROUTER_ASSET,), s.partition(":")[2], (s,)) for s in due if s.startswith("router:")]
     return out
 
 

@@ -171,8 +171,29 @@ class Cluster(_Model):
     in_cluster: bool = False
     context: str | None = None
     node_address: IPLiteral  # a node InternalIP: routers send NetFlow here (NodePort)
+    # Nodes GoFlow2 may move to when its node is lost or cordoned, in order of preference (placement.py):
+    # the routers then follow it. Empty: GoFlow2 stays on node_address whatever happens to that node.
+    standby_node_addresses: list[IPLiteral] = []
+    # A node whose kubelet has not renewed its Lease for this long is lost (the kubelet's own lease
+    # duration, nodeLeaseDurationSeconds, is 40 s; it renews every 10 s).
+    node_lost_after_seconds: int = Field(40, ge=20, le=600)
 
     _files = field_validator("kubeconfig")(_readable_file)
+
+    @field_validator("standby_node_addresses")
+    @classmethod
+    def _distinct_standbys(cls, v: list[str]):
+        dup = sorted({a for a in v if v.count(a) > 1})
+        if dup:
+            raise ValueError(f"repeated: {', '.join(dup)}: list each node once")
+        return v
+
+    @model_validator(mode="after")
+    def _standbys_are_other_nodes(self):
+        if self.node_address in self.standby_node_addresses:
+            raise ValueError(f"standby_node_addresses holds node_address {self.node_address}: a standby is "
+                             "another node; remove it from the list")
+        return self
 
     @model_validator(mode="after")
     def _one_way_in(self):
@@ -650,6 +671,23 @@ class Settings(_Model):
         if dup:
             raise ValueError(f"routers: names must be unique; repeated: {', '.join(dup)}: rename all but one")
         return self
+
+    @model_validator(mode="after")
+    def _routers_follow_a_moving_collector(self):
+        """With standby nodes the collector moves, and each router's softflowd follows it: a fixed
+        collector_address would keep sending to the node that was lost."""
+        if self.cluster.standby_node_addresses:
+            fixed = [f"routers[{i}].collector_address" for i, r in enumerate(self.routers) if r.collector_address]
+            if fixed:
+                raise ValueError(f"{', '.join(fixed)} cannot be set with cluster.standby_node_addresses: routers "
+                                 "follow the collector to whichever node it runs on; remove collector_address "
+                                 "(or the standbys)")
+        return self
+
+    def with_collector_at(self, address: str) -> "Settings":
+        """These settings with the collector placed on the node at `address` (placement.py): what the
+        routers converge to while GoFlow2 runs on a standby node."""
+        return self.model_copy(update={"cluster": self.cluster.model_copy(update={"node_address": address})})
 
     def collector(self, router: Router) -> tuple[str, int]:
         """Where this router sends NetFlow: its own override or the cluster NodePort."""

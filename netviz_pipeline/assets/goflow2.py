@@ -2,13 +2,15 @@
 
 Fixes to the plan: v2 has no `stdout` transport (`-transport file` with an empty path is stdout);
 the NodePort keeps the exporter's source address (externalTrafficPolicy Local) so per-router
-metrics stay per router, which pins the pod to the node whose address the routers send to.
+metrics stay per router, which pins the pod to the node whose address the routers send to. With
+standby nodes that node is chosen by placement.py, and the pod moves when its node is lost.
 """
 
 import time
 
 import dagster as dg
 
+from .. import placement
 from ..checks.kafka import MAX_LAG, lag_between, lag_finding
 from ..render import MANAGED_BY
 from ..render import aggregators as render_aggregators
@@ -22,34 +24,28 @@ from .report import apply_metadata, finding_result, rollout_metadata
 GROUP = "goflow2"
 
 
-def node_for_address(nodes: list[dict], address: str) -> str | None:
-    """Name of the node whose InternalIP (or ExternalIP) is `address`, first by name."""
-    for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
-        for a in (node.get("status") or {}).get("addresses") or []:
-            if a.get("address") == address and a.get("type") in ("InternalIP", "ExternalIP"):
-                return node["metadata"]["name"]
-    return None
-
-
 @dg.asset(group_name=GROUP, deps=[flow_topic], kinds={"kubernetes"}, owners=OWNERS,
           description="Changes the cluster: GoFlow2's namespace, the Deployment (collector + flow aggregator "
                       "sidecar, or with transport kafka the collector and the aggregators' own Deployment) "
                       "pinned to the node routers send to, the aggregator's ConfigMap, the metrics "
-                      "Service and the NodePort (UDP) where routers send NetFlow")
+                      "Service and the NodePort (UDP) where routers send NetFlow; with standby nodes, moves "
+                      "GoFlow2 off a lost or cordoned node")
 def goflow2(context: dg.AssetExecutionContext, cluster: ClusterResource) -> dg.MaterializeResult:
     s = cluster.settings
-    node = node_for_address(cluster.kube.list("v1", "Node"), s.cluster.node_address)
-    if node is None:
-        raise dg.Failure(description=f"no node has address {s.cluster.node_address} (cluster.node_address): routers "
+    where, _ = placement.look(s, cluster.kube)
+    if where.node is None:
+        raise dg.Failure(description=f"no node has address {where.address} (cluster.node_address): routers "
                                      "would send NetFlow to a NodePort nowhere; set it to a node's InternalIP")
-    outcomes = cluster.apply(render_goflow2.render(s, node_name=node) + render_aggregators.render(s))
+    if where.moves:
+        context.log.warning(f"GoFlow2 {where.reason}; the routers follow in router_softflowd")
+    outcomes = cluster.apply(render_goflow2.render(s, node_name=where.node) + render_aggregators.render(s))
     removed = remove_other_transport(cluster, s)
     if removed:
         context.log.info(f"removed what the other flow transport used: {', '.join(removed)}")
     return dg.MaterializeResult(metadata=apply_metadata(outcomes) | {
         "removed": dg.MetadataValue.text(", ".join(removed) or "none"),
-        "netflow_endpoint": dg.MetadataValue.text(f"{s.cluster.node_address}:{s.goflow2.netflow_node_port}/udp"),
-        "collector_node": dg.MetadataValue.text(node)})
+        "netflow_endpoint": dg.MetadataValue.text(f"{where.address}:{s.goflow2.netflow_node_port}/udp"),
+        "collector_node": dg.MetadataValue.text(where.node), "placement": dg.MetadataValue.text(where.reason)})
 
 
 def remove_other_transport(cluster: ClusterResource, s) -> list[str]:

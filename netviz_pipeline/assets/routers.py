@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
+from .. import placement
 from .. import routers as drivers
 from ..checks.exporters import netflow_check
 from ..findings import Finding, healthy
@@ -42,6 +43,10 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
                      cluster: ClusterResource) -> dg.MaterializeResult:
     s = routers.config.settings
     chosen = _routers_for_run(context, s)
+    if s.cluster.standby_node_addresses:  # the collector may have moved: send where it is pinned now
+        where, _ = placement.look(s, cluster.kube)
+        s = s.with_collector_at(where.address)
+        context.log.info(f"collector {where.reason}: routers send NetFlow to {where.address}")
     rows: list[dict] = []
     failures, changed = [], 0
     read_names = render_goflow2.reads_router_names(s)

@@ -1,7 +1,7 @@
 """What the `flow_freshness` sensor looks at each tick, as subjects the remediation planner understands."""
 from __future__ import annotations
 
-from .. import exporter_health
+from .. import exporter_health, placement
 from ..findings import Finding
 from ..render.goflow2 import kafka_transport
 from ..render.scrape import FLOWS_JOB
@@ -10,6 +10,8 @@ from ..resources.routers import RoutersResource
 from ..settings import Settings
 from ..targets.prometheus import PrometheusTarget
 from .caretta import caretta_finding
+from .collector_node import SUBJECT as NODE_SUBJECT
+from .collector_node import collector_node_finding
 from .dashboards import drift
 from .exporters import exporter_looks
 from .kafka import MAX_LAG, lag_from_series
@@ -24,6 +26,7 @@ def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource
     to keep for the next look. `s`: resolved settings; `prometheus`: the resolved target (None when auto
     could not resolve: the scrape finding says so)."""
     out = scrape_health(s, prom, kube, prometheus, pending_ok=True)
+    out += node_findings(s, kube)
     looks, samples = exporter_looks(s, prom, routers, samples)
     out += looks
     out.append(caretta_finding(s, prom))
@@ -31,3 +34,14 @@ def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource
     if kafka_transport(s):  # falling behind vs no flows; never healed
         out.append(lag_from_series(prom, FLOWS_JOB, MAX_LAG))
     return out, samples
+
+
+def node_findings(s: Settings, kube) -> list[Finding]:
+    """The collector's node (checks/collector_node.py); [] before the first deploy."""
+    try:
+        where, cands = placement.look(s, kube)
+    except Exception as exc:  # noqa: BLE001 - e.g. the grant for leases not applied yet: say so, heal nothing
+        why = exc.summary() if hasattr(exc, "summary") else str(exc)  # the API's one line, not its whole body
+        return [Finding(NODE_SUBJECT, False, f"cannot read nodes, leases or the GoFlow2 Deployment: {why}", heal=False)]
+    f = collector_node_finding(s, where, cands)
+    return [f] if f else []

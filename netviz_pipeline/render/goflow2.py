@@ -288,8 +288,11 @@ def deployment(s: Settings, node_name: str | None = None) -> dict:
         pod["volumes"] = [{"name": FLOWS_VOLUME, "emptyDir": {"sizeLimit": "512Mi"}}]
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": NAME, "namespace": g.namespace, "labels": labels(NAME)},
-            # Recreate: one collector; never two pods splitting one exporter's template state
-            "spec": {"replicas": 1, "selector": {"matchLabels": SELECTOR}, "strategy": {"type": "Recreate"},
+            # One collector: the old pod goes before the new one starts (maxSurge 0), so two pods never split
+            # an exporter's template state. Not Recreate: it waits for the old pod to stop, which a pod on a
+            # lost node never does, so GoFlow2 could not move off that node (placement.py).
+            "spec": {"replicas": 1, "selector": {"matchLabels": SELECTOR},
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
                      "template": {"metadata": template_meta, "spec": pod}}}
 
 

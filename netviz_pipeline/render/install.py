@@ -31,6 +31,7 @@ import json
 from dataclasses import dataclass
 from typing import Sequence
 
+from .. import placement
 from ..settings import Settings
 from ..targets import ForInstall, for_install
 from ..targets.prometheus import Grant, PrometheusTarget
@@ -68,6 +69,8 @@ PURPOSE_RULES: dict[str, list[dict]] = {
                           "resourceNames": render_aggregators.prunable()["deployments"], "verbs": ["delete"]},
                          {"apiGroups": [""], "resources": ["configmaps"],
                           "resourceNames": render_aggregators.prunable()["configmaps"], "verbs": ["delete"]}],
+    # with standby nodes, placement.py reads the kubelets' leases to tell a lost node (read only)
+    "node-leases": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list"]}],
     # exec over SPDY is a POST (create), over WebSocket a GET (the Python client's upgrade): both needed
     "canary": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}],
@@ -118,6 +121,8 @@ def namespace_purposes(s: Settings, prometheus: Sequence[PrometheusTarget]) -> d
     add(s.caretta.namespace, "preflight")
     add(s.goflow2.namespace, "transport-switch")
     add(s.grafana.dashboards_namespace, "dashboards")
+    if s.cluster.standby_node_addresses:
+        add(placement.LEASE_NAMESPACE, "node-leases")
     for g in _grants(s, prometheus):
         add(g.namespace, g.purpose)
     if s.checks.canary_pod:

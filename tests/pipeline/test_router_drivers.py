@@ -30,6 +30,7 @@ pytestmark = pytest.mark.lab
 def make_settings(lab: Lab, port: int, **router_overrides) -> Settings:
     """Lab settings with every router exporting to the `collector` fixture's socket on the host."""
     data = lab_settings(lab)
+    data["cluster"]["standby_node_addresses"] = []  # a fixed collector_address: no collector to follow
     for r in data["routers"]:
         r["collector_address"] = NODE_IP
         r["collector_port"] = port

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,10 +22,11 @@ import requests
 import yaml
 from kubernetes import client
 
+from netviz_lab import nodes as lab_nodes
 from netviz_lab import router as lab_router
 from netviz_lab import settings as lab_settings
 from netviz_lab.lab import Lab
-from netviz_lab.topology import LINUX_ROUTER
+from netviz_lab.topology import COLLECTOR_NODE, LINUX_ROUTER, REAL_NODES, ROUTERS
 
 pytestmark = pytest.mark.lab
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "service.json"
@@ -240,6 +242,95 @@ def test_the_daemon_brings_back_a_stopped_collector(service: Service, admin_api)
         time.sleep(1)
     _record("collector stopped (scaled to 0; real daemon, default settings)", detected_s=run["creationTime"] - t0,
             healed_s=time.time() - t0, remedy="flow_freshness re-ran goflow2 (restoring replicas) + scrape config")
+
+
+def _writes_in_flight(service: Service) -> list[dict]:
+    return [r for r in service.runs(tags=[{"key": "netviz/writes", "value": "true"}])
+            if r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")]
+
+
+def _pinned(apps) -> str:
+    dep = apps.read_namespaced_deployment("goflow2", "goflow2")
+    return (dep.spec.template.spec.node_selector or {}).get("kubernetes.io/hostname")
+
+
+def _counted_by_router(pod) -> dict[str, float]:
+    """NetFlow datagrams a GoFlow2 pod counted per exporter (its own /metrics, no scrape in between)."""
+    port = next(p.container_port for c in pod.spec.containers for p in c.ports or [] if p.name == "metrics")
+    text = requests.get(f"http://{pod.status.pod_ip}:{port}/metrics", timeout=2).text
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^goflow2_flow_process_nf_total\{([^}]*)\} (\S+)$', text, re.M):
+        router = re.search(r'router="([^"]*)"', m.group(1))
+        if router:
+            out[router.group(1)] = out.get(router.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def _collecting_on(core, node: str, t0: float, timeout: float) -> float:
+    """Seconds from t0 until a GoFlow2 pod on `node` has counted NetFlow from every lab router, each
+    from its own source address (a new pod starts from zero: what it counts arrived after the move)."""
+    while time.time() - t0 < timeout:
+        for pod in core.list_namespaced_pod("goflow2", label_selector="app=goflow2").items:
+            if pod.spec.node_name != node or pod.status.phase != "Running" or pod.metadata.deletion_timestamp:
+                continue
+            try:
+                counted = _counted_by_router(pod)
+            except (requests.RequestException, StopIteration):
+                continue
+            if all(counted.get(r.mgmt_ip, 0) > 0 for r in ROUTERS):
+                return time.time() - t0
+        time.sleep(1)
+    pytest.fail(f"no GoFlow2 pod on {node} counting every router within {timeout:.0f}s")
+
+
+def _move_run(service: Service, since: float) -> dict:
+    return service.wait_run(lambda r: r["creationTime"] >= since and _tag(r, "netviz/remediation") == "true"
+                            and "collector-node" in (_tag(r, "netviz/remediates") or ""), 240,
+                            "the remediation run that moves the collector")
+
+
+def test_the_daemon_moves_the_collector_off_a_lost_node_and_back_for_a_cordon(service: Service, admin_api):
+    """The collector's node cut off the network (lost, as the cluster sees it): with default settings the
+    daemon moves GoFlow2 to the standby node and re-points both routers in one run, and each router is
+    counted again from its own address. Then the operator's way back: cordon the standby."""
+    core, apps = client.CoreV1Api(admin_api), client.AppsV1Api(admin_api)
+    standby = next(n for n in REAL_NODES if n != COLLECTOR_NODE)
+    deadline = time.monotonic() + 300
+    while _writes_in_flight(service):  # a run in flight holds healing back: start from a quiet service
+        assert time.monotonic() < deadline, _writes_in_flight(service)
+        time.sleep(2)
+    assert _pinned(apps) == COLLECTOR_NODE.name
+    t0 = time.time()
+    lab_nodes.cut_off(COLLECTOR_NODE)
+    try:
+        back_s = _collecting_on(core, standby.name, t0, 300)
+        run = _move_run(service, t0)
+    finally:
+        lab_nodes.reconnect(COLLECTOR_NODE)
+    assert run["status"] == "SUCCESS", run
+    assert _pinned(apps) == standby.name
+    moves = [r for r in _remediations(service, t0) if "collector-node" in (_tag(r, "netviz/remediates") or "")]
+    assert len(moves) == 1, f"one move for one lost node: {moves}"
+    _record("collector's node lost (cut off; real daemon, default settings)", detected_s=run["creationTime"] - t0,
+            collecting_again_s=back_s, run_s=run["endTime"] - run["startTime"],
+            remedy="flow_freshness moved goflow2 to the standby node and re-ran router_softflowd for every router")
+
+    # Back on purpose: a cordon makes the node unusable, the daemon moves the collector (the primary first).
+    node_ready_deadline = time.monotonic() + 120
+    while not lab_nodes.node_ready(Lab(), COLLECTOR_NODE.name):
+        assert time.monotonic() < node_ready_deadline, f"{COLLECTOR_NODE.name} not Ready after reconnecting"
+        time.sleep(1)
+    t1 = time.time()
+    core.patch_node(standby.name, {"spec": {"unschedulable": True}})
+    try:
+        again_s = _collecting_on(core, COLLECTOR_NODE.name, t1, 300)
+        run = _move_run(service, t1)
+    finally:
+        core.patch_node(standby.name, {"spec": {"unschedulable": None}})
+    assert run["status"] == "SUCCESS", run
+    assert _pinned(apps) == COLLECTOR_NODE.name
+    _record("collector moved by cordoning its node (real daemon, default settings)",
+            detected_s=run["creationTime"] - t1, collecting_again_s=again_s)
 
 
 # A crash loop under the real daemon, with bounds short enough that a healer without a cap would re-run

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from netviz_pipeline.assets.goflow2 import node_for_address
 from netviz_pipeline.targets.grafana import find_sidecar
 from netviz_pipeline.resources.kube import comparable, diff_paths, foreign_managers
 
@@ -49,13 +48,6 @@ def test_sidecar_read_from_the_grafana_deployment():
     own = find_sidecar([_grafana([{"name": "LABEL", "value": "grafana_dashboard"}], ns="obs")])
     assert own.namespaces == ("obs",) and own.label_value == "1" and not own.watches("monitoring")
     assert find_sidecar([_grafana([])]) is None
-
-
-def test_node_for_address_picks_the_node_with_that_internal_ip():
-    nodes = [{"metadata": {"name": n}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
-             for n, ip in (("b", "10.0.0.2"), ("a", "10.0.0.2"), ("c", "10.0.0.3"))]
-    assert node_for_address(nodes, "10.0.0.2") == "a"
-    assert node_for_address(nodes, "10.9.9.9") is None
 
 
 def test_definitions_load_and_jobs_select_what_they_say():

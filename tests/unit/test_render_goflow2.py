@@ -70,7 +70,7 @@ def test_node_pinning_for_local_traffic_policy(settings):
 
 def test_single_replica_recreate(settings):
     spec = by_name(goflow2.render(settings))[("Deployment", "goflow2")]["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 1 and spec["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
 
 
 def test_flow_aggregator_sidecar(settings):
