@@ -51,7 +51,18 @@ def generation_current(obj: dict) -> Readiness | None:
     return None
 
 
-def deployment(obj: dict, pods: list[dict] = ()) -> Readiness:
+def serving(pod: dict) -> bool:
+    """Running, Ready and not being deleted: a pod that does its work now. A pod on a lost node keeps
+    phase Running; its Ready condition turns False (the node controller) and a replaced one is deleting."""
+    ready = _condition(pod, "Ready")
+    return (_get(pod, "status", "phase") == "Running" and not _get(pod, "metadata", "deletionTimestamp")
+            and bool(ready) and ready.get("status") == "True")
+
+
+def deployment(obj: dict, pods: list[dict] | None = None) -> Readiness:
+    """`pods`: the Deployment's pods, when listed. The status counts alone can report a rollout done
+    before its new pod is ready: right after a move off a lost node they were seen all at 1 while the
+    only Ready pod was the old one, being deleted. Listed pods must then show enough serving ones."""
     name = _name(obj)
     if (r := generation_current(obj)) is not None:
         return r
@@ -68,10 +79,13 @@ def deployment(obj: dict, pods: list[dict] = ()) -> Readiness:
     available = _condition(obj, "Available")
     if want > 0 and not (available and available.get("status") == "True"):
         return Readiness(False, f"{name}: Available condition is not True", reasons)
+    if pods is not None and (up := sum(map(serving, pods))) < want:
+        return Readiness(False, f"{name}: status says {want} ready, but {up} pod(s) serve (Running, Ready, "
+                                f"not deleting)", reasons)
     return Readiness(True, f"{name}: {want}/{want} replicas ready")
 
 
-def daemonset(obj: dict, pods: list[dict] = ()) -> Readiness:
+def daemonset(obj: dict, pods: list[dict] | None = None) -> Readiness:
     name = _name(obj)
     if (r := generation_current(obj)) is not None:
         return r
@@ -113,7 +127,7 @@ def pod_reasons(pods: list[dict]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def ready(obj: dict, pods: list[dict] = ()) -> Readiness:
+def ready(obj: dict, pods: list[dict] | None = None) -> Readiness:
     """Dispatch on kind. Objects without a rollout (ConfigMap, Service, RBAC, ...) are ready once
     they exist; a Namespace must be Active."""
     kind = _get(obj, "kind", default="")

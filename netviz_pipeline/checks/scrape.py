@@ -9,6 +9,7 @@ scrape config would not bring the collector back.
 from __future__ import annotations
 
 from ..findings import Finding
+from ..readiness import serving
 from ..render import alerts
 from ..render import goflow2 as goflow2_render
 from ..render.scrape import GOFLOW2_JOB, pod_jobs
@@ -18,13 +19,13 @@ from ..targets.prometheus import PrometheusTarget
 
 
 def running_pods(kube, s: Settings) -> dict[str, int]:
-    """job -> pods of its app in phase Running (one list per app)."""
+    """job -> pods of its app serving now (readiness.serving: one list per app). Not phase Running alone:
+    pods on a lost node keep it, and their targets are down for a reason no scrape config can fix."""
     counts: dict[tuple[str, str], int] = {}
     out = {}
     for job, ns, app, _ in pod_jobs(s):
         if (ns, app) not in counts:
-            counts[(ns, app)] = sum((p.get("status") or {}).get("phase") == "Running"
-                                    for p in kube.list("v1", "Pod", ns, label_selector=f"app={app}"))
+            counts[(ns, app)] = sum(map(serving, kube.list("v1", "Pod", ns, label_selector=f"app={app}")))
         out[job] = counts[(ns, app)]
     return out
 

@@ -138,11 +138,13 @@ def pod_jobs(s: Settings) -> list[tuple[str, str, str, str]]:
 
 def file_sd_targets(pods: list[dict], app: str, port_name: str) -> list[dict]:
     """file_sd content (one group per pod, labels as the kubernetes_sd relabelling sets them) from
-    pod objects (API JSON / camelCase). Only running pods with an IP and the named port count."""
+    pod objects (API JSON / camelCase). Only running pods with an IP and the named port count, not one
+    being deleted (a collector moved off a lost node leaves its old pod deleting there until the node is back)."""
     groups = []
     for pod in pods:
         meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
-        if (meta.get("labels") or {}).get("app") != app or status.get("phase") != "Running" or not status.get("podIP"):
+        if ((meta.get("labels") or {}).get("app") != app or status.get("phase") != "Running" or not status.get("podIP")
+                or meta.get("deletionTimestamp")):
             continue
         ports = [p["containerPort"] for c in spec.get("containers", []) for p in c.get("ports", [])
                  if p.get("name") == port_name]

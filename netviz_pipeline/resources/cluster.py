@@ -84,7 +84,12 @@ class ClusterResource(dg.ConfigurableResource):
             now = time.monotonic()
             if obj is not None and (rule(obj).ready or now > deadline):
                 pods = self.pods_of(obj)
-                return rule(obj, pods), obj, pods
+                r = rule(obj, pods)  # the pods confirm what the status counts say (readiness.deployment)
+                if r.ready or now > deadline:
+                    return r, obj, pods
+                time.sleep(min(pods_every, max(0.0, deadline - now)))
+                obj = self.kube.get("apps/v1", kind, name, namespace)
+                continue
             if now > deadline:
                 return readiness.Readiness(False, f"{kind} {namespace}/{name} does not exist"), None, []
             if obj is not None and now >= next_pods:

@@ -107,3 +107,23 @@ def test_dispatch():
     assert rd.ready(DS_READY).ready and rd.ready(DEP_READY).ready
     assert rd.ready({"kind": "ConfigMap", "metadata": {"name": "x"}}).ready
     assert not rd.ready({"kind": "Namespace", "metadata": {"name": "x"}, "status": {"phase": "Terminating"}}).ready
+
+
+def _pod(name, ready=True, deleting=False, phase="Running"):
+    meta = {"name": name} | ({"deletionTimestamp": "2026-12-07T15:06:16Z"} if deleting else {})
+    return {"metadata": meta, "status": {"phase": phase,
+                                         "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_listed_pods_confirm_the_status_counts():
+    """Seen after a move off a lost node: every count at 1 while the one Ready pod was the old one, deleting."""
+    assert rd.deployment(DEP_READY, [_pod("new"), _pod("old", deleting=True)]).ready
+    r = rd.deployment(DEP_READY, [_pod("new", ready=False), _pod("old", deleting=True)])
+    assert not r.ready and "0 pod(s) serve" in r.message
+    assert rd.deployment(DEP_READY).ready  # pods not listed: the status alone
+
+
+def test_serving_is_running_ready_and_not_deleting():
+    assert rd.serving(_pod("a"))
+    assert not rd.serving(_pod("a", ready=False)) and not rd.serving(_pod("a", deleting=True))
+    assert not rd.serving(_pod("a", phase="Pending"))
