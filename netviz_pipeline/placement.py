@@ -133,3 +133,13 @@ def look(s: Settings, kube, now: float | None = None) -> tuple[Placement, list[C
     cands = candidates(s, kube.list("v1", "Node"), leases, now)
     current = pinned_node(kube.get("apps/v1", "Deployment", render_goflow2.NAME, s.goflow2.namespace))
     return choose(cands, current, s.cluster.node_lost_after_seconds), cands
+
+
+def for_routers(s: Settings, kube) -> Settings:
+    """The settings as the routers must follow them: the collector where it is placed now (only with
+    standbys; without, the settings' own node_address). What router_softflowd converges to and what the
+    exporter checks expect softflowd to run with."""
+    if not s.cluster.standby_node_addresses:
+        return s
+    where, _ = look(s, kube)
+    return s.with_collector_at(where.address)

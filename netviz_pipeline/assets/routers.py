@@ -43,10 +43,9 @@ def router_softflowd(context: dg.AssetExecutionContext, routers: RoutersResource
                      cluster: ClusterResource) -> dg.MaterializeResult:
     s = routers.config.settings
     chosen = _routers_for_run(context, s)
-    if s.cluster.standby_node_addresses:  # the collector may have moved: send where it is pinned now
-        where, _ = placement.look(s, cluster.kube)
-        s = s.with_collector_at(where.address)
-        context.log.info(f"collector {where.reason}: routers send NetFlow to {where.address}")
+    s = placement.for_routers(s, cluster.kube)  # with standbys the collector may have moved: follow it
+    if s.cluster.node_address != routers.config.settings.cluster.node_address:
+        context.log.info(f"the collector runs on a standby node: routers send NetFlow to {s.cluster.node_address}")
     rows: list[dict] = []
     failures, changed = [], 0
     read_names = render_goflow2.reads_router_names(s)
@@ -129,7 +128,7 @@ def _routers_for_run(context: dg.AssetExecutionContext, s: Settings) -> list[Rou
                             "and collector down apart. The flow_freshness sensor re-evaluates it between runs")
 def netflow_arriving(cluster: ClusterResource, prometheus: PrometheusResource,
                      routers: RoutersResource) -> dg.AssetCheckResult:
-    s = cluster.settings
+    s = placement.for_routers(cluster.settings, cluster.kube)
     looks = netflow_check(s, prometheus, routers, timeout=s.checks.deadline_seconds)
     bad = [f"{lk.details['router']}: {lk.reason}" for lk in looks if not lk.healthy]
     return dg.AssetCheckResult(passed=healthy(looks), severity=dg.AssetCheckSeverity.ERROR, metadata={

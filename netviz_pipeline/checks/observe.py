@@ -26,8 +26,9 @@ def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource
     to keep for the next look. `s`: resolved settings; `prometheus`: the resolved target (None when auto
     could not resolve: the scrape finding says so)."""
     out = scrape_health(s, prom, kube, prometheus, pending_ok=True)
-    out += node_findings(s, kube)
-    looks, samples = exporter_looks(s, prom, routers, samples)
+    node, placed = node_findings(s, kube)
+    out += node
+    looks, samples = exporter_looks(placed, prom, routers, samples)  # softflowd follows a moved collector
     out += looks
     out.append(caretta_finding(s, prom))
     out += drift(s, kube)
@@ -36,12 +37,15 @@ def observations(s: Settings, prom: PrometheusResource, routers: RoutersResource
     return out, samples
 
 
-def node_findings(s: Settings, kube) -> list[Finding]:
-    """The collector's node (checks/collector_node.py); [] before the first deploy."""
+def node_findings(s: Settings, kube) -> tuple[list[Finding], Settings]:
+    """The collector's node (checks/collector_node.py; [] before the first deploy), and the settings as
+    the routers follow the collector (placement.for_routers)."""
     try:
         where, cands = placement.look(s, kube)
     except Exception as exc:  # noqa: BLE001 - e.g. the grant for leases not applied yet: say so, heal nothing
         why = exc.summary() if hasattr(exc, "summary") else str(exc)  # the API's one line, not its whole body
-        return [Finding(NODE_SUBJECT, False, f"cannot read nodes, leases or the GoFlow2 Deployment: {why}", heal=False)]
+        return [Finding(NODE_SUBJECT, False, f"cannot read nodes, leases or the GoFlow2 Deployment: {why}",
+                        heal=False)], s
     f = collector_node_finding(s, where, cands)
-    return [f] if f else []
+    placed = s.with_collector_at(where.address) if s.cluster.standby_node_addresses else s
+    return ([f] if f else []), placed
