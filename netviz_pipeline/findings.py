@@ -18,6 +18,8 @@ class Finding:
     reason: str  # one line a person reads: why it is (un)healthy
     details: dict[str, Any] = field(default_factory=dict, hash=False)  # JSON-able figures behind the verdict
     heal: bool = True  # False: re-running a step cannot fix it (e.g. the router is unreachable)
+    # > 0: a failure this recent is watched, not healed (remediation.plan): it is often in passing
+    confirm_after_s: float = 0.0
 
 
 def healthy(result: Finding | Sequence[Finding]) -> bool:

@@ -69,9 +69,9 @@ def root_causes(observations: list[Finding]) -> list[Finding]:
     bad = {o.subject for o in observations if not o.healthy}
     shared_broken = bad & {"scrape", "collector", "collector-node"}
 
-    def symptom(o: Finding) -> bool:
+    def symptom(o: Finding) -> bool:  # a lost node's pods are scrape targets too: down for the same reason
         return (o.subject.startswith("router:") and bool(shared_broken)) or (
-            o.subject == "collector" and "collector-node" in bad)
+            o.subject in ("collector", "scrape") and "collector-node" in bad)
     return [o for o in observations if o.healthy or not symptom(o)]
 
 
@@ -110,6 +110,9 @@ def plan(observations: list[Finding], state: dict[str, SubjectState], now: float
             continue
         targets = owners(o.subject)
         target = " + ".join(targets)
+        if o.confirm_after_s and now - st.failing_since < o.confirm_after_s:
+            diagnoses[o.subject] = f"{o.reason}; watching: re-runs {target} if it lasts {o.confirm_after_s:.0f}s"
+            continue
         never = [a for a in targets if a in undeployed]
         if never:
             diagnoses[o.subject] = (f"{o.reason}; not healed: this Dagster instance never materialised "

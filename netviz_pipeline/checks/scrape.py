@@ -18,6 +18,9 @@ from ..settings import Settings
 from ..targets.prometheus import PrometheusTarget
 
 
+DOWN_CONFIRM_S = 25.0  # the sensor ticks every 30 s: the next tick confirms
+
+
 def running_pods(kube, s: Settings) -> dict[str, int]:
     """job -> pods of its app serving now (readiness.serving: one list per app). Not phase Running alone:
     pods on a lost node keep it, and their targets are down for a reason no scrape config can fix."""
@@ -52,7 +55,7 @@ def scrape_findings(s: Settings, targets: list[dict], running: dict[str, int], c
     goflow2 = [t for t in targets if t.get("labels", {}).get("job") == GOFLOW2_JOB]
     collector_up = any(t.get("health") == "up" for t in goflow2) and not collector
     unknown = not goflow2 and not collector  # its job is not loaded: a scrape problem, nothing known of the pod
-    problems, table, collector_errors = [], {}, []
+    problems, table, collector_errors, down_only = [], {}, [], True
     for job, *_ in pod_jobs(s):
         mine = [t for t in targets if t.get("labels", {}).get("job") == job]
         up = [t for t in mine if t.get("health") == "up" or (pending_ok and t.get("health") == "unknown")]
@@ -62,13 +65,17 @@ def scrape_findings(s: Settings, targets: list[dict], running: dict[str, int], c
         if job in collector_jobs and not collector_up and not unknown:
             collector_errors += errors  # one pod: the collector's own finding says it
         elif not mine:
+            down_only = False
             problems.append(f"{job}: no running pods to scrape" if want == 0 else
                             f"{job}: not in Prometheus's loaded config yet"
                             + (prometheus.missing_config(s) if prometheus else ""))
         elif len(up) < want:
             problems.append(f"{job}: {len(up)}/{want} targets up" + (f" ({'; '.join(errors)[:300]})" if errors else ""))
+    # Targets down (not missing) are watched for a tick before a re-run: a node being lost or a pod being
+    # replaced takes them down too, and neither is the scrape config's to fix.
     out = [Finding("scrape", not problems, "; ".join(problems) or "every netviz job has a healthy target per "
-                   "running pod", {"problems": problems, "targets": table})]
+                   "running pod", {"problems": problems, "targets": table},
+                   confirm_after_s=DOWN_CONFIRM_S if down_only else 0.0)]
     if not unknown:
         out.append(Finding("collector", collector_up, "GoFlow2 metrics target up" if collector_up else
                            f"GoFlow2 metrics target down: {collector or '; '.join(collector_errors) or 'no healthy target'}"))

@@ -134,3 +134,16 @@ def test_the_bounds_come_from_the_settings_healing_section(make):
 def test_a_backoff_ceiling_below_the_first_backoff_is_refused_naming_the_fields(make):
     with pytest.raises(SettingsError, match="healing.*backoff_max_seconds is below backoff_seconds"):
         make(healing={"backoff_seconds": 600, "backoff_max_seconds": 60})
+
+
+def test_a_watched_failure_is_healed_only_if_it_lasts():
+    down = Finding("scrape", False, "netviz-caretta: 1/2 targets up", confirm_after_s=25)
+    first = plan([down], {}, now=100, policy=P)
+    assert first.assets == () and "watching: re-runs prometheus_scrape_config if it lasts 25s" in first.diagnoses["scrape"]
+    assert plan([down], first.state, now=130, policy=P).assets == ("prometheus_scrape_config",)
+
+
+def test_scrape_targets_down_with_a_lost_collector_node_are_its_symptom():
+    obs = [Finding("collector-node", False, "lease late", {"waiting": True}, heal=False),
+           Finding("scrape", False, "netviz-caretta: 1/2 targets up")]
+    assert plan(obs, {}, now=0, policy=P).assets == ()

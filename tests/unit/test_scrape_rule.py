@@ -65,6 +65,7 @@ def test_fewer_healthy_targets_than_running_pods(settings):
     flaky[0] = target("netviz-caretta", "down", "context deadline exceeded")
     assert rule(settings, flaky)["scrape"].details["problems"] == \
         ["netviz-caretta: 1/2 targets up (context deadline exceeded)"]
+    assert rule(settings, flaky)["scrape"].confirm_after_s > 0  # watched a tick: a lost node does this too
 
 
 def test_a_target_not_scraped_yet_waits_in_a_check_and_passes_between_runs(settings):
@@ -77,6 +78,7 @@ def test_a_target_not_scraped_yet_waits_in_a_check_and_passes_between_runs(setti
 def test_no_running_pods(settings):
     found = rule(settings, healthy_targets()[2:], running={"netviz-caretta": 0, "netviz-goflow2": 1, "netviz-flows": 1})
     assert found["scrape"].details["problems"] == ["netviz-caretta: no running pods to scrape"]
+    assert found["scrape"].confirm_after_s == 0  # a job without targets is the scrape config's: healed at once
 
 
 def test_the_check_and_the_sensor_ask_the_same_function():
