@@ -30,6 +30,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 MAX_SAMPLES = 12  # per router; a window of the default 180 s holds 6 looks 30 s apart
+# Export packets lost on the way (NetFlow v9 sequence numbers against GoFlow2's count) that make a
+# flowing exporter unhealthy: both bounds, since the two counts are taken moments apart.
+LOST_MIN_PACKETS = 5
+LOST_MIN_RATIO = 0.02
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,12 @@ def history(previous: list[Sample], current: Sample | None, now: float, window_s
 
 def classify(*, reachable_error: str | None, running: bool, drift: list[str], samples: list[Sample],
              counters_known: bool, datagrams: float, window_s: int, settle_s: float, now: float,
-             interface: str = "its interface", address: str = "", collector: str = "") -> Verdict:
+             interface: str = "its interface", address: str = "", collector: str = "", lost: float = 0.0,
+             sent: float = 0.0) -> Verdict:
     """`samples`: this softflowd's history (see `history`), current last. `settle_s`: how long a
-    datagram takes to show up in Prometheus (scrape interval x 2 + a margin)."""
+    datagram takes to show up in Prometheus (scrape interval x 2 + a margin). `sent`, `lost`: export
+    packets in the window by the exporter's NetFlow v9 sequence numbers, and of those never counted by
+    GoFlow2 (freshness.export_lost_query; 0 for other NetFlow versions)."""
     if reachable_error is not None:
         return Verdict(False, "router-unreachable", f"router unreachable over SSH ({reachable_error}); softflowd "
                                                     "may still export, but it cannot be checked or restarted",
@@ -79,9 +86,15 @@ def classify(*, reachable_error: str | None, running: bool, drift: list[str], sa
                        f"softflowd failed to send {last.export_failures - first.export_failures} NetFlow datagrams "
                        f"to {collector or 'the collector'} in the last {now - first.t:.0f}s (sendto errors: no "
                        "route to the collector?)")
+    if datagrams > 0 and lost >= LOST_MIN_PACKETS and lost >= LOST_MIN_RATIO * sent:
+        return Verdict(False, "datagrams-lost",
+                       f"{lost:.0f} of the {sent:.0f} NetFlow export packets {address} sent in the last {window_s}s "
+                       f"(its sequence numbers) never reached GoFlow2: the network between router and collector "
+                       f"drops them, or the collector's socket buffer is full (GoFlow2's own drops are "
+                       f"NetvizFlowDrops)", heal=False)
     if datagrams > 0:
         return Verdict(True, "flowing", f"{datagrams:.0f} NetFlow datagrams from {address} counted by GoFlow2 "
-                                        f"in the last {window_s}s")
+                                        f"in the last {window_s}s" + (f", {lost:.0f} lost on the way" if sent else ""))
     if not counters_known:
         return Verdict(False, "no-counters", f"no NetFlow from {address} in the last {window_s}s, and softflowd's "
                                              "counters cannot be read here to tell a quiet link from lost datagrams")

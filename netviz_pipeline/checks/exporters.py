@@ -16,23 +16,28 @@ from ..settings import Router, Settings
 PROBE_WORKERS = 8  # routers probed over SSH at once
 
 
-def datagram_counts(s: Settings, prom: PrometheusResource) -> tuple[dict[str, float], str]:
-    """router name -> NetFlow datagrams GoFlow2 counted from its address in the freshness window, from
-    one query for all of them (`sum by (router)`): a tick's cost does not grow with the routers.
-    The second value is the Prometheus error, if the query failed."""
+def datagram_counts(s: Settings, prom: PrometheusResource) -> tuple[dict[str, tuple[float, float, float]], str]:
+    """router name -> (NetFlow datagrams GoFlow2 counted from its address, export packets it sent by its
+    v9 sequence numbers, of those lost on the way) in the freshness window, from one query each for all
+    of them: a tick's cost does not grow with the routers. The second value is the Prometheus error, if
+    a query failed."""
     window = s.checks.freshness.netflow_max_age_seconds
     try:
         counts = freshness.by_label(prom.query(freshness.netflow_by_router_query(window)), "router")
+        sent = freshness.by_label(prom.query(freshness.export_sent_query(f"{window}s")), "exporter")
+        lost = freshness.by_label(prom.query(freshness.export_lost_query(f"{window}s")), "exporter")
     except PrometheusError as exc:
         return {}, str(exc)
-    return {r.name: counts.get(freshness.exporter_address(r), 0.0) for r in s.routers}, ""
+    return {r.name: (counts.get(a, 0.0), sent.get(a, 0.0), lost.get(a, 0.0))
+            for r in s.routers for a in [freshness.exporter_address(r)]}, ""
 
 
 def exporter_finding(router: str, verdict: exporter_health.Verdict, datagrams: float,
-                     counters: dict | None) -> Finding:
+                     counters: dict | None, sent: float = 0.0, lost: float = 0.0) -> Finding:
     """One router's exporter at one look: the verdict and the figures it rests on."""
     return Finding(f"router:{router}", verdict.healthy, f"{verdict.cause}: {verdict.reason}",
-                   {"router": router, "cause": verdict.cause, "datagrams": datagrams, "counters": counters},
+                   {"router": router, "cause": verdict.cause, "datagrams": datagrams, "counters": counters,
+                    "sent": sent, "lost": lost},
                    heal=verdict.heal)
 
 
@@ -67,15 +72,16 @@ def exporter_looks(s: Settings, prom: PrometheusResource, routers: RoutersResour
                                             counters.export_packets, counters.export_failures)
         samples = exporter_health.history(previous.get(r.name, []), sample, now, window)
         kept[r.name] = samples
+        datagrams, sent, lost = counts.get(r.name, (0.0, 0.0, 0.0))
         verdict = exporter_health.classify(
             reachable_error=ssh_error, running=bool(st and st.running), drift=list(st.drift) if st else [],
-            samples=samples, counters_known=counters is not None, datagrams=counts.get(r.name, 0.0),
+            samples=samples, counters_known=counters is not None, datagrams=datagrams,
             window_s=window, settle_s=settle, now=now,
             interface=", ".join(st.interfaces) if st and st.interfaces else "its interface",
-            address=freshness.exporter_address(r), collector=(st and st.collector) or "")
+            address=freshness.exporter_address(r), collector=(st and st.collector) or "", lost=lost, sent=sent)
         if prom_error and verdict.cause not in _SETTLED_BAD:
             verdict = exporter_health.Verdict(False, "collector-unknown", f"cannot ask Prometheus: {prom_error}")
-        looks.append(exporter_finding(r.name, verdict, counts.get(r.name, 0.0), counters and counters.as_dict()))
+        looks.append(exporter_finding(r.name, verdict, datagrams, counters and counters.as_dict(), sent, lost))
     return looks, kept
 
 

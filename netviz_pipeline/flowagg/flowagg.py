@@ -39,7 +39,7 @@ one series per metric, so the talker bound is unchanged; when an address's name 
 its address reused) that pair's series is replaced by one with the new name (never both in one
 scrape). Its counter keeps counting since admission, so the new series' first sample is its rate()
 baseline and no bytes are attributed to the new name twice. The names' health series are a fixed
-number (`names.Names.SERIES`), so budget = sum over dimensions of 3 (k + 1), + 2 (k_exporters + 1),
+number (`names.Names.SERIES`), so budget = sum over dimensions of 3 (k + 1), + 3 (k_exporters + 1),
 + 33 fixed (3 totals, 6 malformed reasons, 4 per dimension, 4 more), + 27 when names are configured,
 + 6 with the kafka input (its consumer's health, `INPUT_SERIES`).
 
@@ -88,10 +88,17 @@ PROTO_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE",
 # GoFlow2 v2's JSON formatter writes keys in a fixed order: a compiled pattern reads the fields we
 # need ~6x faster than json.loads. Lines it does not match (other versions, mappings) use json.
 _FAST = re.compile(
-    r'\{"type":"[A-Za-z0-9_]*","time_received_ns":(\d+),"sequence_num":\d+,"sampling_rate":(\d+),'
+    r'\{"type":"([A-Za-z0-9_]*)","time_received_ns":(\d+),"sequence_num":(\d+),"sampling_rate":(\d+),'
     r'"sampler_address":"([^"\\]{0,64})","time_flow_start_ns":\d+,"time_flow_end_ns":\d+,'
     r'"bytes":(\d+),"packets":(\d+),"src_addr":"([^"\\]{0,64})","dst_addr":"([^"\\]{0,64})",'
     r'"etype":"[^"\\]*","proto":"([^"\\]{0,32})","src_port":(\d+),"dst_port":(\d+),')
+
+
+_DOMAIN = re.compile(r'"observation_domain_id":(\d+)')
+# NetFlow v9's header sequence number counts export packets (RFC 3954), as GoFlow2 counts datagrams:
+# the two compared tell export packets lost on the way (Sequences). v5 and IPFIX count records instead.
+SEQUENCED = "NETFLOW_V9"
+NO_SEQUENCE = -1
 
 
 class Malformed(ValueError):
@@ -129,14 +136,17 @@ def _proto(v) -> str:
 
 
 def parse_line(line: str):
-    """(exporter, sampling_rate, bytes, packets, src, dst, proto, src_port, dst_port, t_received_s)
-    or raise Malformed(reason). Never raises anything else."""
+    """(exporter, sampling_rate, bytes, packets, src, dst, proto, src_port, dst_port, t_received_s,
+    sequence, domain) or raise Malformed(reason). Never raises anything else. `sequence`: the NetFlow
+    v9 packet's sequence number, NO_SEQUENCE for other flow types; `domain` its observation domain."""
     if len(line) > MAX_LINE:
         raise Malformed("too_long")
     m = _FAST.match(line)
     if m is not None and line.endswith("}"):
-        t, rate, exp, b, p, src, dst, proto, sp, dp = m.groups()
-        return (exp, int(rate), int(b), int(p), src, dst, proto, int(sp), int(dp), int(t) / 1e9)
+        kind, t, seq, rate, exp, b, p, src, dst, proto, sp, dp = m.groups()
+        dom = _DOMAIN.search(line, m.end())
+        return (exp, int(rate), int(b), int(p), src, dst, proto, int(sp), int(dp), int(t) / 1e9,
+                int(seq) if kind == SEQUENCED else NO_SEQUENCE, int(dom.group(1)) if dom else 0)
     try:
         rec = json.loads(line)
     except (ValueError, RecursionError):
@@ -155,10 +165,11 @@ def parse_line(line: str):
     if not isinstance(exp, str):
         raise Malformed("bad_value")
     t = rec.get("time_received_ns", 0)
+    seq = _uint(rec.get("sequence_num", 0), "sequence_num") if rec.get("type") == SEQUENCED else NO_SEQUENCE
     return (_label(exp), _uint(rec.get("sampling_rate", 0), "sampling_rate"), _uint(b, "bytes"),
             _uint(rec.get("packets", 0), "packets"), _label(src), _label(dst), _proto(rec.get("proto", 0)),
             _uint(rec.get("src_port", 0), "src_port"), _uint(rec.get("dst_port", 0), "dst_port"),
-            _uint(t, "time_received_ns") / 1e9)
+            _uint(t, "time_received_ns") / 1e9, seq, _uint(rec.get("observation_domain_id", 0), "domain"))
 
 
 def service_port(sp: int, dp: int) -> str:
@@ -313,9 +324,62 @@ def series_budget(k: dict[str, int], names: bool, input_series: int = 0) -> int:
     top_k plus `networks`, the (names + 1)^2 network pairs) exports, `input_series` being its input's
     own (INPUT_SERIES); the scrape job's sample_limit is sized from it."""
     dims = sum((k[name] + 1) * 3 for name, _, _ in Aggregator.DIMENSIONS)  # bytes, packets, flows
-    per_exporter = (k["exporters"] + 1) * 2  # last record timestamp, sampling_rate zero
+    per_exporter = (k["exporters"] + 1) * 3  # last record timestamp, sampling_rate zero, sequence packets
     fixed = 3 + len(MALFORMED_REASONS) + 4 * len(Aggregator.DIMENSIONS) + 4  # totals, malformed, per-dim, misc
     return dims + per_exporter + fixed + (names_mod.Names.SERIES if names else 0) + input_series
+
+
+class Sequences:
+    """Export packets each exporter says it sent, from NetFlow v9 sequence numbers: per (exporter,
+    observation domain) the advance of the newest packet's number, summed per exporter. Compared in
+    Prometheus with the datagrams GoFlow2 counted from it (checks/exporters.py, the alert rules), the
+    difference is what was lost before GoFlow2 decoded it (the network, a full socket buffer).
+
+    Robust to seeing only some packets (a Kafka replica sees the records of its partitions: any record of
+    a packet carries its number) and to old records arriving late (a lagging partition): only a packet
+    received after the newest one so far moves the count. A number far below the newest, received later,
+    is an exporter that restarted; a little below, a reordered datagram (ignored). Uint32 wraps."""
+
+    REORDER = 64  # packets: a lower number this close is a reordered datagram, not a restart
+    MAX_DOMAINS = 16  # per exporter (memory bound against spoofed domain ids)
+
+    def __init__(self):
+        self.newest: dict[tuple[str, int], tuple[float, int]] = {}  # (exporter, domain) -> (t, seq)
+        self.sent: dict[str, int] = {}
+        self.domains: dict[str, int] = {}
+
+    def advance(self, newest: dict[tuple[str, int], tuple[float, int]]) -> None:
+        """A batch's newest (t_received, sequence) per (exporter, domain)."""
+        for key, (t, seq) in newest.items():
+            last = self.newest.get(key)
+            if last is None:
+                exp = key[0]
+                if self.domains.get(exp, 0) >= self.MAX_DOMAINS:
+                    continue
+                self.domains[exp] = self.domains.get(exp, 0) + 1
+                self.sent.setdefault(exp, 0)
+                self.newest[key] = (t, seq)  # a baseline: what it sent before is unknown
+                continue
+            last_t, last_seq = last
+            if t < last_t:
+                continue  # an older packet, late (another partition's backlog)
+            step = (seq - last_seq) % (1 << 32)
+            if step == 0:
+                continue
+            if step < 1 << 31:  # ahead (across a wrap too)
+                self.sent[key[0]] += step
+            elif (last_seq - seq) % (1 << 32) <= self.REORDER:
+                continue  # reordered: received after a higher number
+            else:  # restarted: numbering began again
+                self.sent[key[0]] += seq
+            self.newest[key] = (t, seq)
+
+    def prune(self, tracked) -> None:
+        for key in [k for k in self.newest if k[0] not in tracked]:
+            del self.newest[key]
+        for exp in [e for e in self.sent if e not in tracked]:
+            del self.sent[exp]
+            self.domains.pop(exp, None)
 
 
 class Aggregator:
@@ -337,6 +401,7 @@ class Aggregator:
         self.last_record: dict[str, float] = {}
         self.zero_rate: dict[str, int] = {}
         self.zero_rate_other = 0
+        self.sequences = Sequences()
         self.malformed = dict.fromkeys(MALFORMED_REASONS, 0)
         self.records = 0
         self.bytes = 0
@@ -361,7 +426,8 @@ class Aggregator:
 
     def add(self, records, malformed: dict[str, int] | None = None) -> int:
         """Count records another input has parsed already: tuples exactly as `parse_line` returns them
-        (exporter, sampling_rate, bytes, packets, src, dst, proto, src_port, dst_port, t_received_s), and
+        (exporter, sampling_rate, bytes, packets, src, dst, proto, src_port, dst_port, t_received_s, sequence,
+        domain), and
         `malformed` {reason: count} (reasons from MALFORMED_REASONS) for what it could not parse; both in
         one step under the lock, as one `feed`. Returns records counted."""
         bad = dict.fromkeys(MALFORMED_REASONS, 0)
@@ -379,9 +445,15 @@ class Aggregator:
         netw: dict = {}
         last: dict = {}
         zero: dict = {}
+        newest: dict = {}
         netname = self.nets.name
         n = tb = tp = 0
-        for exp, rate, b, p, src, dst, proto, sp, dp, t in records:  # `bad` is complete once this ends
+        for exp, rate, b, p, src, dst, proto, sp, dp, t, seq, dom in records:  # `bad` is complete once this ends
+            if seq >= 0:
+                k = (exp, dom)
+                cur = newest.get(k)
+                if cur is None or t > cur[0] or (t == cur[0] and seq > cur[1]):
+                    newest[k] = (t, seq)
             if rate == 0:
                 zero[exp] = zero.get(exp, 0) + 1
                 rate = 1
@@ -426,6 +498,7 @@ class Aggregator:
                     self.zero_rate[exp] = self.zero_rate.get(exp, 0) + c
                 else:
                     self.zero_rate_other += c
+            self.sequences.advance({k: v for k, v in newest.items() if k[0] in tracked})
             self._maybe_expire(now)
             self._prune_exporters()
         return n
@@ -445,6 +518,7 @@ class Aggregator:
             del self.last_record[exp]
         for exp in [e for e in self.zero_rate if e not in tracked]:
             self.zero_rate_other += self.zero_rate.pop(exp)
+        self.sequences.prune(tracked)
 
     # -- output ---------------------------------------------------------------------------------
     def budget(self) -> int:
@@ -505,6 +579,10 @@ class Aggregator:
                    "Flow records with sampling_rate 0 (counted as 1:1): a misconfigured or unsampled exporter.",
                    [((("exporter", k),), v) for k, v in sorted(self.zero_rate.items())]
                    + [((("exporter", OTHER),), self.zero_rate_other)])
+            metric("netviz_flow_exporter_sequence_packets_total", "counter",
+                   "NetFlow v9 export packets the exporter says it sent (its sequence numbers' advance since this "
+                   "aggregator first saw it); less the datagrams GoFlow2 counted from it: lost on the way.",
+                   [((("exporter", k),), v) for k, v in sorted(self.sequences.sent.items())])
             metric("netviz_flow_records_total", "counter", "Flow records counted.", [((), self.records)])
             metric("netviz_flow_bytes_total", "counter", "Sampling-corrected bytes of all flows.", [((), self.bytes)])
             metric("netviz_flow_packets_total", "counter", "Sampling-corrected packets of all flows.",

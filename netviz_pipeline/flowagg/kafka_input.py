@@ -77,6 +77,8 @@ _F = descriptor_pb2.FieldDescriptorProto
 # The FlowMessage fields the aggregator counts: (name, number, type), as in goflow2 v2.2.1 pb/flow.proto.
 # Every other field of GoFlow2's message is skipped by the parser (kept as unknown bytes, never read).
 FIELDS = (
+    ("type", 1, _F.TYPE_UINT32),  # the FlowType enum, read as its varint
+    ("sequence_num", 4, _F.TYPE_UINT32),
     ("sampling_rate", 3, _F.TYPE_UINT64),
     ("src_addr", 6, _F.TYPE_BYTES),
     ("dst_addr", 7, _F.TYPE_BYTES),
@@ -87,7 +89,9 @@ FIELDS = (
     ("src_port", 21, _F.TYPE_UINT32),
     ("dst_port", 22, _F.TYPE_UINT32),
     ("time_received_ns", 110, _F.TYPE_UINT64),
+    ("observation_domain_id", 70, _F.TYPE_UINT32),
 )
+NETFLOW_V9 = 3  # FlowMessage.FlowType
 # librdkafka settings this program owns (the commit rule depends on them): not settable in `security`
 OWNED = ("bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset",
          "statistics.interval.ms", "on_commit", "error_cb", "stats_cb", "logger")
@@ -176,7 +180,8 @@ def decode(value, malformed: dict[str, int] | None = None) -> list[tuple]:
         proto = msg.proto
         out.append((ntop(fexp, exp) if exp else "", msg.sampling_rate, msg.bytes, msg.packets, ntop(fsrc, src),
                     ntop(fdst, dst), names.get(proto) or str(proto), msg.src_port, msg.dst_port,
-                    msg.time_received_ns / 1e9))
+                    msg.time_received_ns / 1e9, msg.sequence_num if msg.type == NETFLOW_V9 else fa.NO_SEQUENCE,
+                    msg.observation_domain_id))
     return out
 
 

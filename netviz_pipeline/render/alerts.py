@@ -14,6 +14,7 @@ import fnmatch
 
 import yaml
 
+from .. import exporter_health, freshness
 from ..settings import Settings
 from . import aggregators, goflow2, labels
 from .scrape import CARETTA_JOB, FLOWS_JOB, GOFLOW2_JOB
@@ -111,7 +112,21 @@ def _collector_rules(s: Settings) -> list[dict]:
 
 def _aggregator_rules(s: Settings) -> list[dict]:
     f, ns = f'job="{FLOWS_JOB}"', s.goflow2.namespace
+    w10 = _window(s, 600)
+    lost, sent = freshness.export_lost_query(w10), freshness.export_sent_query(w10)
     return [
+        # the same bounds as the exporter check (exporter_health.classify): counted moments apart, a
+        # packet or two either way is not loss
+        _alert("NetvizExportPacketsLost",
+               f"({lost}) >= {exporter_health.LOST_MIN_PACKETS}\nand on (exporter)\n"
+               f"({lost}) >= {exporter_health.LOST_MIN_RATIO} * ({sent})",
+               _for(s, 600), "warning",
+               "NetFlow from {{ $labels.exporter }} is lost before it reaches GoFlow2",
+               "The NetFlow v9 sequence numbers of {{ $labels.exporter }} say it sent more export packets than "
+               "GoFlow2 counted from it: the difference was lost on the way (the network between router and "
+               "collector, a firewall dropping some, or a full socket buffer on the collector's node), and the "
+               "flow dashboards under-count that router. GoFlow2's own queue drops are NetvizFlowDrops. Check "
+               "interface errors on the path and the collector node's UDP receive errors (netstat -su)."),
         _alert("NetvizAggregatorDown", f"up{{{f}}} == 0 or absent(up{{{f}}})", _for(s, 120), "critical",
                "The flow aggregator is down or not scraped",
                f"Prometheus has no successful scrape of job {FLOWS_JOB} (the flowagg sidecar in the goflow2 pod, "

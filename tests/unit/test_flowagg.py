@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import random
 import subprocess
@@ -58,7 +59,7 @@ def test_real_goflow2_line_takes_the_fast_path_and_equals_json():
     assert fa._FAST.match(REAL)
     slow = fa.parse_line(REAL.replace('{"type":"NETFLOW_V9",', '{"type":"NETFLOW_V9", ', 1))  # breaks the pattern
     assert fast == slow == ("198.18.5.2", 0, 305, 5, "198.18.3.10", "198.18.4.10", "TCP", 40022, 8080,
-                            1795672900.637243907)
+                            1795672900.637243907, 67, 0)
 
 
 def test_sampling_rate_corrects_bytes_and_zero_counts_as_one():
@@ -211,3 +212,55 @@ def test_standalone_process_reads_a_fifo_serves_metrics_and_exits_nonzero_when_i
     finally:
         p.kill()
         p.wait()
+
+
+# -- export packets from NetFlow v9 sequence numbers (flowagg.Sequences) ----------------------------------
+def _v9(seq, t, exp="198.18.0.2", dom=0, kind="NETFLOW_V9"):
+    return REAL.replace('"sequence_num":67', f'"sequence_num":{seq}').replace(
+        '"time_received_ns":1795672900637243907', f'"time_received_ns":{int(t * 1e9)}').replace(
+        '"sampler_address":"198.18.5.2"', f'"sampler_address":"{exp}"').replace(
+        '"observation_domain_id":0', f'"observation_domain_id":{dom}').replace('"NETFLOW_V9"', f'"{kind}"')
+
+
+def _sent(a) -> dict:
+    return {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^netviz_flow_exporter_sequence_packets_total\{exporter="([^"]*)"\} (\S+)$', a.render(), re.M)}
+
+
+def test_sequence_numbers_count_the_packets_an_exporter_sent_from_a_baseline():
+    a = fa.Aggregator()
+    a.feed([_v9(100, 1.0), _v9(100, 1.0)])  # one packet, two records: the baseline
+    assert _sent(a) == {"198.18.0.2": 0}
+    a.feed([_v9(101, 2.0), _v9(104, 3.0), _v9(104, 3.0)])  # 102 and 103 never arrived: still sent
+    assert _sent(a) == {"198.18.0.2": 4}
+
+
+def test_late_and_reordered_packets_do_not_move_it_but_a_restart_and_a_wrap_do():
+    a = fa.Aggregator()
+    a.feed([_v9(1000, 10.0)])
+    a.feed([_v9(990, 9.0)])  # an older packet arriving late (another partition's backlog)
+    a.feed([_v9(998, 11.0)])  # received later, a little lower: reordered
+    assert _sent(a) == {"198.18.0.2": 0}
+    a.feed([_v9(5, 12.0)])  # far lower, received later: softflowd restarted and numbers from 0 again
+    assert _sent(a) == {"198.18.0.2": 5}
+    wrap = fa.Aggregator()
+    wrap.feed([_v9(2 ** 32 - 2, 1.0)])
+    wrap.feed([_v9(3, 2.0)])  # uint32 wrapped: 2**32-1, 0, 1, 2, 3
+    assert _sent(wrap) == {"198.18.0.2": 5}
+
+
+def test_each_observation_domain_counts_apart_and_other_flow_types_not_at_all():
+    a = fa.Aggregator()
+    a.feed([_v9(10, 1.0, dom=1), _v9(500, 1.0, dom=2), _v9(7, 1.0, kind="IPFIX", exp="198.18.5.2")])
+    a.feed([_v9(12, 2.0, dom=1), _v9(501, 2.0, dom=2), _v9(900, 2.0, kind="IPFIX", exp="198.18.5.2")])
+    assert _sent(a) == {"198.18.0.2": 3}  # IPFIX numbers count records, not packets: not compared
+
+
+def test_a_replica_seeing_some_packets_counts_them_all():
+    """Kafka spreads one exporter's records over partitions: any record of a packet carries its number."""
+    every, some = fa.Aggregator(), fa.Aggregator()
+    for seq in range(1, 40):
+        every.feed([_v9(seq, seq)])
+        if seq % 3 == 0 or seq == 1:
+            some.feed([_v9(seq, seq)])
+    assert _sent(every) == _sent(some) == {"198.18.0.2": 38}

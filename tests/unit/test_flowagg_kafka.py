@@ -29,7 +29,8 @@ V6 = lambda a: socket.inet_pton(socket.AF_INET6, a)  # noqa: E731
 
 def flow(**kw) -> bytes:
     f = dict(sampler_address=V4("198.18.5.2"), src_addr=V4("198.18.3.10"), dst_addr=V4("198.18.4.10"), bytes=305,
-             packets=5, proto=6, src_port=40022, dst_port=8080, time_received_ns=1795672900637243907)
+             packets=5, proto=6, src_port=40022, dst_port=8080, time_received_ns=1795672900637243907, type=3,
+             sequence_num=67)
     f.update(kw)
     return ki.encode(**f)
 
@@ -50,7 +51,8 @@ def test_the_fields_are_goflow2_v2_2_1s():
         "sampling_rate": (3, F.TYPE_UINT64), "src_addr": (6, F.TYPE_BYTES), "dst_addr": (7, F.TYPE_BYTES),
         "bytes": (9, F.TYPE_UINT64), "packets": (10, F.TYPE_UINT64), "sampler_address": (11, F.TYPE_BYTES),
         "proto": (20, F.TYPE_UINT32), "src_port": (21, F.TYPE_UINT32), "dst_port": (22, F.TYPE_UINT32),
-        "time_received_ns": (110, F.TYPE_UINT64)}
+        "time_received_ns": (110, F.TYPE_UINT64), "type": (1, F.TYPE_UINT32), "sequence_num": (4, F.TYPE_UINT32),
+        "observation_domain_id": (70, F.TYPE_UINT32)}
 
 
 def test_a_flow_message_decodes_to_what_the_json_path_parses():
@@ -79,9 +81,9 @@ def test_fields_goflow2_sends_that_we_do_not_read_are_skipped():
     extra = (b"\x90\x01\x05"  # 18 in_if: varint 5
              + b"\xa2\x06\x04" + V4("192.0.2.1")  # 100 bgp_next_hop: bytes
              + b"\xb2\x06\x02\x01\x02"  # 102 as_path: packed repeated
-             + b"\x08\x03")  # 1 type: NETFLOW_V9
+             + b"\x08\x03")  # 1 type: NETFLOW_V9 (read: its sequence number, 0 when absent, counts)
     value = bytes([len(body) + len(extra)]) + extra + body
-    assert ki.decode(value) == [("", 0, 7, 0, "10.0.0.1", "10.0.0.2", "0", 0, 0, 0.0)]
+    assert ki.decode(value) == [("", 0, 7, 0, "10.0.0.1", "10.0.0.2", "0", 0, 0, 0.0, 0, 0)]
 
 
 @pytest.mark.parametrize("value, reason", [
@@ -120,8 +122,9 @@ def test_decode_never_raises_and_yields_only_well_formed_records(value):
     recs = ki.decode(value, bad)
     assert set(bad) <= set(fa.MALFORMED_REASONS) and all(c > 0 for c in bad.values())
     for r in recs:
-        exp, rate, b, p, src, dst, proto, sp, dp, t = r
-        assert all(isinstance(x, int) and x >= 0 for x in (rate, b, p, sp, dp)) and isinstance(t, float)
+        exp, rate, b, p, src, dst, proto, sp, dp, t, seq, dom = r
+        assert all(isinstance(x, int) and x >= 0 for x in (rate, b, p, sp, dp, dom)) and isinstance(t, float)
+        assert seq == fa.NO_SEQUENCE or 0 <= seq < 1 << 32
         assert all(isinstance(x, str) for x in (exp, src, dst, proto)) and src and dst
     a = fa.Aggregator(top_k={"talkers": 2, "ports": 2, "protocols": 2, "exporters": 2})
     assert a.add(recs, bad) == len(recs)
@@ -149,7 +152,7 @@ def test_the_consumers_series_are_in_the_budget_the_scrape_job_is_sized_from():
     assert ki.KafkaStats.SERIES == fa.INPUT_SERIES["kafka"] == sum(len(s) for *_, s in agg.input_series.samples())
     assert fa.config_budget({"top_k": {"talkers": 5}}) == plain
     rnd_recs = [(f"203.0.113.{i % 7}", i % 3, 100 + i, 1, f"10.0.{i}.1", f"10.1.{i}.1", fa.PROTO_NAMES.get(i % 60) or str(i),
-                 i, 65000 - i, 1.0) for i in range(300)]
+                 i, 65000 - i, 1.0, i, 0) for i in range(300)]
     agg.add(rnd_recs, {"protobuf": 3})
     text = agg.render()
     m = samples(text)

@@ -317,8 +317,8 @@ def test_without_names_the_series_count_and_the_budget_are_as_before():
     assert ('src="10.0.0.1",dst="10.0.0.2",src_name="10.0.0.1",dst_name="10.0.0.2",src_kind="address",'
             'dst_kind="address",src_net="other",dst_net="other"') in text
     assert "netviz_flow_names" not in text
-    # defaults: 3 (100+1 + 16+1 + 50+1 + 32+1 + 1+1) + 2 (32+1) + 33 = 711; with names + 27
-    assert plain.budget() == 711 and named.budget() == 738
+    # defaults: 3 (100+1 + 16+1 + 50+1 + 32+1 + 1+1) + 3 (32+1) + 33 = 744; with names + 27
+    assert plain.budget() == 744 and named.budget() == 771
 
 
 def test_names_health_series_are_exactly_the_stated_number():
