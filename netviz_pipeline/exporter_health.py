@@ -30,9 +30,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 MAX_SAMPLES = 12  # per router; a window of the default 180 s holds 6 looks 30 s apart
-# Flow records lost on the way (the exporter's sequence numbers against the records counted) that make
-# a flowing exporter unhealthy: both bounds, since with Kafka the counts are taken moments apart.
-LOST_MIN_RECORDS = 5
+# Export packets lost on the way (NetFlow v9 sequence numbers against GoFlow2's count) that make a
+# flowing exporter unhealthy: both bounds, since the two counts are taken moments apart.
+LOST_MIN_PACKETS = 5
 LOST_MIN_RATIO = 0.02
 
 
@@ -69,9 +69,9 @@ def classify(*, reachable_error: str | None, running: bool, drift: list[str], sa
              interface: str = "its interface", address: str = "", collector: str = "", lost: float = 0.0,
              sent: float = 0.0) -> Verdict:
     """`samples`: this softflowd's history (see `history`), current last. `settle_s`: how long a
-    datagram takes to show up in Prometheus (scrape interval x 2 + a margin). `sent`, `lost`: flow
-    records in the window by the exporter's NetFlow sequence numbers, and of those never counted by an
-    aggregator (freshness.export_lost_query)."""
+    datagram takes to show up in Prometheus (scrape interval x 2 + a margin). `sent`, `lost`: export
+    packets in the window by the exporter's NetFlow v9 sequence numbers, and of those never counted by
+    GoFlow2 (freshness.export_lost_query; 0 for other NetFlow versions)."""
     if reachable_error is not None:
         return Verdict(False, "router-unreachable", f"router unreachable over SSH ({reachable_error}); softflowd "
                                                     "may still export, but it cannot be checked or restarted",
@@ -86,12 +86,12 @@ def classify(*, reachable_error: str | None, running: bool, drift: list[str], sa
                        f"softflowd failed to send {last.export_failures - first.export_failures} NetFlow datagrams "
                        f"to {collector or 'the collector'} in the last {now - first.t:.0f}s (sendto errors: no "
                        "route to the collector?)")
-    if datagrams > 0 and lost >= LOST_MIN_RECORDS and lost >= LOST_MIN_RATIO * sent:
-        return Verdict(False, "records-lost",
-                       f"{lost:.0f} of the {sent:.0f} flow records {address} sent in the last {window_s}s (its "
-                       f"NetFlow sequence numbers) were never counted: lost on the network between router and "
-                       f"collector, in a full socket buffer on the collector's node, in GoFlow2's queue "
-                       f"(NetvizFlowDrops) or on its way to the aggregators", heal=False)
+    if datagrams > 0 and lost >= LOST_MIN_PACKETS and lost >= LOST_MIN_RATIO * sent:
+        return Verdict(False, "datagrams-lost",
+                       f"{lost:.0f} of the {sent:.0f} NetFlow export packets {address} sent in the last {window_s}s "
+                       f"(its sequence numbers) never reached GoFlow2: the network between router and collector "
+                       f"drops them, or the collector's socket buffer is full (GoFlow2's own drops are "
+                       f"NetvizFlowDrops)", heal=False)
     if datagrams > 0:
         return Verdict(True, "flowing", f"{datagrams:.0f} NetFlow datagrams from {address} counted by GoFlow2 "
                                         f"in the last {window_s}s" + (f", {lost:.0f} lost on the way" if sent else ""))

@@ -43,21 +43,21 @@ def netflow_by_router_query(window_s: int) -> str:
 
 
 def export_sent_query(window: str) -> str:
-    """Flow records each exporter says it sent in the window (its NetFlow sequence numbers, as the
-    aggregators up now saw them: flowagg.Sequences), `exporter` label. The largest of the replicas':
-    each sees the numbers of the packets whose records reach its partitions."""
+    """NetFlow v9 export packets each exporter says it sent in the window (its sequence numbers, as the
+    aggregators up now saw them: flowagg.Sequences), `exporter` label. The largest of the replicas': each
+    sees the numbers of the packets whose records reach its partitions."""
     f = f'job="{FLOWS_JOB}"'
-    return (f'max by (exporter) (increase(netviz_flow_exporter_sequence_records_total{{{f}}}[{window}]) '
+    return (f'max by (exporter) (increase(netviz_flow_exporter_sequence_packets_total{{{f}}}[{window}]) '
             f'and on (instance) (up{{{f}}} == 1))')
 
 
 def export_lost_query(window: str) -> str:
-    """Flow records lost on the way, per exporter, end to end: what it says it sent (sequence numbers)
-    less what the aggregators up now counted from it (summed over replicas), never below 0 (Kafka replicas
-    are scraped moments apart). Both transports; every hop between router and aggregator."""
-    f = f'job="{FLOWS_JOB}"'
-    received = (f'sum by (exporter) (increase(netviz_flow_exporter_flows_total{{{f},exporter!="other"}}[{window}]) '
-                f'and on (instance) (up{{{f}}} == 1))')
+    """Export packets lost before GoFlow2 decoded them, per exporter: what it says it sent (NetFlow v9
+    sequence numbers) less the v9 datagrams GoFlow2 counted from it, never below 0 (the two are counted
+    moments apart). Both transports: GoFlow2 counts before the FIFO or Kafka."""
+    g = f'job="{GOFLOW2_JOB}"'
+    received = (f'label_replace(sum by (router) (increase(goflow2_flow_process_nf_total{{{g},version="9"}}[{window}]) '
+                f'and on (instance) (up{{{g}}} == 1)), "exporter", "$1", "router", "(.*)")')
     return f'clamp_min({export_sent_query(window)} - on (exporter) {received}, 0)'
 
 

@@ -95,10 +95,9 @@ _FAST = re.compile(
 
 
 _DOMAIN = re.compile(r'"observation_domain_id":(\d+)')
-# NetFlow types whose header sequence number softflowd sets to the flow records it has sent (v5 and IPFIX
-# by their RFCs; softflowd 1.x numbers v9 records too, where RFC 3954 counts packets): compared with the
-# records counted here, the records lost on the way (Sequences). sFlow numbers its datagrams: not compared.
-SEQUENCED = frozenset({"NETFLOW_V5", "NETFLOW_V9", "IPFIX"})
+# NetFlow v9's header sequence number counts export packets (RFC 3954), as GoFlow2 counts datagrams:
+# the two compared tell export packets lost on the way (Sequences). v5 and IPFIX count records instead.
+SEQUENCED = "NETFLOW_V9"
 NO_SEQUENCE = -1
 
 
@@ -139,7 +138,7 @@ def _proto(v) -> str:
 def parse_line(line: str):
     """(exporter, sampling_rate, bytes, packets, src, dst, proto, src_port, dst_port, t_received_s,
     sequence, domain) or raise Malformed(reason). Never raises anything else. `sequence`: the NetFlow
-    packet's sequence number (NO_SEQUENCE for sFlow and unknown types); `domain` its observation domain."""
+    v9 packet's sequence number, NO_SEQUENCE for other flow types; `domain` its observation domain."""
     if len(line) > MAX_LINE:
         raise Malformed("too_long")
     m = _FAST.match(line)
@@ -147,7 +146,7 @@ def parse_line(line: str):
         kind, t, seq, rate, exp, b, p, src, dst, proto, sp, dp = m.groups()
         dom = _DOMAIN.search(line, m.end())
         return (exp, int(rate), int(b), int(p), src, dst, proto, int(sp), int(dp), int(t) / 1e9,
-                int(seq) if kind in SEQUENCED else NO_SEQUENCE, int(dom.group(1)) if dom else 0)
+                int(seq) if kind == SEQUENCED else NO_SEQUENCE, int(dom.group(1)) if dom else 0)
     try:
         rec = json.loads(line)
     except (ValueError, RecursionError):
@@ -166,7 +165,7 @@ def parse_line(line: str):
     if not isinstance(exp, str):
         raise Malformed("bad_value")
     t = rec.get("time_received_ns", 0)
-    seq = _uint(rec.get("sequence_num", 0), "sequence_num") if rec.get("type") in SEQUENCED else NO_SEQUENCE
+    seq = _uint(rec.get("sequence_num", 0), "sequence_num") if rec.get("type") == SEQUENCED else NO_SEQUENCE
     return (_label(exp), _uint(rec.get("sampling_rate", 0), "sampling_rate"), _uint(b, "bytes"),
             _uint(rec.get("packets", 0), "packets"), _label(src), _label(dst), _proto(rec.get("proto", 0)),
             _uint(rec.get("src_port", 0), "src_port"), _uint(rec.get("dst_port", 0), "dst_port"),
@@ -325,25 +324,23 @@ def series_budget(k: dict[str, int], names: bool, input_series: int = 0) -> int:
     top_k plus `networks`, the (names + 1)^2 network pairs) exports, `input_series` being its input's
     own (INPUT_SERIES); the scrape job's sample_limit is sized from it."""
     dims = sum((k[name] + 1) * 3 for name, _, _ in Aggregator.DIMENSIONS)  # bytes, packets, flows
-    per_exporter = (k["exporters"] + 1) * 3  # last record timestamp, sampling_rate zero, sequence records
+    per_exporter = (k["exporters"] + 1) * 3  # last record timestamp, sampling_rate zero, sequence packets
     fixed = 3 + len(MALFORMED_REASONS) + 4 * len(Aggregator.DIMENSIONS) + 4  # totals, malformed, per-dim, misc
     return dims + per_exporter + fixed + (names_mod.Names.SERIES if names else 0) + input_series
 
 
 class Sequences:
-    """Flow records each exporter says it sent, from its NetFlow sequence numbers: per (exporter,
-    observation domain) the advance of the newest packet's number, summed per exporter. softflowd (what
-    netviz deploys) numbers records in every NetFlow version, so, compared in Prometheus with the records
-    the aggregators counted from that exporter, the difference is what was lost on the way, end to end:
-    the network, GoFlow2's socket or queue, the FIFO or Kafka (freshness.export_lost_query). With the FIFO
-    both counters move in one batch, so the comparison is exact; Kafka replicas are scraped moments apart.
+    """Export packets each exporter says it sent, from NetFlow v9 sequence numbers: per (exporter,
+    observation domain) the advance of the newest packet's number, summed per exporter. Compared in
+    Prometheus with the datagrams GoFlow2 counted from it (checks/exporters.py, the alert rules), the
+    difference is what was lost before GoFlow2 decoded it (the network, a full socket buffer).
 
     Robust to seeing only some packets (a Kafka replica sees the records of its partitions: any record of
     a packet carries its number) and to old records arriving late (a lagging partition): only a packet
     received after the newest one so far moves the count. A number far below the newest, received later,
     is an exporter that restarted; a little below, a reordered datagram (ignored). Uint32 wraps."""
 
-    REORDER = 4096  # records (a few full packets): a lower number this close is reordered, not a restart
+    REORDER = 64  # packets: a lower number this close is a reordered datagram, not a restart
     MAX_DOMAINS = 16  # per exporter (memory bound against spoofed domain ids)
 
     def __init__(self):
@@ -582,9 +579,9 @@ class Aggregator:
                    "Flow records with sampling_rate 0 (counted as 1:1): a misconfigured or unsampled exporter.",
                    [((("exporter", k),), v) for k, v in sorted(self.zero_rate.items())]
                    + [((("exporter", OTHER),), self.zero_rate_other)])
-            metric("netviz_flow_exporter_sequence_records_total", "counter",
-                   "Flow records the exporter says it sent (its NetFlow sequence numbers' advance since this "
-                   "aggregator first saw it); less netviz_flow_exporter_flows_total: lost on the way.",
+            metric("netviz_flow_exporter_sequence_packets_total", "counter",
+                   "NetFlow v9 export packets the exporter says it sent (its sequence numbers' advance since this "
+                   "aggregator first saw it); less the datagrams GoFlow2 counted from it: lost on the way.",
                    [((("exporter", k),), v) for k, v in sorted(self.sequences.sent.items())])
             metric("netviz_flow_records_total", "counter", "Flow records counted.", [((), self.records)])
             metric("netviz_flow_bytes_total", "counter", "Sampling-corrected bytes of all flows.", [((), self.bytes)])

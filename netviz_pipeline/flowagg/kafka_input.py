@@ -91,7 +91,7 @@ FIELDS = (
     ("time_received_ns", 110, _F.TYPE_UINT64),
     ("observation_domain_id", 70, _F.TYPE_UINT32),
 )
-SEQUENCED = frozenset({2, 3, 4})  # FlowMessage.FlowType NETFLOW_V5, NETFLOW_V9, IPFIX (flowagg.SEQUENCED)
+NETFLOW_V9 = 3  # FlowMessage.FlowType
 # librdkafka settings this program owns (the commit rule depends on them): not settable in `security`
 OWNED = ("bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset",
          "statistics.interval.ms", "on_commit", "error_cb", "stats_cb", "logger")
@@ -180,7 +180,7 @@ def decode(value, malformed: dict[str, int] | None = None) -> list[tuple]:
         proto = msg.proto
         out.append((ntop(fexp, exp) if exp else "", msg.sampling_rate, msg.bytes, msg.packets, ntop(fsrc, src),
                     ntop(fdst, dst), names.get(proto) or str(proto), msg.src_port, msg.dst_port,
-                    msg.time_received_ns / 1e9, msg.sequence_num if msg.type in SEQUENCED else fa.NO_SEQUENCE,
+                    msg.time_received_ns / 1e9, msg.sequence_num if msg.type == NETFLOW_V9 else fa.NO_SEQUENCE,
                     msg.observation_domain_id))
     return out
 

@@ -117,17 +117,16 @@ def _aggregator_rules(s: Settings) -> list[dict]:
     return [
         # the same bounds as the exporter check (exporter_health.classify): counted moments apart, a
         # packet or two either way is not loss
-        _alert("NetvizFlowRecordsLost",
-               f"({lost}) >= {exporter_health.LOST_MIN_RECORDS}\nand on (exporter)\n"
+        _alert("NetvizExportPacketsLost",
+               f"({lost}) >= {exporter_health.LOST_MIN_PACKETS}\nand on (exporter)\n"
                f"({lost}) >= {exporter_health.LOST_MIN_RATIO} * ({sent})",
                _for(s, 600), "warning",
-               "Flow records from {{ $labels.exporter }} are lost on the way",
-               "The NetFlow sequence numbers of {{ $labels.exporter }} say it sent more flow records than the "
-               "flow aggregators counted from it: the difference was lost between router and aggregator (the "
-               "network, a full socket buffer on the collector's node, GoFlow2's queue, or its output to the "
-               "aggregators), and the flow dashboards under-count that router. GoFlow2's own queue drops are "
-               "NetvizFlowDrops. Check interface errors on the path, the collector node's UDP receive errors "
-               "(netstat -su) and GoFlow2's log."),
+               "NetFlow from {{ $labels.exporter }} is lost before it reaches GoFlow2",
+               "The NetFlow v9 sequence numbers of {{ $labels.exporter }} say it sent more export packets than "
+               "GoFlow2 counted from it: the difference was lost on the way (the network between router and "
+               "collector, a firewall dropping some, or a full socket buffer on the collector's node), and the "
+               "flow dashboards under-count that router. GoFlow2's own queue drops are NetvizFlowDrops. Check "
+               "interface errors on the path and the collector node's UDP receive errors (netstat -su)."),
         _alert("NetvizAggregatorDown", f"up{{{f}}} == 0 or absent(up{{{f}}})", _for(s, 120), "critical",
                "The flow aggregator is down or not scraped",
                f"Prometheus has no successful scrape of job {FLOWS_JOB} (the flowagg sidecar in the goflow2 pod, "

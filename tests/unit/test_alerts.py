@@ -400,20 +400,18 @@ def test_kafka_aggregator_alerts(make, raw, tmp_path, promtool):
     }, [("NetvizAggregatorsFallingBehind", "30m", [])])
 
 
-def test_flow_records_lost_fires_from_sequence_numbers_against_the_records_counted(settings, tmp_path, promtool):
-    """198.18.0.2 says (sequence numbers) 10 records a minute; the aggregators count 9 (two replicas, 5 + 4):
-    10 % lost, fires. 198.18.5.2 loses none; 198.18.6.2 one record in the window (under the bounds).
-    The larger of the replicas' sequence counts is what the exporter sent."""
+def test_export_packets_lost_fires_from_sequence_numbers_against_goflow2s_count(settings, tmp_path, promtool):
+    """198.18.0.2 says (sequence numbers) 10 packets a minute, GoFlow2 counts 9: 10 % lost, fires. 198.18.5.2
+    loses none; 198.18.6.2's loss is one packet in the window (counted moments apart: under the bounds).
+    Two aggregator replicas: the larger of their counts is what the exporter sent."""
     _promtool_test(promtool, tmp_path, settings, {
-        f'up{{{F},instance="a"}}': "1x40", f'up{{{F},instance="b"}}': "1x40",
-        f'netviz_flow_exporter_flows_total{{{F},instance="a",exporter="198.18.0.2"}}': "0+5x40",
-        f'netviz_flow_exporter_flows_total{{{F},instance="b",exporter="198.18.0.2"}}': "0+4x40",
-        f'netviz_flow_exporter_flows_total{{{F},instance="a",exporter="198.18.5.2"}}': "0+10x40",
-        f'netviz_flow_exporter_flows_total{{{F},instance="a",exporter="198.18.6.2"}}': "0+100x40",
-        f'netviz_flow_exporter_flows_total{{{F},instance="a",exporter="other"}}': "0+1000x40",
-        f'netviz_flow_exporter_sequence_records_total{{{F},instance="a",exporter="198.18.0.2"}}': "0+10x40",
-        f'netviz_flow_exporter_sequence_records_total{{{F},instance="b",exporter="198.18.0.2"}}': "0+8x40",
-        f'netviz_flow_exporter_sequence_records_total{{{F},instance="a",exporter="198.18.5.2"}}': "0+10x40",
-        f'netviz_flow_exporter_sequence_records_total{{{F},instance="a",exporter="198.18.6.2"}}': "0+100x20 2001+100x20",
-    }, [("NetvizFlowRecordsLost", "5m", []),
-        ("NetvizFlowRecordsLost", "30m", [{"exporter": "198.18.0.2"}])])
+        f'up{{{G},instance="gf"}}': "1x40", f'up{{{F},instance="a"}}': "1x40", f'up{{{F},instance="b"}}': "1x40",
+        f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.0.2",version="9"}}': "0+9x40",
+        f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.5.2",version="9"}}': "0+10x40",
+        f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.6.2",version="9"}}': "0+100x40",
+        f'netviz_flow_exporter_sequence_packets_total{{{F},instance="a",exporter="198.18.0.2"}}': "0+10x40",
+        f'netviz_flow_exporter_sequence_packets_total{{{F},instance="b",exporter="198.18.0.2"}}': "0+8x40",
+        f'netviz_flow_exporter_sequence_packets_total{{{F},instance="a",exporter="198.18.5.2"}}': "0+10x40",
+        f'netviz_flow_exporter_sequence_packets_total{{{F},instance="a",exporter="198.18.6.2"}}': "0+100x20 2001+100x20",
+    }, [("NetvizExportPacketsLost", "5m", []),
+        ("NetvizExportPacketsLost", "30m", [{"exporter": "198.18.0.2"}])])

@@ -90,13 +90,13 @@ def test_history_keeps_one_incarnation_inside_the_window(restart):
     assert load(dump({"r": kept})) == {"r": kept}
 
 
-def test_records_lost_on_the_way_make_a_flowing_exporter_unhealthy_and_are_not_re_run():
-    """Sequence numbers say what the exporter sent; the aggregators counted fewer: the path loses them."""
+def test_export_packets_lost_on_the_way_make_a_flowing_exporter_unhealthy_and_are_not_re_run():
+    """Sequence numbers say what the exporter sent; GoFlow2 counted fewer: the path loses them."""
     base = dict(reachable_error=None, running=True, drift=[], samples=[], counters_known=True, datagrams=90.0,
                 window_s=180, settle_s=35, now=1000.0, address="198.18.0.2")
     v = classify(**base, sent=100.0, lost=10.0)
-    assert (v.healthy, v.cause, v.heal) == (False, "records-lost", False)
-    assert "10 of the 100 flow records 198.18.0.2 sent" in v.reason
-    assert classify(**base, sent=100.0, lost=1.0).cause == "flowing"  # counted moments apart: a record or two
+    assert (v.healthy, v.cause, v.heal) == (False, "datagrams-lost", False)
+    assert "10 of the 100 NetFlow export packets 198.18.0.2 sent" in v.reason
+    assert classify(**base, sent=100.0, lost=1.0).cause == "flowing"  # counted moments apart: a packet or two
     assert classify(**base, sent=10_000.0, lost=100.0).cause == "flowing"  # 1 %: under the ratio
-    assert classify(**base).cause == "flowing"  # no sequence numbers seen (sFlow): nothing to compare
+    assert classify(**base).cause == "flowing"  # no sequence numbers (NetFlow v5, IPFIX): nothing to compare
