@@ -50,6 +50,23 @@ def setup(lab: Lab) -> None:
     _FORWARD.write_text("1\n")
 
 
+LOSSY_CHAIN = "lossy"  # in the lab's table: gone with it at teardown
+
+
+def lose_forwarded_udp(iif: str, port: int, keep_one_in: int) -> None:
+    """Drop UDP to `port` arriving on host interface `iif` on its way through the host, all but one in
+    `keep_one_in`: a lossy path between a router and the collector. The sender sees nothing (its
+    sendto succeeds), as with a congested or policed link."""
+    run(["nft", "-f", "-"], input=(
+        f"add chain ip {NFT_TABLE} {LOSSY_CHAIN} {{ type filter hook forward priority -10; policy accept; }}\n"
+        f"add rule ip {NFT_TABLE} {LOSSY_CHAIN} iifname \"{iif}\" udp dport {port} numgen inc mod {keep_one_in} != 0 drop\n"))
+
+
+def stop_losing() -> None:
+    run(["nft", "flush", "chain", "ip", NFT_TABLE, LOSSY_CHAIN], check=False)
+    run(["nft", "delete", "chain", "ip", NFT_TABLE, LOSSY_CHAIN], check=False)
+
+
 def services(lab: Lab) -> list:
     return []
 

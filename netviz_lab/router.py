@@ -390,22 +390,6 @@ def set_traffic(lab: Lab, r: Router, paused: bool) -> None:
         path.unlink(missing_ok=True)
 
 
-LOSSY_TABLE = "netviz_lossy"  # inside the router's namespace: gone with it at teardown
-
-
-def lose_netflow(r: Router, port: int, keep_one_in: int) -> None:
-    """Drop NetFlow datagrams on their way out of the router (all but one in `keep_one_in`), as a lossy
-    link or a policer on the path would: softflowd sends them, nobody receives them."""
-    run(["nft", "-f", "-"], netns=r.name, input=(
-        f"table inet {LOSSY_TABLE} {{\n"
-        f"  chain out {{ type filter hook output priority 0; udp dport {port} numgen inc mod {keep_one_in} != 0 drop; }}\n"
-        f"}}\n"))
-
-
-def stop_losing_netflow(r: Router) -> bool:
-    return run(["nft", "delete", "table", "inet", LOSSY_TABLE], netns=r.name, check=False).returncode == 0
-
-
 def traffic_services(lab: Lab, r: Router) -> list[Service]:
     mod = [sys.executable, str(TRAFFIC)]  # stdlib only: run as a file, the package need not be importable
     ports = ["--tcp-port", str(TRAFFIC_TCP_PORT), "--udp-port", str(TRAFFIC_UDP_PORT)]
