@@ -94,7 +94,8 @@ _FAST = re.compile(
     r'"etype":"[^"\\]*","proto":"([^"\\]{0,32})","src_port":(\d+),"dst_port":(\d+),')
 
 
-_DOMAIN = re.compile(r'"observation_domain_id":(\d+)')
+_DOMAIN_KEY = '"observation_domain_id":'
+_DOMAIN = re.compile(re.escape(_DOMAIN_KEY) + r'(\d+)')
 # NetFlow v9's header sequence number counts export packets (RFC 3954), as GoFlow2 counts datagrams:
 # the two compared tell export packets lost on the way (Sequences). v5 and IPFIX count records instead.
 SEQUENCED = "NETFLOW_V9"
@@ -144,9 +145,11 @@ def parse_line(line: str):
     m = _FAST.match(line)
     if m is not None and line.endswith("}"):
         kind, t, seq, rate, exp, b, p, src, dst, proto, sp, dp = m.groups()
-        dom = _DOMAIN.search(line, m.end())
+        if kind != SEQUENCED:
+            return (exp, int(rate), int(b), int(p), src, dst, proto, int(sp), int(dp), int(t) / 1e9, NO_SEQUENCE, 0)
+        dom = _DOMAIN.match(line, line.rfind(_DOMAIN_KEY, m.end()))  # near the end: rfind, not a search
         return (exp, int(rate), int(b), int(p), src, dst, proto, int(sp), int(dp), int(t) / 1e9,
-                int(seq) if kind == SEQUENCED else NO_SEQUENCE, int(dom.group(1)) if dom else 0)
+                int(seq), int(dom.group(1)) if dom else 0)
     try:
         rec = json.loads(line)
     except (ValueError, RecursionError):
@@ -448,8 +451,10 @@ class Aggregator:
         newest: dict = {}
         netname = self.nets.name
         n = tb = tp = 0
+        prev = None  # a packet's records come one after another: look each packet up once
         for exp, rate, b, p, src, dst, proto, sp, dp, t, seq, dom in records:  # `bad` is complete once this ends
-            if seq >= 0:
+            if seq >= 0 and (seq, t, exp, dom) != prev:
+                prev = (seq, t, exp, dom)
                 k = (exp, dom)
                 cur = newest.get(k)
                 if cur is None or t > cur[0] or (t == cur[0] and seq > cur[1]):
