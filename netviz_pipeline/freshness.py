@@ -52,13 +52,30 @@ def export_sent_query(window: str) -> str:
 
 
 def export_lost_query(window: str) -> str:
-    """Export packets lost before GoFlow2 decoded them, per exporter: what it says it sent (NetFlow v9
-    sequence numbers) less the v9 datagrams GoFlow2 counted from it, never below 0 (the two are counted
-    moments apart). Both transports: GoFlow2 counts before the FIFO or Kafka."""
+    """Export packets lost before GoFlow2's decoder, per exporter: what it says it sent (NetFlow v9
+    sequence numbers) less the v9 datagrams GoFlow2 decoded from it and those it failed to decode (they
+    arrived: right after GoFlow2 starts, data before the template is undecodable), never below 0 (the
+    two are counted moments apart). Both transports: GoFlow2 counts before the FIFO or Kafka."""
     g = f'job="{GOFLOW2_JOB}"'
-    received = (f'label_replace(sum by (router) (increase(goflow2_flow_process_nf_total{{{g},version="9"}}[{window}]) '
-                f'and on (instance) (up{{{g}}} == 1)), "exporter", "$1", "router", "(.*)")')
+    arrived = (f'(increase(goflow2_flow_process_nf_total{{{g},version="9"}}[{window}]) '
+               f'or increase(goflow2_flow_decoder_error_total{{{g},name="netflow"}}[{window}]))')
+    received = (f'label_replace(sum by (router) ({arrived} and on (instance) (up{{{g}}} == 1)), '
+                f'"exporter", "$1", "router", "(.*)")')
     return f'clamp_min({export_sent_query(window)} - on (exporter) {received}, 0)'
+
+
+def records_undelivered_query(window: str) -> str:
+    """Flow records GoFlow2 decoded from each exporter (its data records) that no aggregator counted,
+    per exporter: what was dropped after the collector (GoFlow2's Kafka producer gives up after its
+    retries and only logs it; a FIFO write that fails; an aggregator that could not parse it). Never below
+    0. A growing Kafka backlog reads as undelivered too, until it is worked off: the alert leaves that to
+    NetvizAggregatorsFallingBehind."""
+    g, f = f'job="{GOFLOW2_JOB}"', f'job="{FLOWS_JOB}"'
+    decoded = (f'label_replace(sum by (router) (increase(goflow2_flow_process_nf_flowset_records_total{{{g},'
+               f'type="DataFlowSet"}}[{window}]) and on (instance) (up{{{g}}} == 1)), "exporter", "$1", "router", "(.*)")')
+    counted = (f'sum by (exporter) (increase(netviz_flow_exporter_flows_total{{{f},exporter!="other"}}[{window}]) '
+               f'and on (instance) (up{{{f}}} == 1))')
+    return f'clamp_min({decoded} - on (exporter) {counted}, 0)'
 
 
 def flow_record_age_query(address: str) -> str:

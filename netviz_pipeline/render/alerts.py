@@ -114,6 +114,9 @@ def _aggregator_rules(s: Settings) -> list[dict]:
     f, ns = f'job="{FLOWS_JOB}"', s.goflow2.namespace
     w10 = _window(s, 600)
     lost, sent = freshness.export_lost_query(w10), freshness.export_sent_query(w10)
+    undelivered = freshness.records_undelivered_query(w10)
+    decoded = (f'sum by (exporter) (label_replace(increase(goflow2_flow_process_nf_flowset_records_total{{'
+               f'job="{GOFLOW2_JOB}",type="DataFlowSet"}}[{w10}]), "exporter", "$1", "router", "(.*)"))')
     return [
         # the same bounds as the exporter check (exporter_health.classify): counted moments apart, a
         # packet or two either way is not loss
@@ -127,6 +130,21 @@ def _aggregator_rules(s: Settings) -> list[dict]:
                "collector, a firewall dropping some, or a full socket buffer on the collector's node), and the "
                "flow dashboards under-count that router. GoFlow2's own queue drops are NetvizFlowDrops. Check "
                "interface errors on the path and the collector node's UDP receive errors (netstat -su)."),
+        _alert("NetvizFlowRecordsUndelivered",
+               f"({undelivered}) >= {exporter_health.LOST_MIN_PACKETS}\nand on (exporter)\n"
+               f"({undelivered}) >= {exporter_health.LOST_MIN_RATIO} * ({decoded})"
+               + (f"\nunless on ()\n(sum(deriv(netviz_flow_kafka_lag_messages{{{f}}}[{_window(s, 300)}])) > 0)"
+                  if goflow2.kafka_transport(s) else ""),
+               _for(s, 600), "warning",
+               "Flow records from {{ $labels.exporter }} decoded by GoFlow2 never reach the aggregators",
+               ("GoFlow2 decoded more data records from {{ $labels.exporter }} than the flow aggregators counted: "
+                "they were dropped after the collector. With Kafka, GoFlow2's producer gives up on a message after "
+                "its retries and only logs it: check the goflow2 container's log for producer errors and the "
+                "brokers' health (a growing backlog is NetvizAggregatorsFallingBehind instead)."
+                if goflow2.kafka_transport(s) else
+                "GoFlow2 decoded more data records from {{ $labels.exporter }} than the flow aggregator counted: "
+                "they were lost between GoFlow2 and the aggregator (the FIFO) or skipped as malformed "
+                "(NetvizAggregatorMalformedInput). Check both containers' logs in the goflow2 pod.")),
         _alert("NetvizAggregatorDown", f"up{{{f}}} == 0 or absent(up{{{f}}})", _for(s, 120), "critical",
                "The flow aggregator is down or not scraped",
                f"Prometheus has no successful scrape of job {FLOWS_JOB} (the flowagg sidecar in the goflow2 pod, "

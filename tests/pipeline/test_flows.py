@@ -121,20 +121,23 @@ def test_every_router_is_measured_for_loss_and_loses_nothing_here(deployed: Path
         sent = {r["metric"]["exporter"]: float(r["value"][1]) for r in query(freshness.export_sent_query("2m"))}
         counted = {r["metric"]["router"]: float(r["value"][1]) for r in query(counted_q)}
         lost = {r["metric"]["exporter"]: float(r["value"][1]) for r in query(freshness.export_lost_query("2m"))}
-        return sent, counted, lost
+        undelivered = {r["metric"]["exporter"]: float(r["value"][1])
+                       for r in query(freshness.records_undelivered_query("2m"))}
+        return sent, counted, lost, undelivered
 
-    def steady(sent, counted, lost) -> bool:
-        """Every router measured, nothing lost, and the sequence advance is GoFlow2's datagram count
-        (the same unit; a packet or two apart at the window's edges)."""
-        return (set(lost) == set(sent) == exporters and all(sent[e] > 0 for e in exporters)
-                and all(v < LOST_MIN_PACKETS for v in lost.values())
+    def steady(sent, counted, lost, undelivered) -> bool:
+        """Every router measured, nothing lost before GoFlow2 nor after it (every record it decoded
+        counted by the aggregator), and the sequence advance is GoFlow2's datagram count (the same
+        unit; a packet or two apart at the window's edges)."""
+        return (set(lost) == set(sent) == set(undelivered) == exporters and all(sent[e] > 0 for e in exporters)
+                and all(v < LOST_MIN_PACKETS for v in [*lost.values(), *undelivered.values()])
                 and all(abs(sent[e] - counted.get(e, 0.0)) <= 0.1 * counted.get(e, 0.0) + 2 for e in exporters))
 
     # pods the deploy just replaced start their counters inside the 2 min window: increase() then
     # extrapolates each counter its own way, so wait for the window to hold the new pods only
     deadline = time.monotonic() + 200
     while not steady(*(seen := look())):
-        assert time.monotonic() < deadline, f"sent, counted, lost: {seen}"
+        assert time.monotonic() < deadline, f"sent, counted, lost, undelivered: {seen}"
         time.sleep(5)
 
 

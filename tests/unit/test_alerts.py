@@ -407,7 +407,9 @@ def test_export_packets_lost_fires_from_sequence_numbers_against_goflow2s_count(
     _promtool_test(promtool, tmp_path, settings, {
         f'up{{{G},instance="gf"}}': "1x40", f'up{{{F},instance="a"}}': "1x40", f'up{{{F},instance="b"}}': "1x40",
         f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.0.2",version="9"}}': "0+9x40",
-        f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.5.2",version="9"}}': "0+10x40",
+        # 8 decoded and 2 that arrived before their template (undecodable): none lost on the way
+        f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.5.2",version="9"}}': "0+8x40",
+        f'goflow2_flow_decoder_error_total{{{G},instance="gf",router="198.18.5.2",name="netflow"}}': "0+2x40",
         f'goflow2_flow_process_nf_total{{{G},instance="gf",router="198.18.6.2",version="9"}}': "0+100x40",
         f'netviz_flow_exporter_sequence_packets_total{{{F},instance="a",exporter="198.18.0.2"}}': "0+10x40",
         f'netviz_flow_exporter_sequence_packets_total{{{F},instance="b",exporter="198.18.0.2"}}': "0+8x40",
@@ -415,3 +417,27 @@ def test_export_packets_lost_fires_from_sequence_numbers_against_goflow2s_count(
         f'netviz_flow_exporter_sequence_packets_total{{{F},instance="a",exporter="198.18.6.2"}}': "0+100x20 2001+100x20",
     }, [("NetvizExportPacketsLost", "5m", []),
         ("NetvizExportPacketsLost", "30m", [{"exporter": "198.18.0.2"}])])
+
+
+def test_records_undelivered_fires_when_goflow2_decoded_more_than_the_aggregators_counted(settings, tmp_path, promtool):
+    """198.18.0.2: GoFlow2 decodes 20 data records a minute, the aggregator counts 15 (25 % dropped after
+    the collector): fires. 198.18.5.2: all delivered."""
+    _promtool_test(promtool, tmp_path, settings, {
+        f'up{{{G},instance="gf"}}': "1x40", f'up{{{F},instance="a"}}': "1x40",
+        f'goflow2_flow_process_nf_flowset_records_total{{{G},instance="gf",router="198.18.0.2",version="9",type="DataFlowSet"}}': "0+20x40",
+        f'goflow2_flow_process_nf_flowset_records_total{{{G},instance="gf",router="198.18.0.2",version="9",type="TemplateFlowSet"}}': "0+50x40",
+        f'goflow2_flow_process_nf_flowset_records_total{{{G},instance="gf",router="198.18.5.2",version="9",type="DataFlowSet"}}': "0+10x40",
+        f'netviz_flow_exporter_flows_total{{{F},instance="a",exporter="198.18.0.2"}}': "0+15x40",
+        f'netviz_flow_exporter_flows_total{{{F},instance="a",exporter="198.18.5.2"}}': "0+10x40",
+    }, [("NetvizFlowRecordsUndelivered", "5m", []),
+        ("NetvizFlowRecordsUndelivered", "30m", [{"exporter": "198.18.0.2"}])])
+
+
+def test_a_growing_kafka_backlog_is_not_called_undelivered(make, tmp_path, promtool):
+    s = make(flows={"transport": "kafka", "kafka": {"brokers": ["198.18.0.1:9092"], "image": "netviz/pipeline:test"}})
+    _promtool_test(promtool, tmp_path, s, {
+        f'up{{{G},instance="gf"}}': "1x40", f'up{{{F},instance="a"}}': "1x40",
+        f'goflow2_flow_process_nf_flowset_records_total{{{G},instance="gf",router="198.18.0.2",version="9",type="DataFlowSet"}}': "0+20x40",
+        f'netviz_flow_exporter_flows_total{{{F},instance="a",exporter="198.18.0.2"}}': "0+15x40",
+        f'netviz_flow_kafka_lag_messages{{{F},instance="a",partition="0"}}': "0+5x40",
+    }, [("NetvizFlowRecordsUndelivered", "30m", [])])
