@@ -78,7 +78,8 @@ def exporter_looks(s: Settings, prom: PrometheusResource, routers: RoutersResour
             samples=samples, counters_known=counters is not None, datagrams=datagrams,
             window_s=window, settle_s=settle, now=now,
             interface=", ".join(st.interfaces) if st and st.interfaces else "its interface",
-            address=freshness.exporter_address(r), collector=(st and st.collector) or "", lost=lost, sent=sent)
+            address=freshness.exporter_address(r), collector=(st and st.collector) or "", lost=lost, sent=sent,
+            scrape_interval_s=s.prometheus.scrape_interval_seconds)
         if prom_error and verdict.cause not in _SETTLED_BAD:
             verdict = exporter_health.Verdict(False, "collector-unknown", f"cannot ask Prometheus: {prom_error}")
         looks.append(exporter_finding(r.name, verdict, datagrams, counters and counters.as_dict(), sent, lost))

@@ -113,6 +113,10 @@ def _collector_rules(s: Settings) -> list[dict]:
 def _aggregator_rules(s: Settings) -> list[dict]:
     f, ns = f'job="{FLOWS_JOB}"', s.goflow2.namespace
     w10 = _window(s, 600)
+    # the exporter check's bound (exporter_health.lost_bound) over this window: 5 + the larger of 2 % and
+    # two scrape intervals' worth, since the counters compared are different targets
+    w10_s = max(600, 4 * s.prometheus.scrape_interval_seconds)
+    ratio = max(exporter_health.LOST_MIN_RATIO, 2 * s.prometheus.scrape_interval_seconds / w10_s)
     lost, sent = freshness.export_lost_query(w10), freshness.export_sent_query(w10)
     undelivered = freshness.records_undelivered_query(w10)
     decoded = (f'sum by (exporter) (label_replace(increase(goflow2_flow_process_nf_flowset_records_total{{'
@@ -121,8 +125,7 @@ def _aggregator_rules(s: Settings) -> list[dict]:
         # the same bounds as the exporter check (exporter_health.classify): counted moments apart, a
         # packet or two either way is not loss
         _alert("NetvizExportPacketsLost",
-               f"({lost}) >= {exporter_health.LOST_MIN_PACKETS}\nand on (exporter)\n"
-               f"({lost}) >= {exporter_health.LOST_MIN_RATIO} * ({sent})",
+               f"({lost})\n>= on (exporter)\n{exporter_health.LOST_MIN_PACKETS} + {ratio:g} * ({sent})",
                _for(s, 600), "warning",
                "NetFlow from {{ $labels.exporter }} is lost before it reaches GoFlow2",
                "The NetFlow v9 sequence numbers of {{ $labels.exporter }} say it sent more export packets than "
@@ -131,8 +134,7 @@ def _aggregator_rules(s: Settings) -> list[dict]:
                "flow dashboards under-count that router. GoFlow2's own queue drops are NetvizFlowDrops. Check "
                "interface errors on the path and the collector node's UDP receive errors (netstat -su)."),
         _alert("NetvizFlowRecordsUndelivered",
-               f"({undelivered}) >= {exporter_health.LOST_MIN_PACKETS}\nand on (exporter)\n"
-               f"({undelivered}) >= {exporter_health.LOST_MIN_RATIO} * ({decoded})"
+               f"({undelivered})\n>= on (exporter)\n{exporter_health.LOST_MIN_PACKETS} + {ratio:g} * ({decoded})"
                + (f"\nunless on ()\n(sum(deriv(netviz_flow_kafka_lag_messages{{{f}}}[{_window(s, 300)}])) > 0)"
                   if goflow2.kafka_transport(s) else ""),
                _for(s, 600), "warning",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from netviz_pipeline.exporter_health import Sample, classify, dump, history, load
+from netviz_pipeline.exporter_health import Sample, classify, dump, history, load, lost_bound
 from netviz_pipeline.routers.common import parse_statistics
 
 # softflowctl statistics of Debian's softflowd 1.1.0, as the lab router printed it
@@ -91,12 +91,22 @@ def test_history_keeps_one_incarnation_inside_the_window(restart):
 
 
 def test_export_packets_lost_on_the_way_make_a_flowing_exporter_unhealthy_and_are_not_re_run():
-    """Sequence numbers say what the exporter sent; GoFlow2 counted fewer: the path loses them."""
-    base = dict(reachable_error=None, running=True, drift=[], samples=[], counters_known=True, datagrams=90.0,
-                window_s=180, settle_s=35, now=1000.0, address="198.18.0.2")
-    v = classify(**base, sent=100.0, lost=10.0)
+    """Sequence numbers say what the exporter sent; GoFlow2 counted fewer: the path loses them. The
+    bound leaves room for two counters scraped an interval apart (seen: 8 of 79 with nothing lost)."""
+    base = dict(reachable_error=None, running=True, drift=[], samples=[], counters_known=True, datagrams=70.0,
+                window_s=180, settle_s=35, now=1000.0, address="198.18.0.2", scrape_interval_s=15)
+    v = classify(**base, sent=100.0, lost=30.0)
     assert (v.healthy, v.cause, v.heal) == (False, "datagrams-lost", False)
-    assert "10 of the 100 NetFlow export packets 198.18.0.2 sent" in v.reason
-    assert classify(**base, sent=100.0, lost=1.0).cause == "flowing"  # counted moments apart: a packet or two
-    assert classify(**base, sent=10_000.0, lost=100.0).cause == "flowing"  # 1 %: under the ratio
+    assert "30 of the 100 NetFlow export packets 198.18.0.2 sent" in v.reason
+    assert classify(**base, sent=79.0, lost=8.0).cause == "flowing"  # the lab's chart mode, nothing lost
+    assert classify(**base, sent=100.0, lost=21.0).cause == "flowing"  # under 5 + 100 x 2 x 15 / 180
+    long = base | {"window_s": 3600}
+    assert classify(**long, sent=10_000.0, lost=100.0).cause == "flowing"  # 1 %: under the 2 % floor
+    assert classify(**long, sent=10_000.0, lost=300.0).cause == "datagrams-lost"
     assert classify(**base).cause == "flowing"  # no sequence numbers (NetFlow v5, IPFIX): nothing to compare
+
+
+def test_the_loss_bound_is_five_packets_plus_two_scrapes_worth_or_two_percent():
+    assert lost_bound(0, 180, 15) == 5
+    assert lost_bound(180, 180, 15) == pytest.approx(5 + 30)  # two 15 s scrapes of a 180 s window
+    assert lost_bound(1000, 3600, 15) == pytest.approx(5 + 20)  # 2 % is the floor
