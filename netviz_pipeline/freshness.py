@@ -42,13 +42,22 @@ def netflow_by_router_query(window_s: int) -> str:
             f'and on (instance) (up{{job="{GOFLOW2_JOB}"}} == 1))')
 
 
+def _up_only(expr: str, job: str) -> str:
+    """`expr` counted only by targets of `job` up now (a replaced pod's old series drops out)."""
+    return f'{expr} and on (instance) (up{{job="{job}"}} == 1)'
+
+
+def _by_exporter(expr: str) -> str:
+    """GoFlow2's per-sender series (`router` label) summed and labelled `exporter`, as the aggregator's."""
+    return f'label_replace(sum by (router) ({expr}), "exporter", "$1", "router", "(.*)")'
+
+
 def export_sent_query(window: str) -> str:
-    """NetFlow v9 export packets each exporter says it sent in the window (its sequence numbers, as the
-    aggregators up now saw them: flowagg.Sequences), `exporter` label. The largest of the replicas': each
-    sees the numbers of the packets whose records reach its partitions."""
-    f = f'job="{FLOWS_JOB}"'
-    return (f'max by (exporter) (increase(netviz_flow_exporter_sequence_packets_total{{{f}}}[{window}]) '
-            f'and on (instance) (up{{{f}}} == 1))')
+    """Export packets each exporter says it sent in the window (its NetFlow v9 sequence numbers, as the
+    aggregators up now saw them: flowagg.Sequences), `exporter` label. The largest of the replicas':
+    each sees the numbers of the packets whose records reach its partitions."""
+    sent = f'increase(netviz_flow_exporter_sequence_packets_total{{job="{FLOWS_JOB}"}}[{window}])'
+    return f'max by (exporter) ({_up_only(sent, FLOWS_JOB)})'
 
 
 def export_lost_query(window: str) -> str:
@@ -59,9 +68,14 @@ def export_lost_query(window: str) -> str:
     g = f'job="{GOFLOW2_JOB}"'
     arrived = (f'(increase(goflow2_flow_process_nf_total{{{g},version="9"}}[{window}]) '
                f'or increase(goflow2_flow_decoder_error_total{{{g},name="netflow"}}[{window}]))')
-    received = (f'label_replace(sum by (router) ({arrived} and on (instance) (up{{{g}}} == 1)), '
-                f'"exporter", "$1", "router", "(.*)")')
-    return f'clamp_min({export_sent_query(window)} - on (exporter) {received}, 0)'
+    return f'clamp_min({export_sent_query(window)} - on (exporter) {_by_exporter(_up_only(arrived, GOFLOW2_JOB))}, 0)'
+
+
+def records_decoded_query(window: str) -> str:
+    """Flow (data) records GoFlow2 decoded from each exporter in the window, `exporter` label."""
+    decoded = (f'increase(goflow2_flow_process_nf_flowset_records_total{{job="{GOFLOW2_JOB}",'
+               f'type="DataFlowSet"}}[{window}])')
+    return _by_exporter(_up_only(decoded, GOFLOW2_JOB))
 
 
 def records_undelivered_query(window: str) -> str:
@@ -70,12 +84,9 @@ def records_undelivered_query(window: str) -> str:
     retries and only logs it; a FIFO write that fails; an aggregator that could not parse it). Never below
     0. A growing Kafka backlog reads as undelivered too, until it is worked off: the alert leaves that to
     NetvizAggregatorsFallingBehind."""
-    g, f = f'job="{GOFLOW2_JOB}"', f'job="{FLOWS_JOB}"'
-    decoded = (f'label_replace(sum by (router) (increase(goflow2_flow_process_nf_flowset_records_total{{{g},'
-               f'type="DataFlowSet"}}[{window}]) and on (instance) (up{{{g}}} == 1)), "exporter", "$1", "router", "(.*)")')
-    counted = (f'sum by (exporter) (increase(netviz_flow_exporter_flows_total{{{f},exporter!="other"}}[{window}]) '
-               f'and on (instance) (up{{{f}}} == 1))')
-    return f'clamp_min({decoded} - on (exporter) {counted}, 0)'
+    counted = f'increase(netviz_flow_exporter_flows_total{{job="{FLOWS_JOB}",exporter!="other"}}[{window}])'
+    return (f'clamp_min({records_decoded_query(window)} - on (exporter) '
+            f'sum by (exporter) ({_up_only(counted, FLOWS_JOB)}), 0)')
 
 
 def flow_record_age_query(address: str) -> str:

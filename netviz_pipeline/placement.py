@@ -141,5 +141,9 @@ def for_routers(s: Settings, kube) -> Settings:
     exporter checks expect softflowd to run with."""
     if not s.cluster.standby_node_addresses:
         return s
-    where, _ = look(s, kube)
-    return s.with_collector_at(where.address)
+    return routed(s, look(s, kube)[0])
+
+
+def routed(s: Settings, where: Placement) -> Settings:
+    """`for_routers` for a placement already looked up."""
+    return s.with_collector_at(where.address) if s.cluster.standby_node_addresses else s

@@ -161,6 +161,11 @@ def _env_is_set(name: str | None, info: ValidationInfo) -> str | None:
     return name
 
 
+def _repeated(items: list[str]) -> list[str]:
+    """The values that occur more than once, sorted."""
+    return sorted({i for i in items if items.count(i) > 1})
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -183,8 +188,7 @@ class Cluster(_Model):
     @field_validator("standby_node_addresses")
     @classmethod
     def _distinct_standbys(cls, v: list[str]):
-        dup = sorted({a for a in v if v.count(a) > 1})
-        if dup:
+        if dup := _repeated(v):
             raise ValueError(f"repeated: {', '.join(dup)}: list each node once")
         return v
 
@@ -666,9 +670,7 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _unique_routers(self):
-        names = [r.name for r in self.routers]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
+        if dup := _repeated([r.name for r in self.routers]):
             raise ValueError(f"routers: names must be unique; repeated: {', '.join(dup)}: rename all but one")
         return self
 

@@ -47,5 +47,4 @@ def node_findings(s: Settings, kube) -> tuple[list[Finding], Settings]:
         return [Finding(NODE_SUBJECT, False, f"cannot read nodes, leases or the GoFlow2 Deployment: {why}",
                         heal=False)], s
     f = collector_node_finding(s, where, cands)
-    placed = s.with_collector_at(where.address) if s.cluster.standby_node_addresses else s
-    return ([f] if f else []), placed
+    return ([f] if f else []), placement.routed(s, where)

@@ -119,8 +119,7 @@ def _aggregator_rules(s: Settings) -> list[dict]:
     ratio = max(exporter_health.LOST_MIN_RATIO, 2 * s.prometheus.scrape_interval_seconds / w10_s)
     lost, sent = freshness.export_lost_query(w10), freshness.export_sent_query(w10)
     undelivered = freshness.records_undelivered_query(w10)
-    decoded = (f'sum by (exporter) (label_replace(increase(goflow2_flow_process_nf_flowset_records_total{{'
-               f'job="{GOFLOW2_JOB}",type="DataFlowSet"}}[{w10}]), "exporter", "$1", "router", "(.*)"))')
+    decoded = freshness.records_decoded_query(w10)
     return [
         # the same bounds as the exporter check (exporter_health.classify): counted moments apart, a
         # packet or two either way is not loss
