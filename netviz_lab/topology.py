@@ -41,6 +41,11 @@ PROMETHEUS_PORT = 9090
 KAFKA_PORT = 9092
 KAFKA_CONTROLLER_PORT = 9093
 KAFKA_BOOTSTRAP = f"{NODE_IP}:{KAFKA_PORT}"
+# Its secured listener, as production brokers run: SASL (SCRAM-SHA-512 or PLAIN) over TLS, with a
+# certificate from the broker's own CA (not the cluster's), for user KAFKA_SASL_USER.
+KAFKA_SECURE_PORT = 9094
+KAFKA_SECURE_BOOTSTRAP = f"{NODE_IP}:{KAFKA_SECURE_PORT}"
+KAFKA_SASL_USER = "netviz"
 NODEPORT_NETFLOW = 32055
 DEMO_WEB_CLUSTER_IP = "198.19.128.80"  # netviz_lab/demo/10-web.yaml: fixed, so the LAN hosts' traffic can aim at it
 DEMO_WEB_PORT = 8080

@@ -105,6 +105,16 @@ def daemonset(obj: dict, pods: list[dict] | None = None) -> Readiness:
     return Readiness(True, f"{name}: {desired}/{desired} pods ready")
 
 
+def exited(terminated: dict) -> str:
+    """How a container's last run ended: exit code and the last line of its termination message (its
+    log's tail with terminationMessagePolicy FallbackToLogsOnError)."""
+    lines = (terminated.get("message") or "").strip().splitlines()
+    code = terminated.get("exitCode", terminated.get("exit_code"))
+    if code is None:
+        return ""
+    return f"last exit {code}" + (f": {lines[-1][-300:]}" if lines else "")
+
+
 def pod_reasons(pods: list[dict]) -> list[str]:
     """Why pods are stuck: waiting reasons of (init) containers, OOM kills and unschedulable pods."""
     out: list[str] = []
@@ -118,10 +128,11 @@ def pod_reasons(pods: list[dict]) -> list[str]:
         for cs in statuses:
             waiting = _get(cs, "state", "waiting", default={})
             reason = waiting.get("reason")
+            last = _get(cs, "lastState", "terminated", default={})
             if reason in STUCK_WAITING:
                 msg = waiting.get("message") or ""
-                out.append(f"pod {pname} container {cs.get('name')}: {reason}" + (f": {msg}" if msg else ""))
-            last = _get(cs, "lastState", "terminated", default={})
+                out.append(f"pod {pname} container {cs.get('name')}: {reason}" + (f": {msg}" if msg else "")
+                           + (f"; {exited(last)}" if reason == "CrashLoopBackOff" and exited(last) else ""))
             if last.get("reason") == "OOMKilled":
                 out.append(f"pod {pname} container {cs.get('name')}: OOMKilled (raise the memory limit)")
     return list(dict.fromkeys(out))

@@ -64,6 +64,9 @@ MAPPING_VOLUME = "mapping"
 MAPPING_DIR = "/etc/goflow2"
 KAFKA_CA_VOLUME = "kafka-ca"
 KAFKA_CA_DIR = "/etc/netviz-kafka-ca"
+# A container that exits with an error leaves its last log lines in its status, so the rollout's
+# finding says why it crashes (e.g. GoFlow2: "kafka: client has run out of available brokers")
+TERMINATION_MESSAGE = "FallbackToLogsOnError"
 
 
 def fifo_script(s: Settings) -> str:
@@ -155,6 +158,7 @@ def aggregator_container(s: Settings, image: str, command: list[str], args: list
     return {
         "name": FLOWAGG, "image": image, "imagePullPolicy": "IfNotPresent", "command": command,
         "args": [*args, "--listen", f"0.0.0.0:{s.flows.metrics_port}"],
+        "terminationMessagePolicy": TERMINATION_MESSAGE,
         "ports": [{"name": FLOWS_PORT_NAME, "containerPort": s.flows.metrics_port, "protocol": "TCP"}],
         "readinessProbe": probe | {"initialDelaySeconds": 2},
         "livenessProbe": probe | {"initialDelaySeconds": liveness_delay, "failureThreshold": 3},
@@ -241,6 +245,7 @@ def deployment(s: Settings, node_name: str | None = None) -> dict:
     probe = {"httpGet": {"path": "/__health", "port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 2}
     container = {
         "name": NAME, "image": g.image, "imagePullPolicy": "IfNotPresent", "args": args(s),
+        "terminationMessagePolicy": TERMINATION_MESSAGE,
         "ports": [{"name": "netflow", "containerPort": g.netflow_port, "protocol": "UDP"},
                   {"name": "metrics", "containerPort": g.metrics_port, "protocol": "TCP"}],
         "readinessProbe": probe | {"initialDelaySeconds": 2},

@@ -7,6 +7,7 @@ password from the environment variables named there, the CA from a file), never 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import dagster as dg
@@ -54,26 +55,60 @@ def client_config(settings, timeout_s: float = TIMEOUT_S) -> dict:
     return conf
 
 
+class _Errors:
+    """librdkafka's error callback: the client's own reasons (e.g. "SASL authentication error:
+    Authentication failed: Invalid username or password"), which a failed request reports only as
+    "Broker transport failure"."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def __call__(self, err) -> None:
+        text = re.sub(r" \(after \d+ms in state \w+\)", "", err.str())  # one line per distinct reason
+        if text not in self.seen:
+            self.seen.append(text)
+
+    def why(self) -> str:
+        auth = [e for e in self.seen if "SASL" in e or "SSL" in e or "uthenticat" in e]
+        return "; ".join((auth or self.seen)[-2:])
+
+
 class KafkaResource(dg.ConfigurableResource):
     config: NetvizConfig
     timeout_seconds: float = TIMEOUT_S
 
+    def _conf(self) -> tuple[dict, _Errors]:
+        errors = _Errors()
+        return client_config(self.config.settings, self.timeout_seconds) | {"error_cb": errors}, errors
+
     def _admin(self):
         from confluent_kafka.admin import AdminClient
 
-        return AdminClient(client_config(self.config.settings, self.timeout_seconds))
+        conf, errors = self._conf()
+        return AdminClient(conf), errors
 
-    def _unreachable(self, exc: Exception) -> KafkaError:
-        brokers = ",".join(self.config.settings.flows.kafka.brokers)
-        return KafkaError(f"Kafka brokers {brokers} (flows.kafka.brokers) unreachable or refused the request: {exc}")
+    def _unreachable(self, exc: Exception, client, errors: _Errors) -> KafkaError:
+        k = self.config.settings.flows.kafka
+        client.poll(0)  # serves the queued error callbacks
+        why = errors.why()
+        hint = ""
+        if "SASL" in why or "uthenticat" in why:
+            hint = (f" Check the user and password in ${k.sasl.username_env} / ${k.sasl.password_env} "
+                    "(flows.kafka.sasl) and its mechanism." if k.sasl else
+                    " The brokers ask for SASL: set flows.kafka.sasl.")
+        elif "SSL" in why:
+            hint = " Check flows.kafka.tls (ca_file: the CA that signed the brokers' certificates)."
+        return KafkaError(f"Kafka brokers {','.join(k.brokers)} (flows.kafka.brokers) unreachable or refused the "
+                          f"request: {exc}" + (f" ({why})" if why else "") + hint)
 
     def topic(self, name: str) -> TopicShape:
         from confluent_kafka import KafkaException
 
+        admin, errors = self._admin()
         try:
-            md = self._admin().list_topics(topic=name, timeout=self.timeout_seconds)
+            md = admin.list_topics(topic=name, timeout=self.timeout_seconds)
         except KafkaException as exc:
-            raise self._unreachable(exc) from None
+            raise self._unreachable(exc, admin, errors) from None
         t = md.topics.get(name)
         if t is None or t.error is not None and t.error.code() == 3:  # UNKNOWN_TOPIC_OR_PART
             return TopicShape(name, 0, 0)
@@ -85,7 +120,7 @@ class KafkaResource(dg.ConfigurableResource):
     def create_topic(self, name: str, partitions: int, replication_factor: int | None) -> None:
         from confluent_kafka.admin import NewTopic
 
-        admin = self._admin()  # held until the future resolves: a collected client fails it (_DESTROY)
+        admin, _ = self._admin()  # held until the future resolves: a collected client fails it (_DESTROY)
         fut = admin.create_topics([NewTopic(name, partitions, replication_factor or -1)], request_timeout=self.timeout_seconds)[name]
         try:
             fut.result(timeout=self.timeout_seconds + 5)
@@ -95,7 +130,7 @@ class KafkaResource(dg.ConfigurableResource):
     def grow_partitions(self, name: str, partitions: int) -> None:
         from confluent_kafka.admin import NewPartitions
 
-        admin = self._admin()
+        admin, _ = self._admin()
         fut = admin.create_partitions([NewPartitions(name, partitions)], request_timeout=self.timeout_seconds)[name]
         try:
             fut.result(timeout=self.timeout_seconds + 5)
@@ -107,8 +142,8 @@ class KafkaResource(dg.ConfigurableResource):
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         shape = self.topic(topic)
-        conf = client_config(self.config.settings, self.timeout_seconds) | {"group.id": group, "enable.auto.commit": False}
-        consumer = Consumer(conf)  # never subscribes: it only reads the group's committed offsets
+        conf, errors = self._conf()
+        consumer = Consumer(conf | {"group.id": group, "enable.auto.commit": False})  # never subscribes: it only reads the group's committed offsets
         try:
             parts = [TopicPartition(topic, p) for p in range(shape.partitions)]
             committed = consumer.committed(parts, timeout=self.timeout_seconds)
@@ -118,6 +153,6 @@ class KafkaResource(dg.ConfigurableResource):
                 out.append(PartitionLag(tp.partition, tp.offset if tp.offset >= 0 else -1, high))
             return out
         except KafkaException as exc:
-            raise self._unreachable(exc) from None
+            raise self._unreachable(exc, consumer, errors) from None
         finally:
             consumer.close()

@@ -139,11 +139,11 @@ def goflow2(lab: Lab, topic: str, tmp_path):
 
 
 class Replica:
-    def __init__(self, tmp_path: Path, topic: str, group: str, name: str):
+    def __init__(self, tmp_path: Path, topic: str, group: str, name: str, kafka: dict | None = None):
         self.port = free_port(socket.SOCK_STREAM)
         cfg = tmp_path / f"{name}.json"
         cfg.write_text(json.dumps({"top_k": {"talkers": 100}, "kafka": {
-            "brokers": [KAFKA_BOOTSTRAP], "topic": topic, "group": group, "batch": 50, "poll_seconds": 0.2}}))
+            "brokers": [KAFKA_BOOTSTRAP], "topic": topic, "group": group, "batch": 50, "poll_seconds": 0.2} | (kafka or {})}))
         self.log_path = tmp_path / f"{name}.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "netviz_pipeline.flowagg.kafka_input", "--config", str(cfg),
@@ -240,3 +240,172 @@ def test_two_replicas_in_one_group_count_every_flow_once(goflow2: int, topic: st
     finally:
         for r in (a, b):
             r.stop()
+
+
+# --- The secured listener: SASL over TLS, as production brokers run ------------------------------------
+# The pipeline's client, GoFlow2 and the aggregator each connect exactly as the product renders them
+# (render.goflow2.kafka_args / kafka_env_and_mounts, render.aggregators.config), with the two Secrets'
+# contents at the paths the kubelet mounts them (moved under tmp_path) and the env it resolves.
+USER_ENV, PASS_ENV = "NETVIZ_TEST_KAFKA_USER", "NETVIZ_TEST_KAFKA_PASSWORD"
+
+
+def secured(lab: Lab, tmp_path: Path, monkeypatch, mechanism: str, password: str, ca: Path | None = None):
+    """(Settings, settings file) of the kafka transport on the lab broker's SASL_SSL listener."""
+    import yaml
+
+    from netviz_lab import kafka as labkafka
+    from netviz_lab import settings as lab_settings
+    from netviz_lab.images import pipeline_image_ref
+    from netviz_lab.topology import KAFKA_SASL_USER, KAFKA_SECURE_BOOTSTRAP
+    from netviz_pipeline.settings import parse_settings
+
+    monkeypatch.setenv(USER_ENV, KAFKA_SASL_USER)
+    monkeypatch.setenv(PASS_ENV, password)
+    cfg = lab_settings.settings(lab)
+    cfg["flows"] = dict(cfg.get("flows") or {}) | {"transport": "kafka", "kafka": {
+        "brokers": [KAFKA_SECURE_BOOTSTRAP], "topic": f"netviz-test-secured-{uuid.uuid4().hex[:8]}",
+        "partitions": PARTITIONS, "replicas": 1, "replication_factor": 1, "image": pipeline_image_ref(lab),
+        "tls": {"ca_secret": "kafka-ca", "ca_file": str(ca or labkafka.ca_file(lab))},
+        "sasl": {"mechanism": mechanism, "secret": "kafka-client", "username_env": USER_ENV, "password_env": PASS_ENV}}}
+    path = tmp_path / "netviz.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return parse_settings(cfg), path
+
+
+class Mounts:
+    """The pods' Secret and ConfigMap mounts, under tmp_path: `at(path)` is where a pod path lives here."""
+
+    def __init__(self, lab: Lab, tmp_path: Path, s, password: str):
+        from netviz_lab import kafka as labkafka
+        from netviz_lab.topology import KAFKA_SASL_USER
+        from netviz_pipeline.render import aggregators, goflow2
+
+        self.root = tmp_path / "mounts"
+        self.secret = {"username": KAFKA_SASL_USER, "password": password}  # Secret kafka-client
+        files = {f"{goflow2.KAFKA_CA_DIR}/ca.crt": labkafka.ca_file(lab).read_text(),  # Secret kafka-ca
+                 f"{aggregators.SASL_DIR}/username": self.secret["username"] + "\n",
+                 f"{aggregators.SASL_DIR}/password": self.secret["password"] + "\n",
+                 f"{goflow2.MAPPING_DIR}/mapping.yaml": goflow2.mapping_configmap(s)["data"]["mapping.yaml"]}
+        for pod_path, text in files.items():
+            self.at(pod_path).parent.mkdir(parents=True, exist_ok=True)
+            self.at(pod_path).write_text(text)
+
+    def at(self, pod_path: str) -> Path:
+        return self.root / pod_path.lstrip("/")
+
+    def args(self, argv: list[str]) -> list[str]:
+        return [a.replace("-mapping=/", f"-mapping={self.root}/") for a in argv]
+
+    def env(self, env: list[dict]) -> dict[str, str]:
+        """What the kubelet resolves: secretKeyRef values from the Secret, file paths under the mounts."""
+        out = {}
+        for e in env:
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            out[e["name"]] = self.secret[ref["key"]] if ref else str(self.at(e["value"])) if e["value"].startswith("/") else e["value"]
+        return out
+
+
+def start_goflow2(lab: Lab, s, mounts: Mounts, tmp_path: Path):
+    from netviz_pipeline.render import goflow2 as render
+
+    env, _, _ = render.kafka_env_and_mounts(s)
+    nf, http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    log_path = tmp_path / "goflow2.log"
+    argv = [str(lab.bin("goflow2")), "-listen", f"netflow://127.0.0.1:{nf}", *mounts.args(render.kafka_args(s)),
+            "-addr", f"127.0.0.1:{http}"]
+    with open(log_path, "wb") as log:
+        p = subprocess.Popen(argv, stdout=log, stderr=log, env={"PATH": os.environ["PATH"], **mounts.env(env)})
+    return p, nf, http, log_path
+
+
+def replica_kafka(s, mounts: Mounts) -> dict:
+    """kafka_input's `kafka` section as rendered for the pods, paths moved under the mounts."""
+    from netviz_pipeline.render import aggregators
+
+    k = aggregators.config(s)["kafka"]
+    sec = dict(k["security"])
+    sec["ssl.ca.location"] = str(mounts.at(sec["ssl.ca.location"]))
+    return k | {"security": sec, "secret_files": {key: str(mounts.at(v)) for key, v in k["secret_files"].items()},
+                "batch": 50, "poll_seconds": 0.2}
+
+
+def test_sasl_over_tls_as_rendered_counts_every_flow(lab: Lab, tmp_path, monkeypatch):
+    """PLAIN over TLS (the deploy test in tests/pipeline/test_flows_kafka.py proves SCRAM-SHA-512 in pods):
+    the pipeline creates the topic and reads the group's lag, GoFlow2 produces, the aggregator counts
+    every flow once, all through the secured listener, and the password appears in no argv and no log."""
+    from netviz_lab import kafka as labkafka
+    from netviz_pipeline.resources.config import NetvizConfig
+    from netviz_pipeline.resources.kafka import KafkaResource
+
+    password = labkafka.client_password(lab)
+    s, path = secured(lab, tmp_path, monkeypatch, "plain", password)
+    topic = s.flows.kafka.topic
+    kafka = KafkaResource(config=NetvizConfig(config_path=str(path)))
+    kafka.create_topic(topic, PARTITIONS, 1)
+    mounts = Mounts(lab, tmp_path, s, password)
+    gf, nf, http, gf_log = start_goflow2(lab, s, mounts, tmp_path)
+    r = Replica(tmp_path, topic, s.flows.kafka.consumer_group, "secured", replica_kafka(s, mounts))
+    try:
+        until("goflow2 collecting", lambda: gf.poll() is None and urllib.request.urlopen(
+            f"http://127.0.0.1:{http}/__health", timeout=2).status == 200, 30, lambda: gf_log.read_text()[-1500:])
+        until("the replica assigned every partition", lambda: r.metrics()["netviz_flow_kafka_assigned_partitions"]
+              == PARTITIONS, 60, lambda: r.log_path.read_text()[-1500:])
+        sent = send_wave(nf, 0)
+        until(f"{sent} flows counted through SASL_SSL", lambda: r.metrics()["netviz_flow_records_total"] >= sent, 60,
+              lambda: (r.metrics()["netviz_flow_records_total"], gf_log.read_text()[-1500:]))
+        assert r.metrics()["netviz_flow_records_total"] == sent
+        lags = until("the group's offsets committed, read by the pipeline through SASL_SSL",
+                     lambda: (lg := kafka.lag(s.flows.kafka.consumer_group, topic)) and sum(x.lag for x in lg) == 0
+                     and sum(x.committed for x in lg) == sent and lg, 30)
+        assert len(lags) == PARTITIONS
+        assert kafka.topic(topic).partitions == PARTITIONS
+    finally:
+        gf.kill()
+        gf.wait(10)
+        r.stop()
+        admin = AdminClient({"bootstrap.servers": KAFKA_BOOTSTRAP})  # held until the future resolves
+        for f in admin.delete_topics([topic], operation_timeout=30).values():
+            f.result(timeout=60)
+    for text in (gf_log.read_text(), r.log_path.read_text(), " ".join(gf.args)):
+        assert password not in text
+
+
+def test_wrong_credentials_are_refused_by_name_and_never_printed(lab: Lab, tmp_path, monkeypatch):
+    """A wrong password (SCRAM-SHA-512) and a wrong CA, against the real broker: the pipeline's error
+    names the cause and the setting; GoFlow2 exits (its pod restarts); the aggregator reports itself
+    disconnected and logs the broker's reason; no output holds the password."""
+    from netviz_lab.topology import KAFKA_SECURE_BOOTSTRAP
+    from netviz_pipeline.resources.config import NetvizConfig
+    from netviz_pipeline.resources.kafka import KafkaError, KafkaResource
+
+    wrong = f"not-the-password-{uuid.uuid4().hex[:6]}"
+    s, path = secured(lab, tmp_path, monkeypatch, "scram-sha512", wrong)
+    with pytest.raises(KafkaError) as e:
+        KafkaResource(config=NetvizConfig(config_path=str(path)), timeout_seconds=5).topic("netviz-flows")
+    msg = str(e.value)
+    assert KAFKA_SECURE_BOOTSTRAP in msg and "Authentication failed" in msg, msg
+    assert f"${USER_ENV} / ${PASS_ENV} (flows.kafka.sasl)" in msg and wrong not in msg, msg
+
+    mounts = Mounts(lab, tmp_path, s, wrong)
+    gf, _, _, gf_log = start_goflow2(lab, s, mounts, tmp_path)
+    r = Replica(tmp_path, "netviz-flows", s.flows.kafka.consumer_group, "wrong", replica_kafka(s, mounts))
+    try:
+        assert gf.wait(60) != 0, gf_log.read_text()[-1500:]
+        until("the aggregator logs the broker's refusal", lambda: "Authentication failed" in r.log_path.read_text(), 30,
+              lambda: r.log_path.read_text()[-1500:])
+        m = r.metrics()
+        assert m["netviz_flow_kafka_connected"] == 0 and m["netviz_flow_input_connected"] == 0, m
+    finally:
+        if gf.poll() is None:
+            gf.kill()
+        r.stop()
+    for text in (gf_log.read_text(), r.log_path.read_text(), msg):
+        assert wrong not in text
+    print(f"wrong password: pipeline: {msg}\n  goflow2 exited {gf.returncode}: {gf_log.read_text().strip().splitlines()[-1]}")
+
+    # the right password with a CA that did not sign the broker's certificate (the cluster's)
+    s, path = secured(lab, tmp_path, monkeypatch, "scram-sha512", wrong, ca=lab.pki / "ca.crt")
+    with pytest.raises(KafkaError) as e:
+        KafkaResource(config=NetvizConfig(config_path=str(path)), timeout_seconds=5).topic("netviz-flows")
+    assert "flows.kafka.tls" in str(e.value) and "certificate verify failed" in str(e.value), str(e.value)
+    print(f"wrong CA: pipeline: {e.value}")

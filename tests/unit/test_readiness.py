@@ -89,6 +89,9 @@ def test_pod_waiting_reasons_surface():
         pod("e", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                               "message": "0/3 nodes are available"}]),
         pod("ok", containerStatuses=[{"name": "x", "state": {"waiting": {"reason": "ContainerCreating"}}}]),
+        # FallbackToLogsOnError: the crash's last log line says why
+        pod("f", containerStatuses=[{"name": "goflow2", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                     "lastState": {"terminated": {"exitCode": 1, "message": "starting\nkafka: no brokers\n"}}}]),
     ]
     reasons = rd.pod_reasons(pods)
     assert reasons == [
@@ -98,9 +101,10 @@ def test_pod_waiting_reasons_surface():
         "pod c container init: CreateContainerConfigError",
         "pod d container x: ErrImagePull",
         "pod e: Unschedulable: 0/3 nodes are available",
+        "pod f container goflow2: CrashLoopBackOff; last exit 1: kafka: no brokers",
     ]
     r = rd.daemonset(patched(DS_READY, numberReady=1), pods)
-    assert not r.ready and len(r.reasons) == 6
+    assert not r.ready and len(r.reasons) == 7
 
 
 def test_dispatch():
