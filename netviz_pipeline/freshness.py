@@ -52,15 +52,20 @@ def _by_exporter(expr: str) -> str:
     return f'label_replace(sum by (router) ({expr}), "exporter", "$1", "router", "(.*)")'
 
 
-def export_sent_query(window: str) -> str:
+def _only(exporters: str) -> str:
+    return f',exporter=~"{exporters}"' if exporters else ""
+
+
+def export_sent_query(window: str, exporters: str = "") -> str:
     """Export packets each exporter says it sent in the window (its NetFlow v9 sequence numbers, as the
     aggregators up now saw them: flowagg.Sequences), `exporter` label. The largest of the replicas':
-    each sees the numbers of the packets whose records reach its partitions."""
-    sent = f'increase(netviz_flow_exporter_sequence_packets_total{{job="{FLOWS_JOB}"}}[{window}])'
+    each sees the numbers of the packets whose records reach its partitions. `exporters`: a regex on
+    the exporter label (a dashboard's filter); the other side of each join follows it."""
+    sent = f'increase(netviz_flow_exporter_sequence_packets_total{{job="{FLOWS_JOB}"{_only(exporters)}}}[{window}])'
     return f'max by (exporter) ({_up_only(sent, FLOWS_JOB)})'
 
 
-def export_lost_query(window: str) -> str:
+def export_lost_query(window: str, exporters: str = "") -> str:
     """Export packets lost before GoFlow2's decoder, per exporter: what it says it sent (NetFlow v9
     sequence numbers) less the v9 datagrams GoFlow2 decoded from it and those it failed to decode (they
     arrived: right after GoFlow2 starts, data before the template is undecodable), never below 0 (the
@@ -68,7 +73,7 @@ def export_lost_query(window: str) -> str:
     g = f'job="{GOFLOW2_JOB}"'
     arrived = (f'(increase(goflow2_flow_process_nf_total{{{g},version="9"}}[{window}]) '
                f'or increase(goflow2_flow_decoder_error_total{{{g},name="netflow"}}[{window}]))')
-    return f'clamp_min({export_sent_query(window)} - on (exporter) {_by_exporter(_up_only(arrived, GOFLOW2_JOB))}, 0)'
+    return f'clamp_min({export_sent_query(window, exporters)} - on (exporter) {_by_exporter(_up_only(arrived, GOFLOW2_JOB))}, 0)'
 
 
 def records_decoded_query(window: str) -> str:
@@ -78,13 +83,13 @@ def records_decoded_query(window: str) -> str:
     return _by_exporter(_up_only(decoded, GOFLOW2_JOB))
 
 
-def records_undelivered_query(window: str) -> str:
+def records_undelivered_query(window: str, exporters: str = "") -> str:
     """Flow records GoFlow2 decoded from each exporter (its data records) that no aggregator counted,
     per exporter: what was dropped after the collector (GoFlow2's Kafka producer gives up after its
     retries and only logs it; a FIFO write that fails; an aggregator that could not parse it). Never below
     0. A growing Kafka backlog reads as undelivered too, until it is worked off: the alert leaves that to
     NetvizAggregatorsFallingBehind."""
-    counted = f'increase(netviz_flow_exporter_flows_total{{job="{FLOWS_JOB}",exporter!="other"}}[{window}])'
+    counted = f'increase(netviz_flow_exporter_flows_total{{job="{FLOWS_JOB}",exporter!="other"{_only(exporters)}}}[{window}])'
     return (f'clamp_min({records_decoded_query(window)} - on (exporter) '
             f'sum by (exporter) ({_up_only(counted, FLOWS_JOB)}), 0)')
 

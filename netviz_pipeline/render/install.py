@@ -171,10 +171,8 @@ _APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
 
 def product_images(s: Settings) -> list[str]:
     """Every image the product's workloads run, for these settings."""
-    images = [s.caretta.image, s.goflow2.image]
-    if s.flows.enabled:
-        images.append(s.flows.kafka.image if render_goflow2.kafka_transport(s) else s.flows.image)
-    return images
+    # the aggregators' python image runs Caretta's preflight probe too, with flows disabled as well
+    return [s.caretta.image, s.goflow2.image, render_probe.image(s)]
 
 
 def flowagg_deployment(s: Settings) -> str:

@@ -2,7 +2,7 @@
 cannot tell, whether it has kprobes (Caretta's probe is a kprobe on tcp_data_queue) and BTF.
 
 Each pod prints one JSON line and then sleeps until the caretta asset deletes the DaemonSet. It runs
-the flow aggregator's stock python image (already on the admission policy's list) unprivileged, with
+the python image the aggregators run (`image`, on the admission policy's list) unprivileged, with
 nothing from the host mounted: /proc/config.gz, /proc/kallsyms and /sys/kernel/btf/vmlinux are
 readable from any container, and every other way to the node is shut (Pod Security "restricted").
 
@@ -81,10 +81,16 @@ def parse_answer(log: str) -> dict | None:
     return None
 
 
+def image(s: Settings) -> str:
+    """The kafka aggregators' image with the kafka transport (the FIFO sidecar's is not on the admission
+    policy's list then), else the FIFO sidecar's: an image the nodes already run or will."""
+    return s.flows.kafka.image if s.flows.enabled and s.flows.transport == "kafka" else s.flows.image
+
+
 def daemonset(s: Settings) -> dict:
     """One probe pod on every node Caretta's DaemonSet would run on (same nodeSelector, tolerations)."""
     container = {
-        "name": "probe", "image": s.flows.image, "imagePullPolicy": "IfNotPresent",
+        "name": "probe", "image": image(s), "imagePullPolicy": "IfNotPresent",
         "command": ["python3", "-c", SCRIPT],
         "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}},

@@ -1,14 +1,22 @@
-"""The `kafka` flow transport end to end in the lab: the lab's real Kafka 4.4.0 broker, the real GoFlow2
-producing keyed protobuf, two aggregator replicas (the netviz image) on real nodes as one consumer group,
-the lab's Prometheus scraping both, all set up by `netviz_deploy` from the CLI as a user runs it.
+"""The `kafka` flow transport end to end in the lab: the lab's real Kafka 4.4.0 broker on its secured
+listener (SCRAM-SHA-512 over TLS, the broker's own CA), the real GoFlow2 producing keyed protobuf, two
+aggregator replicas (the netviz image) on real nodes as one consumer group, the lab's Prometheus scraping
+both, all set up by `netviz_deploy` from the CLI as a user runs it.
 
-Proves: the topic is created with the partitions asked; both replicas roll out and are scraped as
-netviz-flows; real LAN traffic reaches the talker series through Kafka, every byte of a canary counted
-once (the sum over replicas), by one replica alone; the group's offsets are committed; a
-health sensor's tick finds the aggregators keeping up and heals nothing; a second deploy changes nothing.
-The lab goes back to the fifo default afterwards (the deploy removes the consumers)."""
+The user's Kafka team hands over a user, its password and their CA: the test puts them in two Secrets
+(kafka-client, kafka-ca) in the goflow2 namespace and the pipeline's environment, as a user does.
+
+Proves: the topic is created with the partitions asked; GoFlow2 (credentials from the Secret through
+env, the CA through SSL_CERT_FILE) and both replicas (credentials as mounted files) authenticate on
+real kubelets; both replicas roll out and are scraped as netviz-flows; real LAN traffic reaches the
+talker series through Kafka, every byte of a canary counted once (the sum over replicas), by one
+replica alone; the group's offsets are committed; a health sensor's tick finds the aggregators keeping
+up and heals nothing; a second deploy, now with `topic_owner: external` (the Kafka team takes the topic
+over), verifies the topic and changes nothing. The lab goes back to the fifo default afterwards (the
+deploy removes the consumers)."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -19,10 +27,11 @@ from test_pipeline import run_job
 from test_prometheus_modes import sensor_tick
 
 from netviz_lab import clusterapi, nodes
+from netviz_lab import kafka as labkafka
 from netviz_lab import settings as lab_settings
 from netviz_lab.images import pipeline_image_ref
 from netviz_lab.lab import Lab
-from netviz_lab.topology import KAFKA_BOOTSTRAP, LINUX_ROUTER
+from netviz_lab.topology import KAFKA_BOOTSTRAP, KAFKA_SASL_USER, KAFKA_SECURE_BOOTSTRAP, LINUX_ROUTER
 from netviz_pipeline import freshness
 from netviz_pipeline.render.scrape import FLOWS_JOB
 
@@ -30,6 +39,8 @@ pytestmark = pytest.mark.lab
 
 TOPIC = "netviz-flows-lab"
 PARTITIONS, REPLICAS = 4, 2
+USER_ENV, PASS_ENV = "NETVIZ_LAB_KAFKA_USER", "NETVIZ_LAB_KAFKA_PASSWORD"
+SASL_SECRET, CA_SECRET = "kafka-client", "kafka-ca"
 
 
 def _admin():
@@ -49,9 +60,47 @@ def _delete_topic() -> None:
 def _kafka_settings(lab: Lab) -> dict:
     cfg = lab_settings.settings(lab)
     cfg["flows"] = dict(cfg.get("flows") or {}) | {"transport": "kafka", "kafka": {
-        "brokers": [KAFKA_BOOTSTRAP], "image": pipeline_image_ref(lab), "topic": TOPIC,
-        "partitions": PARTITIONS, "replicas": REPLICAS, "replication_factor": 1}}
+        "brokers": [KAFKA_SECURE_BOOTSTRAP], "image": pipeline_image_ref(lab), "topic": TOPIC,
+        "partitions": PARTITIONS, "replicas": REPLICAS, "replication_factor": 1,
+        "tls": {"ca_secret": CA_SECRET, "ca_file": str(labkafka.ca_file(lab))},
+        "sasl": {"mechanism": "scram-sha512", "secret": SASL_SECRET, "username_env": USER_ENV, "password_env": PASS_ENV}}}
     return cfg
+
+
+def _kafka_team_hands_over(lab: Lab, admin_api) -> None:
+    """The user's Kafka team's credentials: two Secrets next to GoFlow2, and the pipeline's environment."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(admin_api)
+    try:  # a user whose first deploy uses kafka creates the namespace for the Secrets first
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="goflow2")))
+    except client.ApiException as e:
+        if e.status != 409:
+            raise
+    secrets = {SASL_SECRET: {"username": KAFKA_SASL_USER, "password": labkafka.client_password(lab)},
+               CA_SECRET: {"ca.crt": labkafka.ca_file(lab).read_text()}}
+    for name, data in secrets.items():
+        body = client.V1Secret(metadata=client.V1ObjectMeta(name=name, namespace="goflow2"), string_data=data)
+        try:
+            core.create_namespaced_secret("goflow2", body)
+        except client.ApiException as e:
+            if e.status != 409:
+                raise
+            core.replace_namespaced_secret(name, "goflow2", body)
+    os.environ[USER_ENV], os.environ[PASS_ENV] = KAFKA_SASL_USER, labkafka.client_password(lab)
+
+
+def _kafka_team_takes_back(admin_api) -> None:
+    from kubernetes import client
+
+    for name in (SASL_SECRET, CA_SECRET):
+        try:
+            client.CoreV1Api(admin_api).delete_namespaced_secret(name, "goflow2")
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+    for var in (USER_ENV, PASS_ENV):
+        os.environ.pop(var, None)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +108,7 @@ def kafka_deployed(lab: Lab, admin_api, tmp_path_factory):
     from kubernetes import client
 
     d = tmp_path_factory.mktemp("kafka")
+    _kafka_team_hands_over(lab, admin_api)
     cfg = _kafka_settings(lab)
     nodes.import_on_demand_images(lab)  # the netviz image runs the consumers
     clusterapi.install(lab, cfg)  # the administrator's step: the admission policy now allows that image
@@ -68,6 +118,7 @@ def kafka_deployed(lab: Lab, admin_api, tmp_path_factory):
     t0 = time.monotonic()
     deploy = run_job("netviz_deploy", path, d / "deploy")
     took = time.monotonic() - t0
+    (d / "deploy-output.txt").write_text(deploy.stdout + deploy.stderr)
     try:
         assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-6000:]
         yield path, d, took
@@ -78,6 +129,7 @@ def kafka_deployed(lab: Lab, admin_api, tmp_path_factory):
         back.write_text(lab_settings.render(lab))
         restore = run_job("netviz_deploy", back, d / "restore")
         _delete_topic()
+        _kafka_team_takes_back(admin_api)
         out = restore.stdout + restore.stderr
         assert restore.returncode == 0, out[-4000:]
         if deploy.returncode == 0:  # else the deploy's own failure is the one to read
@@ -86,11 +138,17 @@ def kafka_deployed(lab: Lab, admin_api, tmp_path_factory):
         assert [x.metadata.name for x in left] == ["goflow2"], [x.metadata.name for x in left]
 
 
-def test_kafka_transport_counts_real_flows_once_across_replicas(kafka_deployed, admin_api):
+def test_kafka_transport_counts_real_flows_once_across_replicas(lab, kafka_deployed, admin_api):
     from confluent_kafka import Consumer, TopicPartition
     from kubernetes import client
 
     path, d, took = kafka_deployed
+    # the password is in no object the pipeline wrote, nor in its run's output (the Secret holds it)
+    password = labkafka.client_password(lab)
+    apps = client.AppsV1Api(admin_api)
+    written = [apps.list_namespaced_deployment("goflow2").to_dict(),
+               client.CoreV1Api(admin_api).list_namespaced_config_map("goflow2").to_dict()]
+    assert password not in str(written) and password not in (d / "deploy-output.txt").read_text()
     md = _admin().list_topics(topic=TOPIC, timeout=10).topics[TOPIC]
     assert md.error is None and len(md.partitions) == PARTITIONS, md
     pods = client.CoreV1Api(admin_api).list_namespaced_pod("goflow2", label_selector="app=flowagg").items
@@ -145,8 +203,13 @@ def test_kafka_transport_counts_real_flows_once_across_replicas(kafka_deployed, 
     assert evals["netflow_arriving"].passed, evals["netflow_arriving"].metadata
     assert not tick.run_requests, tick.run_requests  # nothing to heal
 
-    # converged: a second deploy changes nothing (no object rewritten, the topic unchanged)
-    again = run_job("netviz_deploy", path, d / "deploy")
+    # converged: a second deploy changes nothing (no object rewritten, the topic unchanged), now with the
+    # Kafka team owning the topic: netviz only verifies it
+    external = d / "external.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["flows"]["kafka"]["topic_owner"] = "external"
+    external.write_text(yaml.safe_dump(cfg))
+    again = run_job("netviz_deploy", external, d / "deploy")
     out = again.stdout + again.stderr
     assert again.returncode == 0, out[-4000:]
-    assert f"topic {TOPIC}: unchanged" in out, out[-4000:]
+    assert f"topic {TOPIC}: unchanged" in out and "did not pass" not in out, out[-4000:]

@@ -458,3 +458,13 @@ def test_edge_section_and_links_between_dashboards():
         d = load_dashboard(path)
         assert "netviz" in d["tags"]
         assert [(lk["type"], lk["tags"], lk["keepTime"]) for lk in d["links"]] == [("dashboards", ["netviz"], True)]
+
+
+def test_loss_per_exporter_panel_reads_the_checks_own_queries():
+    """The panel shows what the exporter check and the alerts compute (freshness), over the range."""
+    from netviz_pipeline import freshness
+
+    panel = next(p for p in load_dashboard(GOFLOW2)["panels"] if p["title"] == "Loss per exporter (in range)")
+    assert [t["expr"] for t in panel["targets"]] == [freshness.export_lost_query("$__range", "$exporter"),
+                                                      freshness.records_undelivered_query("$__range", "$exporter")]
+    assert all("{{exporter}}" in t["legendFormat"] for t in panel["targets"])

@@ -81,6 +81,19 @@ def test_secrets_reach_the_pods_only_by_reference(kafka, monkeypatch):
     assert set(cfg["secret_files"]) == {"sasl.username", "sasl.password"}
 
 
+def test_every_image_the_product_runs_is_on_the_admission_policys_list(kafka, make, raw):
+    """Caretta's preflight probe included: with the kafka transport (or flows disabled) it once ran the
+    FIFO sidecar's image, which the policy then refused ("only the netviz images ... may run")."""
+    from netviz_pipeline.render import caretta, preflight_probe
+
+    for s in (kafka(), make(), make(flows=raw.get("flows", {}) | {"enabled": False})):
+        pods = [o["spec"]["template"]["spec"] for o in caretta.render(s) + goflow2.render(s) + aggregators.render(s)
+                + [preflight_probe.daemonset(s)] if o["kind"] in ("Deployment", "DaemonSet")]
+        used = {c["image"] for p in pods for c in p["containers"] + p.get("initContainers", [])}
+        assert used <= set(install.product_images(s)), (used, install.product_images(s))
+        assert preflight_probe.daemonset(s)["spec"]["template"]["spec"]["containers"][0]["image"] in used
+
+
 def test_the_admission_policy_allows_the_aggregator_image_and_account_only_there(kafka):
     s = kafka()
     assert install.product_images(s) == [s.caretta.image, s.goflow2.image, IMAGE]
