@@ -6,10 +6,10 @@ PY := $(VENV)/bin/python
 LAB := $(PY) -m netviz_lab
 # containerd, runc and the CNI plugins run the real nodes; umoci and busybox-static build their images;
 # dnsmasq-base is the Linux lab router's DHCP server (busybox's udhcpc its LAN host's client); maven fetches
-# the lab Kafka broker's jars and openjdk-17-jre-headless runs it.
+# the lab Kafka broker's jars and openjdk-17-jre-headless runs it; postgresql-15 is the lab's Dagster storage.
 DEBIAN_PACKAGES := softflowd openssh-server iproute2 nftables conntrack libpcap-dev gcc curl iputils-ping \
 	python3-venv util-linux containerd runc containernetworking-plugins umoci busybox-static libc6-dev \
-	dnsmasq-base maven openjdk-17-jre-headless
+	dnsmasq-base maven openjdk-17-jre-headless postgresql-15
 
 .PHONY: bench bench-flows soak service screenshots demo test lab-deps debian-packages go-binaries shim kafka-jars venv images lab-up lab-down unit-test dashcheck
 

@@ -27,9 +27,9 @@ OWNER_FILE = "/run/netviz-lab.owner"
 
 def components() -> list[Component]:
     """The lab's components in start order (the supervisor is given them: it imports none)."""
-    from . import cluster, hostnet, kafka, prometheus, router
+    from . import cluster, hostnet, kafka, postgres, prometheus, router
 
-    return [hostnet, router, cluster, prometheus, kafka, nodes]
+    return [hostnet, router, cluster, prometheus, kafka, postgres, nodes]
 
 
 @contextlib.contextmanager
@@ -63,6 +63,8 @@ def require_binaries(lab: Lab) -> None:
                if not lab.bin(t).exists()]
     if not (lab.kafka_lib / ".complete").exists():
         missing.append(str(lab.kafka_lib))
+    if not os.path.exists("/usr/lib/postgresql/15/bin/postgres"):
+        missing.append("postgresql-15")
     if missing or not all(shutil.which(t) for t in ("softflowd", "containerd", "runc", "umoci", "java")):
         sys.exit("lab dependencies missing (" + (", ".join(missing) or "Debian packages") +
                  "): run `make lab-deps` first")

@@ -37,6 +37,8 @@ class Service:
     ready_timeout: float = 60.0
     # Called after the process is up and ready (e.g. create API objects once the API server answers).
     after_ready: Callable[[], None] | None = None
+    # What stops it at once (PostgreSQL: SIGINT is its fast shutdown; SIGTERM waits for every client)
+    stop_signal: int = signal.SIGTERM
 
 
 class Component(Protocol):
@@ -110,7 +112,7 @@ class Supervisor:
     def stop_all(self) -> None:
         for svc, proc in reversed(self.procs):
             if proc.poll() is None:
-                proc.terminate()
+                proc.send_signal(svc.stop_signal)
                 try:
                     proc.wait(5)
                 except subprocess.TimeoutExpired:

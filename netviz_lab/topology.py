@@ -46,6 +46,8 @@ KAFKA_BOOTSTRAP = f"{NODE_IP}:{KAFKA_PORT}"
 KAFKA_SECURE_PORT = 9094
 KAFKA_SECURE_BOOTSTRAP = f"{NODE_IP}:{KAFKA_SECURE_PORT}"
 KAFKA_SASL_USER = "netviz"
+# The lab's PostgreSQL (netviz_lab/postgres.py), beside the cluster like Kafka: Dagster's storage.
+POSTGRES_PORT = 5432
 NODEPORT_NETFLOW = 32055
 DEMO_WEB_CLUSTER_IP = "198.19.128.80"  # netviz_lab/demo/10-web.yaml: fixed, so the LAN hosts' traffic can aim at it
 DEMO_WEB_PORT = 8080

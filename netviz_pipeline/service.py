@@ -8,7 +8,8 @@
     k8s    print the objects that run both inside the cluster instead (render/service_k8s.py)
 
 The settings file is validated before anything starts: a service that would fail on its first sensor
-tick must not start at all.
+tick must not start at all. So is Postgres storage: the variable that holds its URL set, and a login
+that works (the URL, which holds the password, is never printed).
 """
 from __future__ import annotations
 
@@ -86,10 +87,35 @@ def running(home: Path) -> dict[str, int]:
     return out
 
 
+def postgres_problem(home: Path, connect_timeout: int = 5) -> str | None:
+    """Why the instance's Postgres storage cannot be used, or None (also None for SQLite storage)."""
+    import psycopg2
+    import yaml
+
+    storage = (yaml.safe_load((home / "dagster.yaml").read_text()) or {}).get("storage") or {}
+    if "postgres" not in storage:
+        return None
+    env = storage["postgres"]["postgres_url"]["env"]
+    url = os.environ.get(env)
+    if not url:
+        return (f"${env} is not set: it holds the URL of the Postgres that stores the runs "
+                f"({home}/dagster.yaml, `service init --postgres-url-env {env}`)")
+    try:
+        psycopg2.connect(url, connect_timeout=connect_timeout).close()
+    except psycopg2.OperationalError as e:
+        why = " ".join(str(e).replace(url, "<url>").split())
+        hint = ("check the user and password in the URL" if "authentication" in why or "password" in why
+                else "check the host and port in the URL, and that Postgres listens there and lets this host in")
+        return f"Postgres from ${env} refused or unreachable: {why}: {hint}"
+    return None
+
+
 def start(home: Path, settings: Path, host: str, port: int, timeout: float = 90) -> list[str]:
     loading.load(settings)  # raises SettingsError naming every problem, before anything starts
     if not (home / "dagster.yaml").exists():
         raise SystemExit(f"{home}/dagster.yaml missing: run `python -m netviz_pipeline.service init --home {home}`")
+    if problem := postgres_problem(home):
+        raise SystemExit(problem)
     env = {**os.environ, "DAGSTER_HOME": str(home), "NETVIZ_CONFIG": str(settings)}
     bindir = Path(sys.executable).parent
     up = running(home)

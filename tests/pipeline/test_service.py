@@ -1,7 +1,10 @@
-"""netviz as a service on one host, as the recipe in docs/operating.md runs it: `service init` + `service start`
-(dagster-webserver and dagster-daemon with the recipe's dagster.yaml), default settings, no hand ticks.
-A deploy launched through the webserver (as the UI does) converges the lab; the daemon's sensor then
-finds a killed softflowd and a stopped collector and its remediation runs heal both.
+"""netviz as a service on one host, as the recipe in docs/operating.md runs it: `service init
+--postgres-url-env` + `service start` (dagster-webserver and dagster-daemon with the recipe's dagster.yaml,
+runs stored in the lab's real PostgreSQL 15), default settings, no hand ticks. A wrong password or an
+unreachable Postgres stops `service start` before anything starts. A deploy launched through the
+webserver (as the UI does) converges the lab; the daemon's sensor then finds a killed softflowd and a
+stopped collector and its remediation runs heal both. The run history is in Postgres: a restart of both
+processes, and a new DAGSTER_HOME with the same dagster.yaml, see all of it.
 Times land in bench-results/service.json for docs/benchmarks.md."""
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import yaml
 from kubernetes import client
 
 from netviz_lab import nodes as lab_nodes
+from netviz_lab import postgres as lab_postgres
 from netviz_lab import router as lab_router
 from netviz_lab import settings as lab_settings
 from netviz_lab.lab import Lab
@@ -52,8 +56,8 @@ def _service(*args: str, env: dict) -> str:
 
 
 class Service:
-    def __init__(self, url: str, settings: Path):
-        self.url, self.settings = url, settings
+    def __init__(self, url: str, settings: Path, env: dict | None = None, port: int = 0):
+        self.url, self.settings, self.env, self.port = url, settings, env or {}, port
 
     def gql(self, query: str, **variables) -> dict:
         body = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30).json()
@@ -142,20 +146,35 @@ def service(lab: Lab, tmp_path_factory, webhook: Webhook):
     cfg["notify"] = {"webhook_url_env": "NETVIZ_TEST_WEBHOOK"}
     settings.write_text(yaml.safe_dump(cfg))
     home, port = d / "dagster", _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "NETVIZ_CONFIG": str(settings), "NETVIZ_TEST_WEBHOOK": webhook.url}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "NETVIZ_CONFIG": str(settings), "NETVIZ_TEST_WEBHOOK": webhook.url,
+           "NETVIZ_PG_URL": lab_postgres.url(lab)}
     _routers_exporting(settings)
-    assert "wrote" in _service("init", env=env)
-    assert "unchanged" in _service("init", env=env)  # idempotent
+    assert "wrote" in _service("init", "--postgres-url-env", "NETVIZ_PG_URL", env=env)
+    assert "unchanged" in _service("init", "--postgres-url-env", "NETVIZ_PG_URL", env=env)  # idempotent
+    _bad_postgres_is_refused_before_anything_starts(lab, home, env, port)
     out = _service("start", "--port", str(port), env=env)
     try:
         assert "daemon: started" in out and "webserver: started" in out, out
         assert "already running" in _service("start", "--port", str(port), env=env)
-        service = Service(f"http://127.0.0.1:{port}", settings)
+        service = Service(f"http://127.0.0.1:{port}", settings, env, port)
         service.wait_loaded()
         yield service
     finally:
         print(_service("stop", env=env))
         assert "nothing running" in _service("stop", env=env)
+
+
+def _bad_postgres_is_refused_before_anything_starts(lab: Lab, home: Path, env: dict, port: int) -> None:
+    wrong = "not-the-password-" + os.urandom(3).hex()
+    cases = {"password": (lab_postgres.url(lab, password_override=wrong), "password authentication failed"),
+             "unreachable": (lab_postgres.url(lab).replace(":5432/", ":5999/"), "Connection refused")}
+    for case, (url, why) in cases.items():
+        res = subprocess.run([sys.executable, "-m", "netviz_pipeline.service", "start", "--port", str(port)],
+                             env=env | {"NETVIZ_PG_URL": url}, capture_output=True, text=True, timeout=60)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0 and "Postgres from $NETVIZ_PG_URL" in out and why in out, (case, out)
+        assert wrong not in out and url not in out, out
+        assert "nothing running" in _service("stop", env=env), case  # nothing was started
 
 
 def _routers_exporting(settings: Path) -> None:
@@ -407,3 +426,32 @@ class healing:
 
     def __exit__(self, *exc):
         self.path.write_text(self.before)
+
+
+def test_the_run_history_lives_in_postgres_across_a_restart(service: Service, lab: Lab, tmp_path):
+    """Last in this module: stops and starts both processes. The runs the UI lists are rows in the lab's
+    Postgres; after a restart, and from a fresh DAGSTER_HOME holding only the same dagster.yaml, the same
+    runs are there."""
+    import psycopg2
+
+    before = {r["runId"]: r["status"] for r in service.runs()}
+    assert before, before  # at least the deploy (the remediations of this module when run whole)
+    with psycopg2.connect(lab_postgres.url(lab)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT run_id FROM runs")
+        rows = {r[0] for r in cur.fetchall()}
+    assert set(before) <= rows, set(before) - rows
+    print(_service("stop", env=service.env))
+    out = _service("start", "--port", str(service.port), env=service.env)
+    assert "daemon: started" in out and "webserver: started" in out, out
+    service.wait_loaded()
+    after = {r["runId"]: r["status"] for r in service.runs()}
+    assert {k: v for k, v in after.items() if k in before} == before
+    fresh = tmp_path / "fresh-home"
+    fresh.mkdir()
+    (fresh / "dagster.yaml").write_text((Path(service.env["DAGSTER_HOME"]) / "dagster.yaml").read_text())
+    code = ("from dagster import DagsterInstance; i = DagsterInstance.get(); "
+            "print('\\n'.join(r.run_id for r in i.get_runs()))")
+    res = subprocess.run([sys.executable, "-c", code], env=service.env | {"DAGSTER_HOME": str(fresh)},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert set(before) <= set(res.stdout.split()), res.stdout
