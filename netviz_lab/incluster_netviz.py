@@ -1,7 +1,9 @@
-"""netviz's own webserver and daemon as pods on a real lab node, as the in-cluster recipe (docs/operating.md)
-runs them (`python -m netviz_pipeline.service k8s`): the locally built image
-(images.pipeline_image_ref), the pipeline's ServiceAccount, settings from a ConfigMap, the router key
-from a Secret. A pod cannot edit the lab's Prometheus config file, so this needs the in-cluster
+"""netviz's own Dagster in the cluster, as the in-cluster recipe (docs/operating.md) runs it (`python -m
+netviz_pipeline.service k8s`, Dagster's Helm chart's shape): code server, webserver and daemon as
+Deployments on the real lab nodes from the locally built image (images.pipeline_image_ref), each run a
+Kubernetes Job there as the pipeline's ServiceAccount, storage in the lab's PostgreSQL (a database of its
+own, `DATABASE`, new at each deploy), settings from a ConfigMap, the router key and the Postgres password
+from Secrets. A pod cannot edit the lab's Prometheus config file, so this needs the in-cluster
 chart-shaped Prometheus (incluster_prometheus), found by `mode: auto`.
 
 While it runs, the install grants the ServiceAccount instead of the lab's pipeline user (the grant has
@@ -15,13 +17,14 @@ import requests
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from . import clusterapi, images, nodes
+from . import clusterapi, images, nodes, postgres
 from . import incluster_prometheus as icp
 from . import settings as lab_settings
 from .lab import Lab
-from .topology import COLLECTOR_NODE, REAL_NODE_LABEL
+from .topology import COLLECTOR_NODE, NODE_IP, POSTGRES_PORT, REAL_NODE_LABEL
 
 NAMESPACE = "netviz"
+DATABASE = "netviz_incluster"
 NODE_PORT = 30300
 SUBJECT = f"serviceaccount:{NAMESPACE}/netviz-pipeline"
 
@@ -70,13 +73,17 @@ def deploy(lab: Lab, timeout: float = 240) -> str:
     svc = dc.resources.get(api_version="v1", kind="Service").get(name=icp.CHART_SERVER, namespace=icp.CHART_NS)
     cfg = pod_settings(lab, f"http://{svc.spec.clusterIP}:{svc.spec.ports[0].port}")
     _grant(lab, cfg, SUBJECT)
-    objs = service_k8s.render(yaml.safe_dump(cfg, sort_keys=False), images.pipeline_image_ref(lab), NAMESPACE,
+    postgres.fresh_database(lab, DATABASE)
+    pg = service_k8s.PostgresRef(NODE_IP, POSTGRES_PORT, postgres.ROLE, DATABASE)
+    objs = service_k8s.render(yaml.safe_dump(cfg, sort_keys=False), images.pipeline_image_ref(lab), pg, NAMESPACE,
                               NODE_PORT, node_selector=dict([REAL_NODE_LABEL]))
-    ssh = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": service_k8s.SSH_SECRET, "namespace": NAMESPACE},
-           "stringData": {"id_ed25519": (lab.ssh_dir / "id_ed25519").read_text(),
-                          "known_hosts": (lab.ssh_dir / "known_hosts").read_text()}}
-    # namespace first, the Secret before the pod mounts it
-    clusterapi.apply_objects(dc, objs[:1] + [ssh] + objs[1:], "kubectl")
+    secrets = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NAMESPACE},
+                "stringData": data} for name, data in (
+        (service_k8s.SSH_SECRET, {"id_ed25519": (lab.ssh_dir / "id_ed25519").read_text(),
+                                  "known_hosts": (lab.ssh_dir / "known_hosts").read_text()}),
+        (service_k8s.POSTGRES_SECRET, {service_k8s.POSTGRES_PASSWORD_KEY: postgres.password(lab)}))]
+    # namespace first, the Secrets before the pods mount them
+    clusterapi.apply_objects(dc, objs[:1] + secrets + objs[1:], "kubectl")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -5,7 +5,8 @@ listens on NODE_IP (198.18.0.1), where pods on the real nodes reach the host, po
 
 Its files are `lab.root/postgres`: data/ (initdb's, owned by the `postgres` user, formatted once; a second
 setup keeps it), run/ (its Unix socket), and dagster-password (0600): the password of role `dagster`,
-owner of database `dagster`, random per lab. Only password logins over TCP from 198.18.0.0/15
+owner of database `dagster` (the single-host service's), random per lab; the role may create databases
+(`fresh_database`: the in-cluster recipe gets one of its own, as a second Dagster would). Only password logins over TCP from 198.18.0.0/15
 (scram-sha-256); the superuser has no password and logs in only over the Unix socket, as `postgres`.
 
 PostgreSQL refuses to run as root: the server runs as the `postgres` user through `setpriv`, which execs
@@ -38,7 +39,7 @@ SERVER_OPTIONS = {"shared_buffers": "32MB", "max_connections": "60", "fsync": "o
 HBA = f"""\
 # netviz lab (netviz_lab/postgres.py): the superuser over the socket only, everyone else by password.
 local all {USER} peer
-host {DATABASE} {ROLE} 198.18.0.0/15 scram-sha-256
+host all {ROLE} 198.18.0.0/15 scram-sha-256
 """
 
 
@@ -54,10 +55,25 @@ def password(lab: Lab) -> str:
     return (pg_dir(lab) / "dagster-password").read_text().strip()
 
 
-def url(lab: Lab, *, password_override: str | None = None, host: str = NODE_IP) -> str:
+def url(lab: Lab, *, password_override: str | None = None, host: str = NODE_IP, database: str = DATABASE) -> str:
     """The `dagster` role's URL (what goes into the env var that `service init --postgres-url-env` names)."""
     pw = password(lab) if password_override is None else password_override
-    return f"postgresql://{ROLE}:{pw}@{host}:{POSTGRES_PORT}/{DATABASE}"
+    return f"postgresql://{ROLE}:{pw}@{host}:{POSTGRES_PORT}/{database}"
+
+
+def fresh_database(lab: Lab, name: str) -> None:
+    """Drop and create database `name`, owned by the `dagster` role: a new, empty Dagster storage."""
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(url(lab), connect_timeout=5)
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
 
 
 def require_binaries() -> None:
@@ -90,7 +106,7 @@ def setup(lab: Lab) -> None:
         # the role and database, before the server listens: single-user mode reads commands on stdin
         # (the password is never an argument)
         # (with -j a command ends at a semicolon followed by an empty line)
-        sql = (f"CREATE ROLE {ROLE} LOGIN PASSWORD '{password(lab)}';\n\n"
+        sql = (f"CREATE ROLE {ROLE} LOGIN CREATEDB PASSWORD '{password(lab)}';\n\n"
                f"CREATE DATABASE {DATABASE} OWNER {ROLE};\n\n")
         run(_as_postgres(str(PG_BIN / "postgres"), "--single", "-D", str(data), "-j", "postgres"), input=sql,
             timeout=120)

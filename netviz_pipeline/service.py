@@ -5,7 +5,8 @@
     start  start both as background processes where there is no systemd (pid files, log files)
     stop   stop what `start` started (by its pid files, nothing else)
     status what runs, and where the UI answers
-    k8s    print the objects that run both inside the cluster instead (render/service_k8s.py)
+    k8s    print the objects that run it inside the cluster instead, as Dagster's Helm chart does: code
+           server, webserver, daemon, Postgres storage, each run a Kubernetes Job (render/service_k8s.py)
 
 The settings file is validated before anything starts: a service that would fail on its first sensor
 tick must not start at all. So is Postgres storage: the variable that holds its URL set, and a login
@@ -179,7 +180,8 @@ def print_k8s(a: argparse.Namespace) -> int:
         print(f"{a.settings}: {len(bad)} problem(s) for running in the cluster\n" + "\n".join(f"  {b}" for b in bad),
               file=sys.stderr)
         return 2
-    print(service_k8s.to_yaml(service_k8s.render(text, a.image, a.namespace, a.node_port, a.home_claim)), end="")
+    pg = service_k8s.PostgresRef(a.postgres_host, a.postgres_port, a.postgres_user, a.postgres_db)
+    print(service_k8s.to_yaml(service_k8s.render(text, a.image, pg, a.namespace, a.node_port)), end="")
     return 0
 
 
@@ -193,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     k8s.add_argument("--image", required=True, help="an image with netviz installed (see docs/operating.md, 'In the cluster')")
     k8s.add_argument("--namespace", default="netviz")
     k8s.add_argument("--node-port", type=int, help="expose the UI on this NodePort (default: ClusterIP only)")
-    k8s.add_argument("--home-claim", help="PersistentVolumeClaim for the instance (default: emptyDir)")
+    k8s.add_argument("--postgres-host", required=True, help="the Postgres that stores runs, events and sensor "
+                     f"state (its password: Secret {service_k8s.POSTGRES_SECRET}, key {service_k8s.POSTGRES_PASSWORD_KEY})")
+    k8s.add_argument("--postgres-port", type=int, default=5432)
+    k8s.add_argument("--postgres-user", default="dagster")
+    k8s.add_argument("--postgres-db", default="dagster")
     for name in ("init", "units", "start", "stop", "status"):
         p = sub.add_parser(name)
         p.add_argument("--home", type=Path, default=home_default, required=home_default is None,

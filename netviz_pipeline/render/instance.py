@@ -22,7 +22,12 @@ import yaml
 from ..jobs import REMEDIATION_TAG, WRITES_TAG
 
 
-def dagster_yaml(postgres_url_env: str | None = None, max_concurrent_runs: int = 4) -> str:
+def dagster_yaml(postgres_url_env: str | None = None, max_concurrent_runs: int = 4, *,
+                 postgres_db: dict | None = None, run_launcher: dict | None = None) -> str:
+    """`postgres_db`: Dagster's postgres_db block (its password `{env: ...}`, never a value), used by the
+    in-cluster recipe; `run_launcher`: a launcher block (K8sRunLauncher there). With either, step output
+    is not kept as files (NoOpComputeLogManager, as Dagster's Helm chart does): the event log in Postgres
+    has what the UI shows, and the pods that run have no volume to keep files on."""
     config: dict = {
         "run_coordinator": {
             "module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator",
@@ -36,11 +41,17 @@ def dagster_yaml(postgres_url_env: str | None = None, max_concurrent_runs: int =
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
     }
-    if postgres_url_env:
+    if postgres_db:
+        config["storage"] = {"postgres": {"postgres_db": postgres_db}}
+        config["compute_logs"] = {"module": "dagster._core.storage.noop_compute_log_manager",
+                                  "class": "NoOpComputeLogManager"}
+    elif postgres_url_env:
         config["storage"] = {"postgres": {"postgres_url": {"env": postgres_url_env}}}
     else:
         config["storage"] = {"sqlite": {"base_dir": {"env": "DAGSTER_HOME"}}}
-    return ("# Written by `python -m netviz_pipeline.service init`; see netviz_pipeline/render/instance.py for why.\n"
+    if run_launcher:
+        config["run_launcher"] = run_launcher
+    return ("# Written by netviz (netviz_pipeline/render/instance.py says why each setting).\n"
             + yaml.safe_dump(config, sort_keys=False))
 
 

@@ -1,22 +1,35 @@
-"""netviz inside the cluster, as the in-cluster recipe (docs/operating.md) runs it: webserver and daemon in a pod
-on a real node from the locally built image, the pipeline's ServiceAccount, settings from a ConfigMap
-and the router key from a Secret. `netviz_deploy` launched through that webserver (as the UI does)
-converges the lab, with the in-cluster Prometheus found by `mode: auto`.
+"""netviz inside the cluster, as the in-cluster recipe (docs/operating.md) runs it, in the shape of Dagster's
+Helm chart: code server, webserver and daemon as Deployments on the real nodes from the locally built
+image, storage in the lab's real PostgreSQL 15, each run a Kubernetes Job (K8sRunLauncher) on a real
+node as the pipeline's ServiceAccount, settings from a ConfigMap, the router key and the Postgres
+password from Secrets.
 
-The pod's instance is new and the lab was never deployed from it: its health sensor must not heal
-anything before this first deploy (it once re-ran the scrape config alone, whose check then waited for
-targets nobody had created while the deploy sat in the queue behind it)."""
+Proves: `netviz_deploy` launched through that webserver (as the UI does) runs as a Job on a real node and
+converges the lab, with the in-cluster Prometheus found by `mode: auto`; no password is in a Job's spec or
+arguments (dagster-k8s passes the instance serialised in the command); the health sensor's remediation
+of a killed softflowd runs as a Job too; after a restart of every Dagster pod the run history is there
+and the sensor carries on from its stored state (it does not heal again what it healed).
+
+The instance is new (its own database) and the lab was never deployed from it: its health sensor must
+not heal anything before this first deploy (it once re-ran the scrape config alone, whose check then
+waited for targets nobody had created while the deploy sat in the queue behind it)."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
-from test_service import Service, _record, _tag  # tests/pipeline is on sys.path (pytest rootdir import)
+from kubernetes import client
+from test_service import Service, _record, _remediations, _softflowd_pids, _tag  # tests/pipeline on sys.path
 
-from netviz_lab import incluster_netviz
+from netviz_lab import incluster_netviz, postgres
 from netviz_lab.lab import Lab
+from netviz_lab.topology import REAL_NODES
+from netviz_pipeline.render import service_k8s
 
 pytestmark = pytest.mark.lab
+NS = incluster_netviz.NAMESPACE
 
 
 @pytest.fixture(scope="module")
@@ -30,26 +43,95 @@ def incluster(lab: Lab):
         incluster_netviz.remove(lab)
 
 
-def test_deploy_launched_in_the_cluster_converges_the_lab(incluster, admin_api):
+def _run_job(core, batch, run_id: str) -> tuple[client.V1Job, list[client.V1Pod]]:
+    """The Job K8sRunLauncher created for the run, and its pods."""
+    jobs = [j for j in batch.list_namespaced_job(NS).items if j.metadata.name == f"dagster-run-{run_id}"]
+    assert jobs, f"no Job for run {run_id}: {[j.metadata.name for j in batch.list_namespaced_job(NS).items]}"
+    pods = core.list_namespaced_pod(NS, label_selector=f"job-name=dagster-run-{run_id}").items
+    return jobs[0], pods
+
+
+def _ticks(service: Service) -> list[dict]:
+    return service.gql(TICKS)["sensorOrError"]["sensorState"]["ticks"]
+
+
+def test_deploy_launched_in_the_cluster_runs_as_a_job_and_converges_the_lab(incluster, lab: Lab, admin_api):
     service, ready_s = incluster
+    core, batch = client.CoreV1Api(admin_api), client.BatchV1Api(admin_api)
     t0 = time.time()
     run_id = service.launch("netviz_deploy")
     run = service.wait_run(lambda r: r["runId"] == run_id, 900, "netviz_deploy in the cluster")
     assert run["status"] == "SUCCESS", run
+    job, pods = _run_job(core, batch, run_id)
+    assert pods and all(p.spec.node_name in {n.name for n in REAL_NODES} for p in pods), \
+        [(p.metadata.name, p.spec.node_name) for p in pods]
+    assert all(p.spec.service_account_name == service_k8s.SERVICE_ACCOUNT for p in pods)
+    # the instance travels in the Job's command: it holds a reference to the password, never the password
+    spec = str(job.spec.template.to_dict())
+    assert postgres.password(lab) not in spec and "DAGSTER_PG_PASSWORD" in spec
     # the sensor ticks every 30 s through the first deploy: it heals nothing before it (never deployed
     # from this instance) nor during it (a run that writes is in flight)
     early = [r for r in service.runs(tags=[{"key": "netviz/remediation", "value": "true"}])
              if r["creationTime"] < run["endTime"]]
     assert not early, f"the sensor healed before or during the first deploy: {early}"
     assert _tag(run, "netviz/writes") == "true"
-    # the daemon in the pod runs the health sensor too: its evaluations reach the same instance
+    # the daemon runs the health sensor, evaluated in the code server against the Postgres instance: its
+    # ticks after the deploy succeed (they once all failed there: no DAGSTER_PG_PASSWORD in that pod)
     deadline = time.monotonic() + 120
-    while not service.gql(CHECKS)["assetNodes"][0]["assetChecksOrError"]["checks"][0]["executionForLatestMaterialization"]:
-        assert time.monotonic() < deadline, "no netflow_arriving evaluation in the pod's instance"
-        time.sleep(2)
-    _record("in the cluster: pod answering", seconds=ready_s)
-    _record("in the cluster: netviz_deploy through its webserver", seconds=time.time() - t0)
+    while not (ticks := [t for t in _ticks(service) if t["timestamp"] > run["endTime"]]):
+        assert time.monotonic() < deadline, "the sensor did not tick after the deploy"
+        time.sleep(3)
+    assert all(t["status"] in ("SUCCESS", "SKIPPED") for t in ticks), ticks
+    _record("in the cluster: pods answering", seconds=ready_s)
+    _record("in the cluster: netviz_deploy as a Job through its webserver", seconds=time.time() - t0,
+            launch_s=run["startTime"] - run["creationTime"])
+    print(f"in the cluster: netviz_deploy queued -> started {run['startTime'] - run['creationTime']:.1f}s "
+          f"(K8sRunLauncher: a Job, its pod on {pods[0].spec.node_name}), done {time.time() - t0:.0f}s")
 
 
-CHECKS = """{ assetNodes(assetKeys: [{path: ["router_softflowd"]}]) { assetChecksOrError { ... on AssetChecks {
-  checks { name executionForLatestMaterialization { status } } } } } }"""
+def test_a_remediation_runs_as_a_job_and_healing_survives_every_dagster_pod(incluster, admin_api):
+    service, _ = incluster
+    core, batch = client.CoreV1Api(admin_api), client.BatchV1Api(admin_api)
+    before = _softflowd_pids()
+    assert before, "softflowd not running on the lab router"
+    t0 = time.time()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    run = service.wait_run(lambda r: r["creationTime"] >= t0 and _tag(r, "netviz/remediation") == "true", 300,
+                           "a remediation run after the kill")
+    assert run["status"] == "SUCCESS", run
+    assert "router:edge-linux" in (_tag(run, "netviz/remediates") or ""), run
+    _run_job(core, batch, run["runId"])
+    assert _softflowd_pids() and _softflowd_pids() != before
+    history = {r["runId"]: r["status"] for r in service.runs()}
+
+    # every Dagster pod goes: code server, webserver, daemon (their Deployments bring them back)
+    t_restart = time.time()
+    for p in core.list_namespaced_pod(NS).items:
+        if p.metadata.labels.get("app.kubernetes.io/name") in (service_k8s.CODE, service_k8s.WEBSERVER, service_k8s.DAEMON):
+            core.delete_namespaced_pod(p.metadata.name, NS, grace_period_seconds=5)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            service.wait_loaded(timeout=5)
+            break
+        except (AssertionError, OSError, ValueError, KeyError) as e:  # not answering yet
+            assert time.monotonic() < deadline, f"the webserver did not come back: {e}"
+            time.sleep(3)
+    after = {r["runId"]: r["status"] for r in service.runs()}
+    assert {k: v for k, v in after.items() if k in history} == history, "run history lost in the restart"
+    # the new daemon ticks again from the stored cursor, and heals nothing: the router is healthy and its
+    # incident is remembered (a sensor that forgot would re-run the router on its first tick)
+    deadline = time.monotonic() + 150
+    while not (ticks := [t for t in _ticks(service) if t["timestamp"] > t_restart]):
+        assert time.monotonic() < deadline, "the sensor did not tick after the restart"
+        time.sleep(3)
+    assert all(t["status"] in ("SUCCESS", "SKIPPED") for t in ticks), ticks
+    time.sleep(35)  # one more tick
+    assert not _remediations(service, t_restart), _remediations(service, t_restart)
+    _record("in the cluster: softflowd killed, remediation as a Job", detected_s=run["creationTime"] - t0,
+            healed_s=run["endTime"] - t0, launch_s=run["startTime"] - run["creationTime"])
+
+
+TICKS = """{ sensorOrError(sensorSelector: {repositoryLocationName: "netviz", repositoryName: "__repository__",
+  sensorName: "flow_freshness"}) { ... on Sensor { sensorState { ticks(limit: 5) { timestamp status } } } } }"""

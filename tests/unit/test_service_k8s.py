@@ -1,5 +1,6 @@
-"""The in-cluster recipe: settings a pod cannot use are refused with the fix; the pod is what the
-docs/operating.md promises (one replica, the pipeline's ServiceAccount, secrets only by reference)."""
+"""The in-cluster recipe: settings a pod cannot use are refused with the fix; the objects are what
+docs/operating.md promises (Dagster's Helm chart's shape: code server, webserver, one daemon, runs as
+Jobs under the pipeline's ServiceAccount, Postgres, secrets only by reference)."""
 from __future__ import annotations
 
 import yaml
@@ -28,34 +29,98 @@ def test_settings_a_pod_cannot_use_are_refused_naming_the_field(raw):
     assert service_k8s.problems(targets.resolve(loading.parse(pod_settings(raw), check_host=False), None)) == []
 
 
-def test_one_pod_as_the_pipeline_identity_with_secrets_by_reference(raw):
-    objs = service_k8s.render(yaml.safe_dump(pod_settings(raw)), "localhost/netviz-pipeline:1", node_port=30300)
-    kinds = [o["kind"] for o in objs]
-    assert kinds == ["Namespace", "ServiceAccount", "ConfigMap", "ConfigMap", "Deployment", "Service"]
-    dep = objs[4]["spec"]
-    assert dep["replicas"] == 1 and dep["strategy"]["type"] == "Recreate"  # one healer, never two
-    pod = dep["template"]["spec"]
-    assert pod["serviceAccountName"] == service_k8s.SERVICE_ACCOUNT
-    assert [c["command"][0] for c in pod["containers"]] == ["dagster-webserver", "dagster-daemon"]
-    # the storage is created once, before both processes open it (they raced on a fresh SQLite instance)
-    [init] = pod["initContainers"]
-    assert init["command"] == ["dagster", "instance", "migrate"]
-    assert init["volumeMounts"] == pod["containers"][1]["volumeMounts"] and init["env"] == pod["containers"][1]["env"]
-    ssh = next(v for v in pod["volumes"] if v["name"] == "ssh")
-    assert ssh["secret"] == {"secretName": service_k8s.SSH_SECRET, "defaultMode": 0o400}
-    for c in pod["containers"]:
-        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-        assert c["envFrom"] == [{"secretRef": {"name": service_k8s.ENV_SECRET, "optional": True}}]
-    assert objs[5]["spec"]["ports"][0]["nodePort"] == 30300
-    assert "webhook" not in yaml.safe_dump_all(objs).lower()  # no secret values, only references
+PG = service_k8s.PostgresRef("postgres.db.svc", 5432, "dagster", "dagster")
+IMAGE = "localhost/netviz-pipeline:1"
+
+
+def _by(objs, kind, name):
+    return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def test_the_helm_charts_shape_code_server_webserver_daemon_and_runs_as_jobs(raw):
+    objs = service_k8s.render(yaml.safe_dump(pod_settings(raw)), IMAGE, PG, node_port=30300,
+                              node_selector={"netviz.io/real-node": "true"})
+    deps = {o["metadata"]["name"]: o["spec"] for o in objs if o["kind"] == "Deployment"}
+    assert list(deps) == [service_k8s.CODE, service_k8s.WEBSERVER, service_k8s.DAEMON]
+    pods = {n: d["template"]["spec"] for n, d in deps.items()}
+    assert deps[service_k8s.DAEMON]["replicas"] == 1 and deps[service_k8s.DAEMON]["strategy"]["type"] == "Recreate"
+    code = pods[service_k8s.CODE]["containers"][0]
+    assert code["command"][:3] == ["dagster", "api", "grpc"] and "netviz_pipeline" in code["command"]
+    assert {"name": "DAGSTER_CURRENT_IMAGE", "value": IMAGE} in code["env"]
+    # the webserver and the daemon load the code from the code server, over gRPC
+    ws = yaml.safe_load(_by(objs, "ConfigMap", service_k8s.WORKSPACE_CONFIGMAP)["data"]["workspace.yaml"])
+    # found through the Service's link variable (no cluster DNS needed); the Service comes before them
+    assert ws["load_from"][0]["grpc_server"]["host"] == {"env": "NETVIZ_CODE_SERVICE_HOST"}
+    order = [(o["kind"], o["metadata"]["name"]) for o in objs]
+    assert order.index(("Service", service_k8s.CODE)) < order.index(("Deployment", service_k8s.WEBSERVER))
+    assert [c["command"][0] for c in pods[service_k8s.WEBSERVER]["containers"]] == ["dagster-webserver"]
+    assert [c["command"][0] for c in pods[service_k8s.DAEMON]["containers"]] == ["dagster-daemon"]
+    for name in (service_k8s.WEBSERVER, service_k8s.DAEMON):
+        assert pods[name]["serviceAccountName"] == service_k8s.DAGSTER_ACCOUNT
+        # the storage created or upgraded before the process opens it, then the code server waited for
+        migrate, wait = pods[name]["initContainers"]
+        assert migrate["command"] == ["dagster", "instance", "migrate"]
+        assert wait["command"][-2:] == ["NETVIZ_CODE_SERVICE_HOST", str(service_k8s.GRPC_PORT)]
+    # sensors are evaluated in the code server: it runs as the pipeline's identity, like the runs
+    assert pods[service_k8s.CODE]["serviceAccountName"] == service_k8s.SERVICE_ACCOUNT
+    for pod in pods.values():
+        assert pod["nodeSelector"] == {"netviz.io/real-node": "true"}
+        for c in pod["containers"] + pod.get("initContainers", []):
+            assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert _by(objs, "Service", service_k8s.WEBSERVER)["spec"]["ports"][0]["nodePort"] == 30300
+
+
+def test_the_daemon_may_only_launch_jobs_in_its_namespace(raw):
+    objs = service_k8s.render(yaml.safe_dump(pod_settings(raw)), IMAGE, PG)
+    role = _by(objs, "Role", service_k8s.DAGSTER_ACCOUNT)
+    assert role["metadata"]["namespace"] == "netviz"
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    assert {r for _, r, _ in granted} == {"jobs", "jobs/status", "pods", "pods/log", "events"}
+    assert not {v for *_, v in granted} & {"escalate", "bind", "impersonate", "*", "patch", "update"}
+    assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    binding = _by(objs, "RoleBinding", service_k8s.DAGSTER_ACCOUNT)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": service_k8s.DAGSTER_ACCOUNT, "namespace": "netviz"}]
+
+
+def test_postgres_password_only_by_reference_and_runs_as_the_pipeline_identity(raw):
+    objs = service_k8s.render(yaml.safe_dump(pod_settings(raw)), IMAGE, PG)
+    inst = yaml.safe_load(_by(objs, "ConfigMap", service_k8s.INSTANCE_CONFIGMAP)["data"]["dagster.yaml"])
+    db = inst["storage"]["postgres"]["postgres_db"]
+    assert db == {"hostname": "postgres.db.svc", "port": 5432, "username": "dagster", "db_name": "dagster",
+                  "password": {"env": "DAGSTER_PG_PASSWORD"}}
+    launcher = inst["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_k8s", "K8sRunLauncher")
+    cfg = launcher["config"]
+    assert cfg["service_account_name"] == service_k8s.SERVICE_ACCOUNT
+    assert cfg["postgres_password_secret"] == service_k8s.POSTGRES_SECRET and cfg["job_image"] == IMAGE
+    assert cfg["instance_config_map"] == service_k8s.INSTANCE_CONFIGMAP and cfg["job_namespace"] == "netviz"
+    # the run pods get what the code server has: settings, SSH key, the optional env Secret
+    assert {v["name"] for v in cfg["volumes"]} == {"settings", "ssh", "home", "tmp"}
+    assert cfg["run_k8s_config"]["container_config"]["env_from"] == [{"secret_ref": {"name": "netviz-env", "optional": True}}]
+    for pod in (o["spec"]["template"]["spec"] for o in objs if o["kind"] == "Deployment"):
+        for c in pod["containers"] + pod.get("initContainers", []):
+            for e in c.get("env", []):
+                assert "value" in e and "PASSWORD" not in e["name"] or "valueFrom" in e, e
+    refs = [e for o in objs if o["kind"] == "Deployment" for c in o["spec"]["template"]["spec"]["containers"]
+            for e in c.get("env", []) if e["name"] == "DAGSTER_PG_PASSWORD"]
+    # code server (it evaluates the sensor's ticks against the instance), webserver, daemon
+    assert len(refs) == 3 and all(e["valueFrom"]["secretKeyRef"] == {"name": "netviz-postgres", "key": "postgresql-password"}
+                        for e in refs)
+    # the K8sRunLauncher itself accepts this config (its own schema, no cluster asked)
+    from dagster._config import process_config
+    from dagster_k8s import K8sRunLauncher
+
+    assert process_config(K8sRunLauncher.config_type(), cfg).success
 
 
 def test_the_cli_refuses_before_printing_anything(tmp_path, raw, capsys):
     path = tmp_path / "netviz.yaml"
     path.write_text(yaml.safe_dump(raw))
-    assert service.main(["k8s", "--settings", str(path), "--image", "x"]) == 2
+    assert service.main(["k8s", "--settings", str(path), "--image", "x", "--postgres-host", "pg"]) == 2
     out = capsys.readouterr()
     assert out.out == "" and "in_cluster: true" in out.err
     path.write_text(yaml.safe_dump(pod_settings(raw)))
-    assert service.main(["k8s", "--settings", str(path), "--image", "x"]) == 0
-    assert [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out)][-1] == "Service"
+    assert service.main(["k8s", "--settings", str(path), "--image", "x", "--postgres-host", "pg"]) == 0
+    assert [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out)][-1] == "Deployment"
