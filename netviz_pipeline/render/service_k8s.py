@@ -20,8 +20,8 @@ Three Deployments and Postgres:
   variable, and the run Job's command, which carries the instance serialised, holds only that reference.
 - `dagster.yaml` in a ConfigMap; the storage is created or upgraded by an init container
   (`dagster instance migrate`) of the webserver and of the daemon, and a second one waits until the code
-  server answers its gRPC health check. Postgres DDL is transactional: if
-  both create a new schema at once, one fails and its pod restarts into the finished one.
+  server answers its gRPC health check. Postgres DDL is transactional: if both create a new schema at
+  once, one fails and its pod restarts into the finished one.
 
 Every pod runs as root with every capability dropped, a read-only root filesystem and RuntimeDefault
 seccomp: Secret files are root-owned, and making them group-readable for another user (fsGroup) is
@@ -29,6 +29,7 @@ exactly what the settings refuse for a private key (as OpenSSH does).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import yaml
@@ -125,8 +126,6 @@ PG_PASSWORD = {"name": POSTGRES_PASSWORD_ENV,
 
 def _snake(obj):
     """dagster-k8s reads Kubernetes fields in the Python client's snake_case."""
-    import re
-
     if isinstance(obj, dict):
         return {re.sub(r"(?<!^)(?=[A-Z])", "_", k).lower(): _snake(v) for k, v in obj.items()}
     if isinstance(obj, list):
