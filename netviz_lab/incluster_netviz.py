@@ -48,6 +48,9 @@ def pod_settings(lab: Lab, prometheus_url: str) -> dict:
     # the chart Prometheus's ConfigMap is Helm's: adopt it (the other choice, pasting the printed
     # extraScrapeConfigs into the chart's values, is proven by tests/pipeline/test_prometheus_modes.py)
     cfg["ownership"] = {**cfg.get("ownership", {}), "on_foreign_manager": "adopt"}
+    # a short back-off, so a retry after a killed run Job comes within the test's minutes (the single-host
+    # service proves the defaults); the bound stays the default 3 attempts per incident
+    cfg["healing"] = {"backoff_seconds": 15, "backoff_max_seconds": 60}
     return cfg
 
 

@@ -8,7 +8,10 @@ Proves: `netviz_deploy` launched through that webserver (as the UI does) runs as
 converges the lab, with the in-cluster Prometheus found by `mode: auto`; no password is in a Job's spec or
 arguments (dagster-k8s passes the instance serialised in the command); the health sensor's remediation
 of a killed softflowd runs as a Job too; after a restart of every Dagster pod the run history is there
-and the sensor carries on from its stored state (it does not heal again what it healed).
+and the sensor carries on from its stored state (it does not heal again what it healed); a remediation
+whose Job is deleted mid-run is marked failed (its pod gets SIGTERM and the run worker records the
+failure; the daemon's run monitoring covers a worker that cannot), and the sensor's next attempt,
+within its bound, heals (the pod settings shorten the healing back-off to 15 s for this).
 
 The instance is new (its own database) and the lab was never deployed from it: its health sensor must
 not heal anything before this first deploy (it once re-ran the scrape config alone, whose check then
@@ -107,10 +110,15 @@ def test_a_remediation_runs_as_a_job_and_healing_survives_every_dagster_pod(incl
 
     # every Dagster pod goes: code server, webserver, daemon (their Deployments bring them back)
     t_restart = time.time()
+    gone = set()
     for p in core.list_namespaced_pod(NS).items:
         if p.metadata.labels.get("app.kubernetes.io/name") in (service_k8s.CODE, service_k8s.WEBSERVER, service_k8s.DAEMON):
             core.delete_namespaced_pod(p.metadata.name, NS, grace_period_seconds=5)
+            gone.add(p.metadata.name)
     deadline = time.monotonic() + 300
+    while gone & {p.metadata.name for p in core.list_namespaced_pod(NS).items}:  # the old webserver answers
+        assert time.monotonic() < deadline, "the deleted pods did not go"           # until it has stopped
+        time.sleep(1)
     while True:
         try:
             service.wait_loaded(timeout=5)
@@ -131,6 +139,35 @@ def test_a_remediation_runs_as_a_job_and_healing_survives_every_dagster_pod(incl
     assert not _remediations(service, t_restart), _remediations(service, t_restart)
     _record("in the cluster: softflowd killed, remediation as a Job", detected_s=run["creationTime"] - t0,
             healed_s=run["endTime"] - t0, launch_s=run["startTime"] - run["creationTime"])
+
+
+def test_a_run_job_killed_mid_run_is_marked_failed_and_the_sensor_retries(incluster, admin_api):
+    service, _ = incluster
+    core, batch = client.CoreV1Api(admin_api), client.BatchV1Api(admin_api)
+    t0 = time.time()
+    for pid in _softflowd_pids():
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 240
+    while not (started := [r for r in _remediations(service, t0) if r["status"] == "STARTED"]):
+        assert time.monotonic() < deadline, f"no remediation run started: {_remediations(service, t0)}"
+        time.sleep(1)
+    killed = started[0]
+    # the run's Job goes mid-run, as when someone deletes it or its node is drained
+    batch.delete_namespaced_job(f"dagster-run-{killed['runId']}", NS, propagation_policy="Background")
+    t_kill = time.time()
+    failed = service.wait_run(lambda r: r["runId"] == killed["runId"], 240, "the killed run marked failed")
+    assert failed["status"] == "FAILURE", failed
+    marked_s = failed["endTime"] - t_kill
+    retry = service.wait_run(lambda r: r["creationTime"] > t_kill and _tag(r, "netviz/remediation") == "true", 300,
+                             "the sensor's retry")
+    assert retry["status"] == "SUCCESS", retry
+    assert "router:edge-linux" in (_tag(retry, "netviz/remediates") or ""), retry
+    assert _softflowd_pids(), "softflowd not back after the retry"
+    assert len(_remediations(service, t0)) == 2, _remediations(service, t0)  # the killed one and one retry
+    _record("in the cluster: a run Job deleted mid-run", marked_failed_s=marked_s,
+            retry_created_s=retry["creationTime"] - t_kill, healed_s=retry["endTime"] - t0)
+    print(f"in the cluster: killed run Job marked failed {marked_s:.0f}s after, retried "
+          f"{retry['creationTime'] - t_kill:.0f}s after, healed {retry['endTime'] - t0:.0f}s after the fault")
 
 
 TICKS = """{ sensorOrError(sensorSelector: {repositoryLocationName: "netviz", repositoryName: "__repository__",
