@@ -63,7 +63,9 @@ def require_binaries(lab: Lab) -> None:
                if not lab.bin(t).exists()]
     if not (lab.kafka_lib / ".complete").exists():
         missing.append(str(lab.kafka_lib))
-    if not os.path.exists("/usr/lib/postgresql/15/bin/postgres"):
+    from .postgres import PG_BIN
+
+    if not (PG_BIN / "postgres").exists():
         missing.append("postgresql-15")
     if missing or not all(shutil.which(t) for t in ("softflowd", "containerd", "runc", "umoci", "java")):
         sys.exit("lab dependencies missing (" + (", ".join(missing) or "Debian packages") +

@@ -12,8 +12,8 @@ credential is written by StorageTool when it formats the log dir; PLAIN's is in 
 
 Its files are `lab.kafka_dir`: server.properties, log4j2.properties (INFO to stdout, so into
 logs/kafka.log), the cluster id, tls/, client-password and data/ (the log dir, formatted once by
-StorageTool; a second setup keeps it). A killed broker is restarted by the supervisor with its data: topics and committed offsets
-survive. `teardown` kills what a crashed supervisor left of the broker and removes the directory.
+StorageTool; a second setup keeps it). A killed broker is restarted by the supervisor with its data:
+topics and committed offsets survive. `teardown` kills what a crashed supervisor left of the broker and removes the directory.
 """
 from __future__ import annotations
 

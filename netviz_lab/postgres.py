@@ -6,8 +6,9 @@ listens on NODE_IP (198.18.0.1), where pods on the real nodes reach the host, po
 Its files are `lab.root/postgres`: data/ (initdb's, owned by the `postgres` user, formatted once; a second
 setup keeps it), run/ (its Unix socket), and dagster-password (0600): the password of role `dagster`,
 owner of database `dagster` (the single-host service's), random per lab; the role may create databases
-(`fresh_database`: the in-cluster recipe gets one of its own, as a second Dagster would). Only password logins over TCP from 198.18.0.0/15
-(scram-sha-256); the superuser has no password and logs in only over the Unix socket, as `postgres`.
+(`fresh_database`: the in-cluster recipe gets one of its own, as a second Dagster would). Only password
+logins over TCP from 198.18.0.0/15 (scram-sha-256); the superuser has no password and logs in only over
+the Unix socket, as `postgres`.
 
 PostgreSQL refuses to run as root: the server runs as the `postgres` user through `setpriv`, which execs
 (no process in between), so the supervisor's PID is the postmaster's and SIGINT (its fast shutdown)
