@@ -18,20 +18,17 @@ topics and committed offsets survive. `teardown` kills what a crashed supervisor
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import pki
 from .lab import Lab
-from .proc import pid_alive, pid_cmdline, run
+from .proc import kill_by_cmdline, run
 from .supervisor import Service
 from .topology import (KAFKA_BOOTSTRAP, KAFKA_CONTROLLER_PORT, KAFKA_PORT, KAFKA_SASL_USER, KAFKA_SECURE_PORT,
                        NODE_IP)
@@ -218,16 +215,7 @@ def services(lab: Lab) -> list[Service]:
 def kill_leftovers(lab: Lab) -> list[int]:
     """SIGKILL what a crashed supervisor left of this lab's broker (or of a StorageTool run in setup): Java
     processes whose argv names both this lab's jar dir and its kafka dir, nothing else."""
-    marks = (f"{lab.kafka_lib}/*", str(lab.kafka_dir) + "/")
-    victims = [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != os.getpid()
-               and all(m in pid_cmdline(int(e)) for m in marks)]
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while any(pid_alive(p) for p in victims) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return victims
+    return kill_by_cmdline(f"{lab.kafka_lib}/*", str(lab.kafka_dir) + "/")
 
 
 def teardown(lab: Lab) -> None:

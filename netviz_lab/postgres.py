@@ -16,18 +16,16 @@ stops it with its backends.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import secrets
 import shutil
 import signal
 import socket
-import time
 from pathlib import Path
 
 from .lab import Lab
-from .proc import pid_alive, pid_cmdline, run
+from .proc import kill_by_cmdline, run
 from .supervisor import Service
 from .topology import NODE_IP, POSTGRES_PORT
 
@@ -135,16 +133,7 @@ def services(lab: Lab) -> list[Service]:
 def kill_leftovers(lab: Lab) -> list[int]:
     """SIGKILL a postmaster a crashed supervisor left (its argv names this lab's data dir); its backends
     exit when it does."""
-    mark = str(data_dir(lab))
-    victims = [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != os.getpid()
-               and mark in pid_cmdline(int(e)) and "postgres" in pid_cmdline(int(e))]
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while any(pid_alive(p) for p in victims) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return victims
+    return kill_by_cmdline(str(data_dir(lab)), "postgres")
 
 
 def teardown(lab: Lab) -> None:

@@ -1,9 +1,12 @@
 """Small helpers for running commands, inside or outside the lab's network namespaces."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -51,6 +54,20 @@ def pid_cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def kill_by_cmdline(*marks: str, wait_s: float = 5.0) -> list[int]:
+    """SIGKILL every process (but this one) whose argv contains all of `marks`, and wait for them to go:
+    what a crashed supervisor left of a host service. Returns their PIDs."""
+    victims = [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != os.getpid()
+               and all(m in pid_cmdline(int(e)) for m in marks)]
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while any(pid_alive(p) for p in victims) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return victims
 
 
 def kill_netns_processes(netns: str, sig: int = 9) -> None:
