@@ -6,8 +6,9 @@ own, `DATABASE`, new at each deploy), settings from a ConfigMap, the router key 
 from Secrets. A pod cannot edit the lab's Prometheus config file, so this needs the in-cluster
 chart-shaped Prometheus (incluster_prometheus), found by `mode: auto`.
 
-While it runs, the install grants the ServiceAccount instead of the lab's pipeline user (the grant has
-one subject); `remove` gives it back.
+Applied as an administrator would: the Secrets first, then `python -m netviz_pipeline.admin apply
+--service-image …`, which grants the runs' ServiceAccount instead of the lab's pipeline user (the grant
+has one subject) and applies netviz's own objects; `remove` gives the grant back.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from .topology import COLLECTOR_NODE, NODE_IP, POSTGRES_PORT, REAL_NODE_LABEL
 NAMESPACE = "netviz"
 DATABASE = "netviz_incluster"
 NODE_PORT = 30300
-SUBJECT = f"serviceaccount:{NAMESPACE}/netviz-pipeline"
 
 
 def url() -> str:
@@ -54,44 +54,47 @@ def pod_settings(lab: Lab, prometheus_url: str) -> dict:
     return cfg
 
 
-def _grant(lab: Lab, settings: dict, subject: str) -> None:
+def admin_args(lab: Lab, image: str) -> list[str]:
+    """`admin` options for the recipe as the lab runs it (after the action): what an administrator types."""
+    return ["--settings", str(settings_file(lab)), "--kubeconfig", str(lab.admin_kubeconfig),
+            "--service-image", image, "--namespace", NAMESPACE, "--node-port", str(NODE_PORT),
+            "--node-selector", "=".join(REAL_NODE_LABEL), "--postgres-host", NODE_IP,
+            "--postgres-port", str(POSTGRES_PORT), "--postgres-user", postgres.ROLE, "--postgres-db", DATABASE]
+
+
+def settings_file(lab: Lab):
+    return lab.root / "incluster-settings.yaml"
+
+
+def deploy(lab: Lab, timeout: float = 240) -> tuple[str, list[str]]:
+    """The Secrets (the user's), then everything else as an administrator applies it (`admin apply
+    --service-image …`: the grant to the runs' ServiceAccount and netviz's own objects), then wait until
+    the webserver answers. Returns its URL and the admin options used."""
     from netviz_pipeline import admin
-    from netviz_pipeline.render.install import Subject, install_objects
-    from netviz_pipeline.targets import for_install
-    from netviz_pipeline.resources.kube import Kube
-    from netviz_pipeline import loading
-
-    kube = Kube(str(lab.admin_kubeconfig))
-    s = loading.parse(settings, check_host=False)
-    admin.apply(kube, install_objects(for_install(s, kube), Subject.parse(subject)))
-
-
-def deploy(lab: Lab, timeout: float = 240) -> str:
-    """Everything the recipe needs, then wait until the webserver answers. Returns its URL."""
     from netviz_pipeline.render import service_k8s
 
     icp.deploy(lab, "chart")
     nodes.import_on_demand_images(lab)
     dc = clusterapi.dynamic(lab)
     svc = dc.resources.get(api_version="v1", kind="Service").get(name=icp.CHART_SERVER, namespace=icp.CHART_NS)
-    cfg = pod_settings(lab, f"http://{svc.spec.clusterIP}:{svc.spec.ports[0].port}")
-    _grant(lab, cfg, SUBJECT)
+    settings_file(lab).write_text(yaml.safe_dump(pod_settings(lab, f"http://{svc.spec.clusterIP}:{svc.spec.ports[0].port}"),
+                                                 sort_keys=False))
     postgres.fresh_database(lab, DATABASE)
-    pg = service_k8s.PostgresRef(NODE_IP, POSTGRES_PORT, postgres.ROLE, DATABASE)
-    objs = service_k8s.render(yaml.safe_dump(cfg, sort_keys=False), images.pipeline_image_ref(lab), pg, NAMESPACE,
-                              NODE_PORT, node_selector=dict([REAL_NODE_LABEL]))
     secrets = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NAMESPACE},
                 "stringData": data} for name, data in (
         (service_k8s.SSH_SECRET, {"id_ed25519": (lab.ssh_dir / "id_ed25519").read_text(),
                                   "known_hosts": (lab.ssh_dir / "known_hosts").read_text()}),
         (service_k8s.POSTGRES_SECRET, {service_k8s.POSTGRES_PASSWORD_KEY: postgres.password(lab)}))]
-    # namespace first, the Secrets before the pods mount them
-    clusterapi.apply_objects(dc, objs[:1] + secrets + objs[1:], "kubectl")
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    clusterapi.apply_objects(dc, [namespace, *secrets], "kubectl")  # before the pods mount them
+    args = admin_args(lab, images.pipeline_image_ref(lab))
+    if admin.main(["apply", *args]) != 0:
+        raise RuntimeError(f"admin apply {' '.join(args)} failed")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if requests.get(f"{url()}/server_info", timeout=2).ok:
-                return url()
+                return url(), args
         except requests.RequestException:
             pass
         time.sleep(1)

@@ -6,6 +6,10 @@
             `netviz-install`; says what changed
     check   what is missing or drifted, read with the given kubeconfig (exit 1 if anything is)
 
+With `--service-image` (and `--postgres-host`, as `service k8s` takes them) the objects that run netviz
+itself in the cluster come too (render/service_k8s.py: code server, webserver, daemon, their Role, the
+instance; the Secrets stay the user's), and the grant's subject defaults to their ServiceAccount.
+
 The pipeline never writes these (render/install.py says why); run this once, and again when the
 settings' namespaces, Prometheus mode or canary pod change. Given a kubeconfig (apply, check, and print
 with --kubeconfig) the grant follows what the cluster shows, through the pipeline's own resolution
@@ -15,12 +19,15 @@ auto` the chart-shaped Prometheus server the pipeline would find.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import yaml
 
 from . import loading, targets
-from .render import install
+from .render import install, service_k8s
+from .service import add_k8s_args, k8s_objects
 from .settings import SettingsError
 
 FIELD_MANAGER = "netviz-install"
@@ -30,16 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m netviz_pipeline.admin", description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("print", "apply", "check"))
     ap.add_argument("--settings", help="settings file (default: $NETVIZ_CONFIG)")
-    ap.add_argument("--subject", default=install.DEFAULT_SUBJECT,
-                    help="who the pipeline runs as: user:<name> or serviceaccount:<namespace>/<name> "
-                         f"(default {install.DEFAULT_SUBJECT})")
+    ap.add_argument("--subject", help="who the pipeline runs as: user:<name> or serviceaccount:<namespace>/<name> "
+                    f"(default {install.DEFAULT_SUBJECT}; with --service-image, its runs' ServiceAccount)")
     ap.add_argument("--kubeconfig", help="the ADMINISTRATOR's kubeconfig (apply, check); never the pipeline's")
     ap.add_argument("--context")
+    add_k8s_args(ap.add_argument_group("netviz itself in the cluster (optional)"), "--service-image", required=False)
     a = ap.parse_args(argv)
     try:
         # host checks off: an administrator's machine need not hold the pipeline's key files
         s = loading.load(a.settings, check_host=False)
-        subject = install.Subject.parse(a.subject)
+        subject = install.Subject.parse(a.subject or (f"serviceaccount:{a.namespace}/{service_k8s.SERVICE_ACCOUNT}"
+                                                      if a.image else install.DEFAULT_SUBJECT))
+        service = k8s_objects(a, Path(a.settings or os.environ["NETVIZ_CONFIG"])) if a.image else []
     except (SettingsError, ValueError) as e:
         print(e, file=sys.stderr)
         return 2
@@ -49,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kube = Kube(a.kubeconfig, a.context) if a.action != "print" or a.kubeconfig else None
     try:
-        objs = install.install_objects(targets.for_install(s, kube), subject)
+        objs = install.install_objects(targets.for_install(s, kube), subject) + service
         if a.action == "print":
             sys.stdout.write(yaml.safe_dump_all(objs, sort_keys=False))
             return 0

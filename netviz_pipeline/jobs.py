@@ -9,9 +9,14 @@ import time
 
 import dagster as dg
 
-# Run tags the instance's run queue limits (render/instance.py): runs that change the cluster or the
-# routers never overlap, and at most one remediation runs at a time.
+# Run tags the instance's run queue limits (render/instance.py). `netviz/writes` is on every run that
+# changes something: "true" for runs that write shared things (a deploy, a re-run of the shared steps;
+# one at a time), "router" for a run of one router's partition (one per router, any number of routers
+# at once, each its own Job with K8sRunLauncher). Dagster tags every partitioned run `dagster/partition`,
+# which is the router's name here (router_softflowd is the only partitioned asset).
 WRITES_TAG = "netviz/writes"
+WRITES_SHARED, WRITES_ROUTER = "true", "router"
+PARTITION_TAG = "dagster/partition"
 REMEDIATION_TAG = "netviz/remediation"
 
 ALL_ASSETS = dg.AssetSelection.all()
@@ -32,8 +37,14 @@ CARETTA_CHECK = ("end_to_end", "caretta_links_present")
 AGGREGATORS_CHECK = ("goflow2", "aggregators_keep_up")  # recorded only with the kafka transport
 
 netviz_deploy = dg.define_asset_job("netviz_deploy", selection=ALL_ASSETS, executor_def=dg.in_process_executor,
-                                    tags={WRITES_TAG: "true"},
+                                    tags={WRITES_TAG: WRITES_SHARED},
                                     description="Deploy every step of the plan and prove each one")
+# One router, or several side by side (partitioned by router, as router_softflowd is): launch it for
+# routers' partitions (Launchpad, or a backfill); it converges softflowd there and checks the exporter.
+netviz_router = dg.define_asset_job("netviz_router", selection=dg.AssetSelection.assets("router_softflowd"),
+                                    executor_def=dg.in_process_executor, tags={WRITES_TAG: WRITES_ROUTER},
+                                    description="Converge softflowd on one router (its partition) and check its "
+                                                "exporter; routers' runs go side by side")
 netviz_verify = dg.define_asset_job("netviz_verify", selection=dg.AssetSelection.all_asset_checks(),
                                     executor_def=dg.in_process_executor,
                                     description="Run every check without changing anything")

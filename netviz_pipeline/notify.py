@@ -24,13 +24,13 @@ from urllib3.util.retry import Retry
 
 from . import remediation
 from .findings import Finding
-from .jobs import REMEDIATION_TAG, netviz_deploy, netviz_verify
+from .jobs import REMEDIATION_TAG, netviz_deploy, netviz_router, netviz_verify
 from .resources.config import NetvizConfig
 from .settings import SettingsError, url_join
 
 _LOG = logging.getLogger(__name__)
 
-NETVIZ_JOBS = (netviz_deploy.name, netviz_verify.name)
+NETVIZ_JOBS = (netviz_deploy.name, netviz_router.name, netviz_verify.name)
 # subject kind -> the asset check the flow_freshness sensor records it under (see sensors._evaluation)
 _CHECK = {"router": "netflow_arriving", "caretta": "caretta_links_present"}
 
@@ -396,7 +396,7 @@ def is_netviz_run(run: Any) -> bool:
 
 
 @dg.run_failure_sensor(name="netviz_run_failure", default_status=dg.DefaultSensorStatus.RUNNING,
-                       description="Posts failed netviz_deploy, netviz_verify and remediation runs to the "
+                       description="Posts failed netviz_deploy, netviz_router, netviz_verify and remediation runs to the "
                                    "notify webhook (no-op when none is configured)")
 def netviz_run_failure(context: dg.RunFailureSensorContext, notifier: NotifierResource):
     run = context.dagster_run

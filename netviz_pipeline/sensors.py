@@ -14,8 +14,8 @@ from . import exporter_health, notify, remediation
 from .checks.kafka import SUBJECT_LAG
 from .checks.observe import observations
 from .findings import Finding
-from .jobs import (AGGREGATORS_CHECK, CARETTA_CHECK, HEALABLE, NETFLOW_CHECK, REMEDIATION_TAG, ROUTER_PARTITIONS, WRITES_TAG,
-                   netviz_verify)
+from .jobs import (AGGREGATORS_CHECK, CARETTA_CHECK, HEALABLE, NETFLOW_CHECK, REMEDIATION_TAG, ROUTER_PARTITIONS, WRITES_ROUTER,
+                   WRITES_SHARED, WRITES_TAG, netviz_verify)
 from .resources.cluster import ClusterResource
 from .resources.prometheus import PrometheusResource
 from .resources.routers import RoutersResource
@@ -28,7 +28,7 @@ def writes_in_flight(instance: dg.DagsterInstance) -> bool:
     observes but heals nothing: the run converges it anyway, and a tick in the middle of a deploy sees
     half-rolled-out steps (seen in the lab: a re-run of the scrape config queued behind the deploy that
     was busy writing it)."""
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={WRITES_TAG: "true"}, statuses=[
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={WRITES_TAG: [WRITES_SHARED, WRITES_ROUTER]}, statuses=[
         dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
         dg.DagsterRunStatus.STARTED]), limit=1)
     return bool(runs)
@@ -81,7 +81,8 @@ def flow_freshness(context: dg.SensorEvaluationContext, prometheus: PrometheusRe
         context.log.warning(f"{subject}: {why}")
     runs = [dg.RunRequest(run_key=f"remediate-{int(now)}-{r.partition or 'shared'}", partition_key=r.partition,
                           asset_selection=[dg.AssetKey(a) for a in r.assets],
-                          tags={REMEDIATION_TAG: "true", WRITES_TAG: "true", "netviz/remediates": ",".join(r.subjects)})
+                          tags={REMEDIATION_TAG: "true", WRITES_TAG: WRITES_ROUTER if r.partition else WRITES_SHARED,
+                                "netviz/remediates": ",".join(r.subjects)})
             for r in remediation.reruns(p, now)]
     cursor = {"remediation": remediation.dump(p.state), "samples": exporter_health.dump(samples),
               "announced": announced, "outbox": outbox}

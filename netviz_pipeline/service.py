@@ -1,6 +1,8 @@
 """Run netviz as a long-running service on one host: `python -m netviz_pipeline.service …`.
 
     init   write $DAGSTER_HOME/dagster.yaml (render/instance.py); unchanged file = nothing written
+    migrate check the Postgres login (if any), then create or upgrade the storage (in the cluster: the
+           init container before the webserver and the daemon)
     units  print (or write) systemd units for dagster-webserver and dagster-daemon
     start  start both as background processes where there is no systemd (pid files, log files)
     stop   stop what `start` started (by its pid files, nothing else)
@@ -89,26 +91,60 @@ def running(home: Path) -> dict[str, int]:
 
 
 def postgres_problem(home: Path, connect_timeout: int = 5) -> str | None:
-    """Why the instance's Postgres storage cannot be used, or None (also None for SQLite storage)."""
+    """Why the instance's Postgres storage cannot be used, or None (also None for SQLite storage). One
+    line naming the cause and what to fix; never the URL or the password."""
     import psycopg2
     import yaml
 
     storage = (yaml.safe_load((home / "dagster.yaml").read_text()) or {}).get("storage") or {}
     if "postgres" not in storage:
         return None
-    env = storage["postgres"]["postgres_url"]["env"]
-    url = os.environ.get(env)
-    if not url:
-        return (f"${env} is not set: it holds the URL of the Postgres that stores the runs "
-                f"({home}/dagster.yaml, `service init --postgres-url-env {env}`)")
+    pg = storage["postgres"]
+    if "postgres_url" in pg:  # the single host: `service init --postgres-url-env`
+        env = pg["postgres_url"]["env"]
+        where, login_hint = f"Postgres from ${env}", "check the user and password in the URL"
+        net_hint = "check the host and port in the URL, and that Postgres listens there and lets this host in"
+        unset = f"({home}/dagster.yaml, `service init --postgres-url-env {env}`)"
+        connect = dict(dsn=os.environ.get(env))
+        secret = connect["dsn"]
+    else:  # the in-cluster recipe: the parts in dagster.yaml, the password from the Secret's variable
+        db = pg["postgres_db"]
+        env = db["password"]["env"]
+        where = f"Postgres at {db['hostname']}:{db.get('port', 5432)} (database {db['db_name']}, user {db['username']})"
+        login_hint = (f"check the password in ${env}, from Secret {service_k8s.POSTGRES_SECRET} key "
+                      f"{service_k8s.POSTGRES_PASSWORD_KEY}, and the user (--postgres-user)")
+        net_hint = ("check --postgres-host and --postgres-port, and that Postgres listens there and lets the "
+                    "pods' addresses in (pg_hba.conf)")
+        unset = f"(Secret {service_k8s.POSTGRES_SECRET}, key {service_k8s.POSTGRES_PASSWORD_KEY})"
+        secret = os.environ.get(env)
+        connect = dict(host=db["hostname"], port=db.get("port", 5432), user=db["username"], dbname=db["db_name"],
+                       password=secret)
+    if not secret:
+        return f"${env} is not set: it holds the {'URL' if 'dsn' in connect else 'password'} of the Postgres " \
+               f"that stores the runs {unset}"
     try:
-        psycopg2.connect(url, connect_timeout=connect_timeout).close()
+        psycopg2.connect(**connect, connect_timeout=connect_timeout).close()
     except psycopg2.OperationalError as e:
-        why = " ".join(str(e).replace(url, "<url>").split())
-        hint = ("check the user and password in the URL" if "authentication" in why or "password" in why
-                else "check the host and port in the URL, and that Postgres listens there and lets this host in")
-        return f"Postgres from ${env} refused or unreachable: {why}: {hint}"
+        why = " ".join(str(e).replace(secret, "<secret>").split())
+        refused = "authentication" in why or "password" in why or "no pg_hba.conf entry" in why
+        return f"{where} refused or unreachable: {why}: {login_hint if refused else net_hint}"
     return None
+
+
+def migrate(home: Path) -> None:
+    """What runs before the webserver and the daemon start (in the cluster: their `migrate` init
+    container): check the Postgres login, then create or upgrade the storage (`dagster instance
+    migrate`). Dagster's own error for a refused login ends in "too many retries for DB connection",
+    its cause out of the pod's termination message; this says the cause, on the last line and in the
+    termination message (what `kubectl describe pod` shows)."""
+    if problem := postgres_problem(home):
+        try:
+            Path("/dev/termination-log").write_text(problem)
+        except OSError:
+            pass  # not in a pod
+        raise SystemExit(problem)
+    beside = Path(sys.executable).parent / instance.MIGRATE[0]  # a virtualenv's bin need not be on PATH
+    os.execvp(str(beside) if beside.exists() else instance.MIGRATE[0], instance.MIGRATE)
 
 
 def start(home: Path, settings: Path, host: str, port: int, timeout: float = 90) -> list[str]:
@@ -167,21 +203,52 @@ def stop(home: Path, timeout: float = 30) -> list[str]:
     return said or ["nothing running"]
 
 
-def print_k8s(a: argparse.Namespace) -> int:
-    """Validate the settings as the pod will see them (paths are the pod's: not checked here), then print."""
+def add_k8s_args(p: argparse.ArgumentParser, image_flag: str, *, required: bool) -> None:
+    """The in-cluster recipe's options, shared by `service k8s` and `admin print|apply|check`."""
+    p.add_argument(image_flag, dest="image", required=required,
+                   help="an image with netviz installed (see docs/operating.md, 'In the cluster')")
+    p.add_argument("--namespace", default="netviz", help="where the Dagster pods and the run Jobs go")
+    p.add_argument("--node-port", type=int, help="expose the UI on this NodePort (default: ClusterIP only)")
+    p.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE",
+                   help="run the Dagster pods and the run Jobs only on nodes with this label (repeatable)")
+    p.add_argument("--postgres-host", help="the Postgres that stores runs, events and sensor state (its "
+                   f"password: Secret {service_k8s.POSTGRES_SECRET}, key {service_k8s.POSTGRES_PASSWORD_KEY})")
+    p.add_argument("--postgres-port", type=int, default=5432)
+    p.add_argument("--postgres-user", default="dagster")
+    p.add_argument("--postgres-db", default="dagster")
+
+
+def k8s_objects(a: argparse.Namespace, settings: Path) -> list[dict]:
+    """The in-cluster objects for these options, the settings validated as the pod will see them (its
+    paths are the pod's: not checked here). Raises SettingsError naming what to fix."""
+    if not a.postgres_host:
+        raise SettingsError(["--postgres-host: the in-cluster recipe stores its runs in Postgres; name its host"],
+                            "in-cluster options")
+    selector = {}
+    for item in a.node_selector:
+        key, eq, value = item.partition("=")
+        if not (key and eq):
+            raise SettingsError([f"--node-selector {item!r}: write it as KEY=VALUE, a node label"], "in-cluster options")
+        selector[key] = value
     try:
-        text = a.settings.read_text()
-        s = loading.load(a.settings, check_host=False)
-    except (OSError, SettingsError) as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        text = settings.read_text()
+    except OSError as exc:
+        raise SettingsError([exc.strerror or str(exc)], str(settings)) from exc
+    s = loading.load(settings, check_host=False)
     bad = service_k8s.problems(targets.resolve(s, None))  # offline: no cluster asked
     if bad:
-        print(f"{a.settings}: {len(bad)} problem(s) for running in the cluster\n" + "\n".join(f"  {b}" for b in bad),
-              file=sys.stderr)
-        return 2
+        raise SettingsError(bad, f"{settings} (for running in the cluster)")
     pg = service_k8s.PostgresRef(a.postgres_host, a.postgres_port, a.postgres_user, a.postgres_db)
-    print(service_k8s.to_yaml(service_k8s.render(text, a.image, pg, a.namespace, a.node_port)), end="")
+    return service_k8s.render(text, a.image, pg, a.namespace, a.node_port, node_selector=selector or None)
+
+
+def print_k8s(a: argparse.Namespace) -> int:
+    try:
+        objs = k8s_objects(a, a.settings)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(service_k8s.to_yaml(objs), end="")
     return 0
 
 
@@ -192,15 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     k8s = sub.add_parser("k8s", help="print the in-cluster objects (an administrator applies them)")
     k8s.add_argument("--settings", type=Path, required=True, help="settings as the pod will read them "
                      f"(in_cluster: true; router keys under {service_k8s.SSH_DIR})")
-    k8s.add_argument("--image", required=True, help="an image with netviz installed (see docs/operating.md, 'In the cluster')")
-    k8s.add_argument("--namespace", default="netviz")
-    k8s.add_argument("--node-port", type=int, help="expose the UI on this NodePort (default: ClusterIP only)")
-    k8s.add_argument("--postgres-host", required=True, help="the Postgres that stores runs, events and sensor "
-                     f"state (its password: Secret {service_k8s.POSTGRES_SECRET}, key {service_k8s.POSTGRES_PASSWORD_KEY})")
-    k8s.add_argument("--postgres-port", type=int, default=5432)
-    k8s.add_argument("--postgres-user", default="dagster")
-    k8s.add_argument("--postgres-db", default="dagster")
-    for name in ("init", "units", "start", "stop", "status"):
+    add_k8s_args(k8s, "--image", required=True)
+    for name in ("init", "migrate", "units", "start", "stop", "status"):
         p = sub.add_parser(name)
         p.add_argument("--home", type=Path, default=home_default, required=home_default is None,
                        help="DAGSTER_HOME (default: $DAGSTER_HOME)")
@@ -222,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "init":
             print(init(home, a.postgres_url_env))
+        elif a.cmd == "migrate":
+            migrate(home)
         elif a.cmd == "units":
             venv = str(Path(sys.executable).parent.parent)
             for name, cmd in instance.commands(str(ROOT / "workspace.yaml"), a.host, a.port).items():

@@ -390,4 +390,8 @@ def drift(wanted: dict, live: dict | None) -> list[str]:
             if {k: v for k, v in sub.items() if k in ("kind", "name", "namespace")} not in have:
                 out.append(f"{where}: subject {sub['kind']} {sub.get('namespace', '') and sub['namespace'] + '/'}"
                            f"{sub['name']} is not bound")
+    else:  # netviz's own service objects (admin --service-image): what netviz sets, API defaults aside
+        for key in ("spec", "data"):
+            if key in wanted and not _contains(live.get(key), wanted[key]):
+                out.append(f"{where}: {key} differs from what netviz installs")
     return out

@@ -4,8 +4,11 @@ units that start its webserver and daemon. Pure rendering; `netviz_pipeline.serv
 Why each setting:
 - storage: SQLite files under DAGSTER_HOME by default (one host, nothing else to run); Postgres when
   the user names an environment variable holding its URL (the URL carries a password: never inline).
-- run queue: runs that change the system (a deploy, a remediation) never overlap, and at most one
-  remediation runs at a time, whoever launched it; checks-only runs may run beside them.
+- run queue: runs that write shared things (a deploy, a re-run of the shared steps) never overlap; runs
+  of one router's partition go one per router, several routers at once (they touch nothing else);
+  checks-only runs may run beside them. The queue cannot also hold a router's run back while a deploy
+  runs (Dagster's tag limits count each run once): the sensor never asks for one then, and a person
+  who does gets two runs converging that router to the same settings (at most one extra restart).
 - run monitoring: a run whose process died (host reboot, OOM) is marked failed instead of hanging
   "started" forever, which would also block the queue above.
 - retention: the health sensor ticks every 30 s (2,880 ticks a day); ticks that did nothing are kept
@@ -19,7 +22,7 @@ import shlex
 
 import yaml
 
-from ..jobs import REMEDIATION_TAG, WRITES_TAG
+from ..jobs import PARTITION_TAG, WRITES_SHARED, WRITES_TAG
 
 
 def dagster_yaml(postgres_url_env: str | None = None, max_concurrent_runs: int = 4, *,
@@ -32,8 +35,8 @@ def dagster_yaml(postgres_url_env: str | None = None, max_concurrent_runs: int =
         "run_coordinator": {
             "module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator",
             "config": {"max_concurrent_runs": max_concurrent_runs, "tag_concurrency_limits": [
-                {"key": WRITES_TAG, "limit": 1},
-                {"key": REMEDIATION_TAG, "value": "true", "limit": 1}]}},
+                {"key": WRITES_TAG, "value": WRITES_SHARED, "limit": 1},
+                {"key": PARTITION_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]}},
         "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "cancel_timeout_seconds": 180,
                            "max_runtime_seconds": 3600, "poll_interval_seconds": 60},
         "retention": {"schedule": {"purge_after_days": 90},

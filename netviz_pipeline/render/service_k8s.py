@@ -18,8 +18,9 @@ Three Deployments and Postgres:
   healing state survive any pod. Its password only from the Secret `netviz-postgres` (key
   `postgresql-password`, Dagster's convention) into `DAGSTER_PG_PASSWORD`: dagster.yaml references the
   variable, and the run Job's command, which carries the instance serialised, holds only that reference.
-- `dagster.yaml` in a ConfigMap; the storage is created or upgraded by an init container
-  (`dagster instance migrate`) of the webserver and of the daemon, and a second one waits until the code
+- `dagster.yaml` in a ConfigMap; the storage is created or upgraded by an init container of the
+  webserver and of the daemon (`service migrate`: the Postgres login checked, its refusal named in the
+  termination message, then `dagster instance migrate`), and a second one waits until the code
   server answers its gRPC health check. Postgres DDL is transactional: if both create a new schema at
   once, one fails and its pod restarts into the finished one.
 
@@ -56,6 +57,7 @@ WORKSPACE_DIR = "/etc/dagster-workspace"
 PORT = 3000
 GRPC_PORT = 4000
 LOCATION = "netviz"
+MIGRATE = ["python3", "-m", "netviz_pipeline.service", "migrate", "--home", DAGSTER_HOME]
 # What K8sRunLauncher calls (dagster-k8s 0.29.27: launch, watch, terminate, run monitoring, logs)
 LAUNCH_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "delete", "get", "list", "watch"]},
@@ -208,7 +210,8 @@ while subprocess.run(["dagster", "api", "grpc-health-check", "-h", host, "-p", s
 
 
 def _dagster_pod(containers: list[dict], image: str) -> dict:
-    migrate = _dagster_container("migrate", image, instance.MIGRATE, "512Mi")
+    # `service migrate`: the Postgres login checked first, so a refusal is named in the termination message
+    migrate = _dagster_container("migrate", image, MIGRATE, "512Mi")
     wait = _dagster_container("wait-for-code", image, ["python3", "-c", WAIT_FOR_CODE, CODE_HOST_ENV, str(GRPC_PORT)],
                               "256Mi")
     return {"serviceAccountName": DAGSTER_ACCOUNT, "initContainers": [migrate, wait], "containers": containers,

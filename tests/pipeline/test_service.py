@@ -76,11 +76,12 @@ class Service:
             assert time.monotonic() < deadline, f"code location not loaded within {timeout:.0f}s: {status}"
             time.sleep(1)
 
-    def launch(self, job: str) -> str:
-        """Launch a job as the UI does (GraphQL launchRun); returns the run id."""
+    def launch(self, job: str, partition: str | None = None) -> str:
+        """Launch a job as the UI does (GraphQL launchRun), for one partition if given; returns the run id."""
+        tags = [{"key": "dagster/partition", "value": partition}] if partition else []
         launched = self.gql(LAUNCH, p={"selector": {"repositoryLocationName": "netviz",
                                                     "repositoryName": "__repository__", "jobName": job},
-                                       "runConfigData": {}})["launchRun"]
+                                       "runConfigData": {}, "executionMetadata": {"tags": tags}})["launchRun"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         return launched["run"]["runId"]
 

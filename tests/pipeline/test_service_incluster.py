@@ -23,12 +23,15 @@ import signal
 import time
 
 import pytest
+import yaml
 from kubernetes import client
 from test_service import Service, _record, _remediations, _softflowd_pids, _tag  # tests/pipeline on sys.path
 
 from netviz_lab import incluster_netviz, postgres
+from netviz_lab import settings as lab_settings
 from netviz_lab.lab import Lab
 from netviz_lab.topology import REAL_NODES
+from netviz_pipeline import admin
 from netviz_pipeline.render import service_k8s
 
 pytestmark = pytest.mark.lab
@@ -39,7 +42,9 @@ NS = incluster_netviz.NAMESPACE
 def incluster(lab: Lab):
     t0 = time.monotonic()
     try:
-        service = Service(incluster_netviz.deploy(lab), settings=None)  # its settings are a ConfigMap
+        url, admin_args = incluster_netviz.deploy(lab)
+        service = Service(url, settings=None)  # its settings are a ConfigMap
+        service.admin_args = admin_args
         service.wait_loaded()
         yield service, time.monotonic() - t0
     finally:
@@ -57,6 +62,18 @@ def _run_job(core, batch, run_id: str) -> tuple[client.V1Job, list[client.V1Pod]
 def _ticks(service: Service) -> list[dict]:
     """The sensor's latest ticks; one still evaluating reads STARTED (callers wait for finished ones)."""
     return service.gql(TICKS)["sensorOrError"]["sensorState"]["ticks"]
+
+
+def test_the_administrators_objects_are_as_applied_and_a_second_apply_changes_nothing(incluster, capsys):
+    """`admin check --service-image …` reads what `admin apply` wrote (grant and netviz's own objects,
+    the API server's defaults aside); applying again changes no object."""
+    service, _ = incluster
+    capsys.readouterr()
+    assert admin.main(["check", *service.admin_args]) == 0, capsys.readouterr().out
+    assert "install objects as wanted" in capsys.readouterr().out
+    assert admin.main(["apply", *service.admin_args]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("0 of "), out
 
 
 def test_deploy_launched_in_the_cluster_runs_as_a_job_and_converges_the_lab(incluster, lab: Lab, admin_api):
@@ -91,6 +108,33 @@ def test_deploy_launched_in_the_cluster_runs_as_a_job_and_converges_the_lab(incl
             launch_s=run["startTime"] - run["creationTime"])
     print(f"in the cluster: netviz_deploy queued -> started {run['startTime'] - run['creationTime']:.1f}s "
           f"(K8sRunLauncher: a Job, its pod on {pods[0].spec.node_name}), done {time.time() - t0:.0f}s")
+
+
+def test_two_routers_run_side_by_side_in_their_own_jobs_and_one_router_one_at_a_time(incluster, lab: Lab, admin_api):
+    """netviz_router for each router's partition, as a person launches it (the sensor's remediations of
+    two routers take the same queue rule): the two routers' runs overlap, each in its own Job on a real
+    node; a second run of the same router waits for the first."""
+    service, _ = incluster
+    core, batch = client.CoreV1Api(admin_api), client.BatchV1Api(admin_api)
+    names = [r["name"] for r in yaml.safe_load(lab_settings.render(lab))["routers"]]
+    assert len(names) == 2, names
+    ids = [service.launch("netviz_router", n) for n in (*names, names[0])]
+    runs = {r["runId"]: r for r in (service.wait_run(lambda r, i=i: r["runId"] == i, 300, f"netviz_router {i}")
+                                    for i in ids)}
+    first, other, again = (runs[i] for i in ids)
+    assert all(r["status"] == "SUCCESS" for r in runs.values()), runs
+    assert [_tag(r, "dagster/partition") for r in (first, other, again)] == [*names, names[0]]
+    for run in runs.values():
+        _, pods = _run_job(core, batch, run["runId"])
+        assert pods and all(p.spec.node_name in {n.name for n in REAL_NODES} for p in pods)
+    overlap = min(first["endTime"], other["endTime"]) - max(first["startTime"], other["startTime"])
+    assert overlap > 0, f"the two routers' runs did not overlap: {first} {other}"
+    assert again["startTime"] >= first["endTime"], f"one router ran twice at once: {first} {again}"
+    _record("in the cluster: two routers side by side (netviz_router Jobs)", overlap_s=overlap,
+            each_s=[r["endTime"] - r["startTime"] for r in (first, other)],
+            queued_behind_s=again["startTime"] - again["creationTime"])
+    print(f"in the cluster: two routers' runs overlapped {overlap:.1f}s; the same router's second run waited "
+          f"{again['startTime'] - again['creationTime']:.1f}s in the queue")
 
 
 def test_a_remediation_runs_as_a_job_and_healing_survives_every_dagster_pod(incluster, admin_api):
@@ -142,19 +186,35 @@ def test_a_remediation_runs_as_a_job_and_healing_survives_every_dagster_pod(incl
             healed_s=run["endTime"] - t0, launch_s=run["startTime"] - run["creationTime"])
 
 
-def test_a_run_job_killed_mid_run_is_marked_failed_and_the_sensor_retries(incluster, admin_api):
+def _run_worker_pids(run_id: str) -> list[int]:
+    """The run worker of a run Job (`dagster api execute_run`, the run id in its argument), as the host
+    sees it: the lab's real nodes run their containers on this host."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = open(f"/proc/{entry}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if entry.isdigit() and b"execute_run" in argv and run_id.encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_run_worker_killed_mid_run_is_marked_failed_by_run_monitoring_and_the_sensor_retries(incluster, admin_api):
+    """The run worker dies without a word (SIGKILL, as the OOM killer does): nothing records the failure
+    but the daemon's run monitoring, which reads the Job (failed, no active pod) on its 60 s poll."""
     service, _ = incluster
-    core, batch = client.CoreV1Api(admin_api), client.BatchV1Api(admin_api)
     t0 = time.time()
     for pid in _softflowd_pids():
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 240
-    while not (started := [r for r in _remediations(service, t0) if r["status"] == "STARTED"]):
+    while not (started := [r for r in _remediations(service, t0)
+                           if r["status"] == "STARTED" and _run_worker_pids(r["runId"])]):
         assert time.monotonic() < deadline, f"no remediation run started: {_remediations(service, t0)}"
-        time.sleep(1)
+        time.sleep(0.5)
     killed = started[0]
-    # the run's Job goes mid-run, as when someone deletes it or its node is drained
-    batch.delete_namespaced_job(f"dagster-run-{killed['runId']}", NS, propagation_policy="Background")
+    for pid in _run_worker_pids(killed["runId"]):
+        os.kill(pid, signal.SIGKILL)
     t_kill = time.time()
     failed = service.wait_run(lambda r: r["runId"] == killed["runId"], 240, "the killed run marked failed")
     assert failed["status"] == "FAILURE", failed
@@ -165,10 +225,71 @@ def test_a_run_job_killed_mid_run_is_marked_failed_and_the_sensor_retries(inclus
     assert "router:edge-linux" in (_tag(retry, "netviz/remediates") or ""), retry
     assert _softflowd_pids(), "softflowd not back after the retry"
     assert len(_remediations(service, t0)) == 2, _remediations(service, t0)  # the killed one and one retry
-    _record("in the cluster: a run Job deleted mid-run", marked_failed_s=marked_s,
+    _record("in the cluster: a run worker SIGKILLed mid-run", marked_failed_s=marked_s,
             retry_created_s=retry["creationTime"] - t_kill, healed_s=retry["endTime"] - t0)
-    print(f"in the cluster: killed run Job marked failed {marked_s:.0f}s after, retried "
+    print(f"in the cluster: SIGKILLed run worker marked failed {marked_s:.0f}s after (run monitoring), retried "
           f"{retry['creationTime'] - t_kill:.0f}s after, healed {retry['endTime'] - t0:.0f}s after the fault")
+
+
+def _daemon_pods(core) -> list:
+    return [p for p in core.list_namespaced_pod(NS, label_selector=f"app.kubernetes.io/name={service_k8s.DAEMON}").items
+            if not p.metadata.deletion_timestamp]
+
+
+def _migrate_failure(pod) -> str | None:
+    """The termination message of the pod's failed `migrate` init container, if it failed."""
+    for st in pod.status.init_container_statuses or []:
+        for state in (st.state, st.last_state):
+            t = state and state.terminated
+            if st.name == "migrate" and t and t.exit_code:
+                return t.message or f"exit {t.exit_code}, no message"
+    return None
+
+
+def test_a_wrong_postgres_password_is_named_where_the_pod_starts_and_no_run_is_lost(incluster, lab: Lab, admin_api):
+    """The password in Secret netviz-postgres is wrong (rotated in Postgres, not in the Secret): a
+    restarted daemon stops in its `migrate` init container, whose termination message (what `kubectl
+    describe pod` shows) names Postgres's refusal, never the password; the history is untouched, and
+    with the Secret right again the daemon comes back and the sensor ticks."""
+    service, _ = incluster
+    core = client.CoreV1Api(admin_api)
+    history = {r["runId"]: r["status"] for r in service.runs()}
+    wrong = f"wrong-{os.urandom(6).hex()}"
+
+    def set_password(value: str) -> None:
+        core.patch_namespaced_secret(service_k8s.POSTGRES_SECRET, NS,
+                                     {"stringData": {service_k8s.POSTGRES_PASSWORD_KEY: value}})
+        for p in _daemon_pods(core):
+            core.delete_namespaced_pod(p.metadata.name, NS, grace_period_seconds=5)
+
+    t0 = time.time()
+    set_password(wrong)
+    try:
+        deadline = time.monotonic() + 180
+        while not (failed := [m for p in _daemon_pods(core) if (m := _migrate_failure(p))]):
+            assert time.monotonic() < deadline, f"the daemon's migrate did not fail: {_daemon_pods(core)}"
+            time.sleep(2)
+        message = failed[0]
+        assert 'password authentication failed for user "dagster"' in message, message
+        assert f"Secret {service_k8s.POSTGRES_SECRET} key {service_k8s.POSTGRES_PASSWORD_KEY}" in message, message
+        assert wrong not in message and postgres.password(lab) not in message
+        named_s = time.time() - t0
+        log = core.read_namespaced_pod_log(_daemon_pods(core)[0].metadata.name, NS, container="migrate",
+                                           previous=False)
+        assert wrong not in log, "the password is in the migrate container's log"
+    finally:
+        t_back = time.time()
+        set_password(postgres.password(lab))
+    deadline = time.monotonic() + 240
+    while not (ticks := [t for t in _ticks(service) if t["timestamp"] > t_back and t["status"] != "STARTED"]):
+        assert time.monotonic() < deadline, "the daemon did not tick with the password right again"
+        time.sleep(3)
+    assert all(t["status"] in ("SUCCESS", "SKIPPED") for t in ticks), ticks
+    after = {r["runId"]: r["status"] for r in service.runs()}
+    assert {k: v for k, v in after.items() if k in history} == history, "runs lost or changed"
+    _record("in the cluster: wrong Postgres password", named_s=named_s, ticking_again_s=ticks[-1]["timestamp"] - t_back)
+    print(f"in the cluster: wrong Postgres password named by the daemon's migrate {named_s:.0f}s after the "
+          f"restart: {message.strip().splitlines()[-1][:200]}")
 
 
 TICKS = """{ sensorOrError(sensorSelector: {repositoryLocationName: "netviz", repositoryName: "__repository__",

@@ -3,6 +3,8 @@ docs/operating.md promises (Dagster's Helm chart's shape: code server, webserver
 Jobs under the pipeline's ServiceAccount, Postgres, secrets only by reference)."""
 from __future__ import annotations
 
+import copy
+
 import yaml
 
 from netviz_pipeline import service, targets
@@ -59,7 +61,7 @@ def test_the_helm_charts_shape_code_server_webserver_daemon_and_runs_as_jobs(raw
         assert pods[name]["serviceAccountName"] == service_k8s.DAGSTER_ACCOUNT
         # the storage created or upgraded before the process opens it, then the code server waited for
         migrate, wait = pods[name]["initContainers"]
-        assert migrate["command"] == ["dagster", "instance", "migrate"]
+        assert migrate["command"] == service_k8s.MIGRATE
         assert wait["command"][-2:] == ["NETVIZ_CODE_SERVICE_HOST", str(service_k8s.GRPC_PORT)]
     # sensors are evaluated in the code server: it runs as the pipeline's identity, like the runs
     assert pods[service_k8s.CODE]["serviceAccountName"] == service_k8s.SERVICE_ACCOUNT
@@ -124,3 +126,51 @@ def test_the_cli_refuses_before_printing_anything(tmp_path, raw, capsys):
     path.write_text(yaml.safe_dump(pod_settings(raw)))
     assert service.main(["k8s", "--settings", str(path), "--image", "x", "--postgres-host", "pg"]) == 0
     assert [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out)][-1] == "Deployment"
+
+
+def test_admin_print_brings_the_in_cluster_service_and_grants_its_runs_identity(tmp_path, raw, capsys):
+    from netviz_pipeline import admin
+
+    path = tmp_path / "netviz.yaml"
+    path.write_text(yaml.safe_dump(pod_settings(raw)))
+    assert admin.main(["print", "--settings", str(path)]) == 0
+    alone = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert admin.main(["print", "--settings", str(path), "--service-image", "reg/netviz:1", "--postgres-host", "pg",
+                       "--namespace", "ops", "--node-selector", "pool=infra"]) == 0
+    both = list(yaml.safe_load_all(capsys.readouterr().out))
+    service_objs = both[len(alone):]
+    assert {(o["kind"], o["metadata"]["name"]) for o in service_objs} >= {
+        ("Deployment", service_k8s.CODE), ("Deployment", service_k8s.WEBSERVER), ("Deployment", service_k8s.DAEMON),
+        ("Role", service_k8s.DAGSTER_ACCOUNT), ("ConfigMap", service_k8s.INSTANCE_CONFIGMAP)}
+    assert all(o["metadata"].get("namespace") in (None, "ops") for o in service_objs)
+    assert all(o["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "infra"}
+               for o in service_objs if o["kind"] == "Deployment")
+    # the pipeline's grant names the runs' ServiceAccount, not the default user
+    subjects = [s for o in both[:len(alone)] if o["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in o["subjects"]
+                if s["name"] == service_k8s.SERVICE_ACCOUNT]
+    assert subjects and all(s == {"kind": "ServiceAccount", "name": service_k8s.SERVICE_ACCOUNT, "namespace": "ops"}
+                            for s in subjects), subjects
+    assert not any(s.get("kind") == "User" for o in both if o["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in o["subjects"]
+                   if s["name"] == "netviz-pipeline")
+    # bad options are refused before anything is printed
+    assert admin.main(["print", "--settings", str(path), "--service-image", "x"]) == 2
+    assert admin.main(["print", "--settings", str(path), "--service-image", "x", "--postgres-host", "pg",
+                       "--node-selector", "infra"]) == 2
+    err = capsys.readouterr()
+    assert err.out == "" and "--postgres-host" in err.err and "KEY=VALUE" in err.err
+
+
+def test_drift_of_service_objects_ignores_api_defaults_and_names_a_change(raw):
+    from netviz_pipeline.render.install import drift
+
+    objs = service_k8s.render(yaml.safe_dump(pod_settings(raw)), "reg/netviz:1", service_k8s.PostgresRef("pg"))
+    dep = next(o for o in objs if o["kind"] == "Deployment")
+    live = copy.deepcopy(dep)
+    live["spec"]["progressDeadlineSeconds"] = 600  # what the API server adds
+    for c in live["spec"]["template"]["spec"]["containers"]:
+        c["terminationMessagePath"] = "/dev/termination-log"
+    assert drift(dep, live) == []
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = "reg/netviz:0"
+    assert drift(dep, live) == [f"Deployment {dep['metadata']['namespace']}/{dep['metadata']['name']}: spec differs "
+                                "from what netviz installs"]
+    assert drift(dep, None) == [f"Deployment {dep['metadata']['namespace']}/{dep['metadata']['name']} is missing"]
