@@ -83,12 +83,17 @@ def _act(action: str, kube, objs: list[dict]) -> int:
 
 
 def apply(kube, objs: list[dict]) -> list[str]:
-    """Server-side apply as `netviz-install`; returns "kind ns/name: action" for what changed."""
+    """Server-side apply as `netviz-install` what differs from the live object; returns "kind ns/name:
+    action" for what changed."""
     out = []
     for o in objs:
         res = kube.resource(o["apiVersion"], o["kind"])
         meta = o["metadata"]
         before = kube.get(o["apiVersion"], o["kind"], meta["name"], meta.get("namespace"))
+        # As wanted already: no request at all. A no-op apply is not always a no-op: the API server
+        # rewrote a ValidatingAdmissionPolicy on every apply (its status manager's entry reordered).
+        if before is not None and install.contains(before, o):
+            continue
         after = res.server_side_apply(body=o, name=meta["name"], namespace=meta.get("namespace"),
                                       field_manager=FIELD_MANAGER, force_conflicts=True).to_dict()
         rv_before = (before or {}).get("metadata", {}).get("resourceVersion")

@@ -349,12 +349,12 @@ def _rule_key(rule: dict) -> tuple:
                                                              "nonResourceURLs"))
 
 
-def _contains(have, want) -> bool:
+def contains(have, want) -> bool:
     """`want` is `have` with fields the API server defaults left out."""
     if isinstance(want, dict):
-        return isinstance(have, dict) and all(_contains(have.get(k), v) for k, v in want.items())
+        return isinstance(have, dict) and all(contains(have.get(k), v) for k, v in want.items())
     if isinstance(want, list):
-        return isinstance(have, list) and len(have) == len(want) and all(map(_contains, have, want))
+        return isinstance(have, list) and len(have) == len(want) and all(map(contains, have, want))
     return have == want
 
 
@@ -380,7 +380,7 @@ def drift(wanted: dict, live: dict | None) -> list[str]:
     elif wanted["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
         have = live.get("spec") or {}
         for key, value in wanted["spec"].items():  # the API server adds defaults: compare what we set
-            if not _contains(have.get(key), value):
+            if not contains(have.get(key), value):
                 out.append(f"{where}: spec.{key} differs from what netviz installs")
     elif wanted["kind"] in ("ClusterRoleBinding", "RoleBinding"):
         if live.get("roleRef") != wanted["roleRef"]:
@@ -392,6 +392,6 @@ def drift(wanted: dict, live: dict | None) -> list[str]:
                            f"{sub['name']} is not bound")
     else:  # netviz's own service objects (admin --service-image): what netviz sets, API defaults aside
         for key in ("spec", "data"):
-            if key in wanted and not _contains(live.get(key), wanted[key]):
+            if key in wanted and not contains(live.get(key), wanted[key]):
                 out.append(f"{where}: {key} differs from what netviz installs")
     return out

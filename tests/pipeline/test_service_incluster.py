@@ -22,6 +22,7 @@ import os
 import signal
 import time
 
+import psycopg2
 import pytest
 import yaml
 from kubernetes import client
@@ -30,6 +31,7 @@ from test_service import Service, _record, _remediations, _softflowd_pids, _tag 
 from netviz_lab import incluster_netviz, postgres
 from netviz_lab import settings as lab_settings
 from netviz_lab.lab import Lab
+from netviz_lab.supervisor import read_state
 from netviz_lab.topology import REAL_NODES
 from netviz_pipeline import admin
 from netviz_pipeline.render import service_k8s
@@ -64,9 +66,10 @@ def _ticks(service: Service) -> list[dict]:
     return service.gql(TICKS)["sensorOrError"]["sensorState"]["ticks"]
 
 
-def test_the_administrators_objects_are_as_applied_and_a_second_apply_changes_nothing(incluster, capsys):
+def test_the_administrators_objects_are_as_applied_and_a_second_apply_changes_nothing(incluster, admin_api, capsys):
     """`admin check --service-image …` reads what `admin apply` wrote (grant and netviz's own objects,
-    the API server's defaults aside); applying again changes no object."""
+    the API server's defaults aside); applying again changes no object (it once rewrote both admission
+    policies every time); a drifted object is named and put back alone."""
     service, _ = incluster
     capsys.readouterr()
     assert admin.main(["check", *service.admin_args]) == 0, capsys.readouterr().out
@@ -74,6 +77,16 @@ def test_the_administrators_objects_are_as_applied_and_a_second_apply_changes_no
     assert admin.main(["apply", *service.admin_args]) == 0
     out = capsys.readouterr().out
     assert out.startswith("0 of "), out
+    # someone narrows the daemon's Role: check names it, apply puts that one object back
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    role = rbac.read_namespaced_role(service_k8s.DAGSTER_ACCOUNT, NS)
+    narrowed = [client.ApiClient().sanitize_for_serialization(r) for r in role.rules if "events" not in r.resources]
+    rbac.patch_namespaced_role(service_k8s.DAGSTER_ACCOUNT, NS, {"rules": narrowed})
+    assert admin.main(["check", *service.admin_args]) == 1
+    assert f"Role {NS}/{service_k8s.DAGSTER_ACCOUNT}: missing rules" in capsys.readouterr().out
+    assert admin.main(["apply", *service.admin_args]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 of ") and f"Role {NS}/{service_k8s.DAGSTER_ACCOUNT}: updated" in out, out
 
 
 def test_deploy_launched_in_the_cluster_runs_as_a_job_and_converges_the_lab(incluster, lab: Lab, admin_api):
@@ -229,6 +242,46 @@ def test_a_run_worker_killed_mid_run_is_marked_failed_by_run_monitoring_and_the_
             retry_created_s=retry["creationTime"] - t_kill, healed_s=retry["endTime"] - t0)
     print(f"in the cluster: SIGKILLed run worker marked failed {marked_s:.0f}s after (run monitoring), retried "
           f"{retry['creationTime'] - t_kill:.0f}s after, healed {retry['endTime'] - t0:.0f}s after the fault")
+
+
+def _answers(lab: Lab) -> bool:
+    try:
+        return postgres.ready(lab)
+    except (OSError, psycopg2.Error):  # refused, or "the database system is starting up"
+        return False
+
+
+def test_postgres_lost_under_a_running_run_loses_no_run_and_the_daemon_carries_on(incluster, lab: Lab):
+    """The lab's PostgreSQL is killed (SIGKILL: a crashed server, a failover) while a run is in flight;
+    the lab's supervisor starts it again within seconds, as a managed Postgres fails over. The run ends
+    (it is never left "started"), every earlier run is still there, and the daemon ticks on."""
+    service, _ = incluster
+    history = {r["runId"]: r["status"] for r in service.runs() if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")}
+    run_id = service.launch("netviz_verify")
+    deadline = time.monotonic() + 120
+    while not _run_worker_pids(run_id):
+        assert time.monotonic() < deadline, "the verify run's worker did not start"
+        time.sleep(0.5)
+    pid = read_state(lab)["services"]["postgres"]
+    os.kill(pid, signal.SIGKILL)
+    t_kill = time.time()
+    deadline = time.monotonic() + 120
+    while read_state(lab)["services"].get("postgres") == pid or not _answers(lab):
+        assert time.monotonic() < deadline, "the lab's PostgreSQL did not come back"
+        time.sleep(0.2)
+    back_s = time.time() - t_kill
+    run = service.wait_run(lambda r: r["runId"] == run_id, 600, "the run in flight when Postgres went")
+    after = {r["runId"]: r["status"] for r in service.runs()}
+    assert {k: v for k, v in after.items() if k in history} == history, "runs lost or changed"
+    deadline = time.monotonic() + 150
+    while not (ticks := [t for t in _ticks(service) if t["timestamp"] > t_kill + back_s and t["status"] != "STARTED"]):
+        assert time.monotonic() < deadline, "the daemon did not tick after Postgres came back"
+        time.sleep(3)
+    assert all(t["status"] in ("SUCCESS", "SKIPPED") for t in ticks), ticks
+    print(f"in the cluster: Postgres killed under a run, back in {back_s:.1f}s; the run ended {run['status']} "
+          f"{run['endTime'] - t_kill:.0f}s after the kill; first tick after {ticks[-1]['timestamp'] - t_kill:.0f}s")
+    _record("in the cluster: Postgres killed under a run", postgres_back_s=back_s, run=run["status"],
+            run_ended_s=run["endTime"] - t_kill)
 
 
 def _daemon_pods(core) -> list:
