@@ -27,6 +27,7 @@ from .topology import COLLECTOR_NODE, NODE_IP, POSTGRES_PORT, REAL_NODE_LABEL
 NAMESPACE = "netviz"
 DATABASE = "netviz_incluster"
 NODE_PORT = 30300
+RUN_START_TIMEOUT = 60
 
 
 def url() -> str:
@@ -59,7 +60,10 @@ def admin_args(lab: Lab, image: str) -> list[str]:
     return ["--settings", str(settings_file(lab)), "--kubeconfig", str(lab.admin_kubeconfig),
             "--service-image", image, "--namespace", NAMESPACE, "--node-port", str(NODE_PORT),
             "--node-selector", "=".join(REAL_NODE_LABEL), "--postgres-host", NODE_IP,
-            "--postgres-port", str(POSTGRES_PORT), "--postgres-user", postgres.ROLE, "--postgres-db", DATABASE]
+            "--postgres-port", str(POSTGRES_PORT), "--postgres-user", postgres.ROLE, "--postgres-db", DATABASE,
+            # images are on the nodes already: a run not started in a minute will not start (the test of
+            # a run no node can take waits this long)
+            "--run-start-timeout", str(RUN_START_TIMEOUT)]
 
 
 def settings_file(lab: Lab):

@@ -216,6 +216,9 @@ def add_k8s_args(p: argparse.ArgumentParser, image_flag: str, *, required: bool)
     p.add_argument("--postgres-port", type=int, default=5432)
     p.add_argument("--postgres-user", default="dagster")
     p.add_argument("--postgres-db", default="dagster")
+    p.add_argument("--run-start-timeout", type=int, default=instance.RUN_START_TIMEOUT, metavar="SECONDS",
+                   help="a run Job whose pod has not started by then is marked failed, with the pod's status "
+                        f"and events (default {instance.RUN_START_TIMEOUT}; more where images pull slowly)")
 
 
 def k8s_objects(a: argparse.Namespace, settings: Path) -> list[dict]:
@@ -224,6 +227,9 @@ def k8s_objects(a: argparse.Namespace, settings: Path) -> list[dict]:
     if not a.postgres_host:
         raise SettingsError(["--postgres-host: the in-cluster recipe stores its runs in Postgres; name its host"],
                             "in-cluster options")
+    if a.run_start_timeout < 30:
+        raise SettingsError([f"--run-start-timeout {a.run_start_timeout}: a pod needs time to be scheduled and "
+                             "pull its image; give it 30 s or more"], "in-cluster options")
     selector = {}
     for item in a.node_selector:
         key, eq, value = item.partition("=")
@@ -239,7 +245,8 @@ def k8s_objects(a: argparse.Namespace, settings: Path) -> list[dict]:
     if bad:
         raise SettingsError(bad, f"{settings} (for running in the cluster)")
     pg = service_k8s.PostgresRef(a.postgres_host, a.postgres_port, a.postgres_user, a.postgres_db)
-    return service_k8s.render(text, a.image, pg, a.namespace, a.node_port, node_selector=selector or None)
+    return service_k8s.render(text, a.image, pg, a.namespace, a.node_port, node_selector=selector or None,
+                              run_start_timeout=a.run_start_timeout)
 
 
 def print_k8s(a: argparse.Namespace) -> int:

@@ -10,7 +10,9 @@ Why each setting:
   runs (Dagster's tag limits count each run once): the sensor never asks for one then, and a person
   who does gets two runs converging that router to the same settings (at most one extra restart).
 - run monitoring: a run whose process died (host reboot, OOM) is marked failed instead of hanging
-  "started" forever, which would also block the queue above.
+  "started" forever, which would also block the queue above; so is a run that has not started within
+  the start timeout (in the cluster: a pod no node takes, an image that cannot be pulled; dagster-k8s
+  adds the pod's status and events to the failure).
 - retention: the health sensor ticks every 30 s (2,880 ticks a day); ticks that did nothing are kept
   for a week, the rest for longer. Runs have no retention setting in Dagster: the daily `netviz_prune_runs`
   job deletes old runs (jobs.py).
@@ -25,8 +27,12 @@ import yaml
 from ..jobs import PARTITION_TAG, WRITES_SHARED, WRITES_TAG
 
 
+RUN_START_TIMEOUT = 180  # s: Dagster's default; an image pull on a slow registry may need more
+
+
 def dagster_yaml(postgres_url_env: str | None = None, max_concurrent_runs: int = 4, *,
-                 postgres_db: dict | None = None, run_launcher: dict | None = None) -> str:
+                 postgres_db: dict | None = None, run_launcher: dict | None = None,
+                 run_start_timeout: int = RUN_START_TIMEOUT) -> str:
     """`postgres_db`: Dagster's postgres_db block (its password `{env: ...}`, never a value), used by the
     in-cluster recipe; `run_launcher`: a launcher block (K8sRunLauncher there). With either, step output
     is not kept as files (NoOpComputeLogManager, as Dagster's Helm chart does): the event log in Postgres
@@ -37,7 +43,7 @@ def dagster_yaml(postgres_url_env: str | None = None, max_concurrent_runs: int =
             "config": {"max_concurrent_runs": max_concurrent_runs, "tag_concurrency_limits": [
                 {"key": WRITES_TAG, "value": WRITES_SHARED, "limit": 1},
                 {"key": PARTITION_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]}},
-        "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "cancel_timeout_seconds": 180,
+        "run_monitoring": {"enabled": True, "start_timeout_seconds": run_start_timeout, "cancel_timeout_seconds": 180,
                            "max_runtime_seconds": 3600, "poll_interval_seconds": 60},
         "retention": {"schedule": {"purge_after_days": 90},
                       "sensor": {"purge_after_days": {"skipped": 7, "failure": 90, "success": 30}}},

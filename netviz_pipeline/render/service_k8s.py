@@ -154,8 +154,9 @@ def run_launcher(image: str, namespace: str, node_selector: dict[str, str] | Non
     }}
 
 
-def dagster_yaml(image: str, namespace: str, pg: PostgresRef, node_selector: dict[str, str] | None = None) -> str:
-    return instance.dagster_yaml(postgres_db=pg.postgres_db(),
+def dagster_yaml(image: str, namespace: str, pg: PostgresRef, node_selector: dict[str, str] | None = None,
+                 run_start_timeout: int = instance.RUN_START_TIMEOUT) -> str:
+    return instance.dagster_yaml(postgres_db=pg.postgres_db(), run_start_timeout=run_start_timeout,
                                  run_launcher=run_launcher(image, namespace, node_selector))
 
 
@@ -222,7 +223,7 @@ def _dagster_pod(containers: list[dict], image: str) -> dict:
 
 
 def render(settings_text: str, image: str, pg: PostgresRef, namespace: str = "netviz", node_port: int | None = None,
-           node_selector: dict[str, str] | None = None) -> list[dict]:
+           node_selector: dict[str, str] | None = None, run_start_timeout: int = instance.RUN_START_TIMEOUT) -> list[dict]:
     """The objects, in apply order. Secrets the user creates first: POSTGRES_SECRET, SSH_SECRET, and
     optionally ENV_SECRET (webhook URL, Grafana token as environment variables)."""
     workspace = f"{WORKSPACE_DIR}/workspace.yaml"
@@ -258,7 +259,7 @@ def render(settings_text: str, image: str, pg: PostgresRef, namespace: str = "ne
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(SETTINGS_CONFIGMAP, namespace),
          "data": {"netviz.yaml": settings_text}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(INSTANCE_CONFIGMAP, namespace),
-         "data": {"dagster.yaml": dagster_yaml(image, namespace, pg, node_selector)}},
+         "data": {"dagster.yaml": dagster_yaml(image, namespace, pg, node_selector, run_start_timeout)}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(WORKSPACE_CONFIGMAP, namespace),
          "data": {"workspace.yaml": workspace_yaml()}},
         _deployment(CODE, namespace, code_pod, node_selector),

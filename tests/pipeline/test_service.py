@@ -38,6 +38,8 @@ LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on InvalidSubsetError { message } } }"""
 WORKSPACE = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+EVENTS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
+  ... on MessageEvent { message } } } } }"""
 RUNS = """query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { results {
   runId jobName status creationTime startTime endTime tags { key value } } } } }"""
 
@@ -76,14 +78,21 @@ class Service:
             assert time.monotonic() < deadline, f"code location not loaded within {timeout:.0f}s: {status}"
             time.sleep(1)
 
-    def launch(self, job: str, partition: str | None = None) -> str:
-        """Launch a job as the UI does (GraphQL launchRun), for one partition if given; returns the run id."""
-        tags = [{"key": "dagster/partition", "value": partition}] if partition else []
+    def launch(self, job: str, partition: str | None = None, tags: dict[str, str] | None = None) -> str:
+        """Launch a job as the UI does (GraphQL launchRun), for one partition if given, with these run tags
+        (the Launchpad's); returns the run id."""
+        tags = {**({"dagster/partition": partition} if partition else {}), **(tags or {})}
+        tags = [{"key": k, "value": v} for k, v in tags.items()]
         launched = self.gql(LAUNCH, p={"selector": {"repositoryLocationName": "netviz",
                                                     "repositoryName": "__repository__", "jobName": job},
                                        "runConfigData": {}, "executionMetadata": {"tags": tags}})["launchRun"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         return launched["run"]["runId"]
+
+    def messages(self, run_id: str) -> list[str]:
+        """The run's event log messages, as the run's page shows them."""
+        events = self.gql(EVENTS, id=run_id)["logsForRun"]["events"]
+        return [e.get("message") or "" for e in events]
 
     def runs(self, **filters) -> list[dict]:
         return self.gql(RUNS, f=filters)["runsOrError"]["results"]

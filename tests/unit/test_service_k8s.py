@@ -156,8 +156,15 @@ def test_admin_print_brings_the_in_cluster_service_and_grants_its_runs_identity(
     assert admin.main(["print", "--settings", str(path), "--service-image", "x"]) == 2
     assert admin.main(["print", "--settings", str(path), "--service-image", "x", "--postgres-host", "pg",
                        "--node-selector", "infra"]) == 2
+    assert admin.main(["print", "--settings", str(path), "--service-image", "x", "--postgres-host", "pg",
+                       "--run-start-timeout", "5"]) == 2
     err = capsys.readouterr()
-    assert err.out == "" and "--postgres-host" in err.err and "KEY=VALUE" in err.err
+    assert err.out == "" and "--postgres-host" in err.err and "KEY=VALUE" in err.err and "30 s or more" in err.err
+    assert admin.main(["print", "--settings", str(path), "--service-image", "x", "--postgres-host", "pg",
+                       "--run-start-timeout", "600"]) == 0
+    inst = next(o for o in yaml.safe_load_all(capsys.readouterr().out)
+                if o["metadata"]["name"] == service_k8s.INSTANCE_CONFIGMAP)
+    assert yaml.safe_load(inst["data"]["dagster.yaml"])["run_monitoring"]["start_timeout_seconds"] == 600
 
 
 def test_drift_of_service_objects_ignores_api_defaults_and_names_a_change(raw):
