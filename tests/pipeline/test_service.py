@@ -38,8 +38,8 @@ LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on InvalidSubsetError { message } } }"""
 WORKSPACE = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-EVENTS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
-  ... on MessageEvent { message } } } } }"""
+EVENTS = """query($id: ID!) { logsForRun(runId: $id) { __typename ... on EventConnection { events { __typename
+  ... on MessageEvent { message timestamp } } } ... on PythonError { message } } }"""
 RUNS = """query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { results {
   runId jobName status creationTime startTime endTime tags { key value } } } } }"""
 
@@ -89,10 +89,14 @@ class Service:
         assert launched["__typename"] == "LaunchRunSuccess", launched
         return launched["run"]["runId"]
 
+    def events(self, run_id: str) -> list[dict]:
+        """The run's event log as the run's page shows it: __typename, message, timestamp (ms, a string)."""
+        log = self.gql(EVENTS, id=run_id)["logsForRun"]
+        assert log["__typename"] == "EventConnection", log
+        return log["events"]
+
     def messages(self, run_id: str) -> list[str]:
-        """The run's event log messages, as the run's page shows them."""
-        events = self.gql(EVENTS, id=run_id)["logsForRun"]["events"]
-        return [e.get("message") or "" for e in events]
+        return [e.get("message") or "" for e in self.events(run_id)]
 
     def runs(self, **filters) -> list[dict]:
         return self.gql(RUNS, f=filters)["runsOrError"]["results"]
@@ -273,9 +277,13 @@ def test_the_daemon_brings_back_a_stopped_collector(service: Service, admin_api)
             healed_s=time.time() - t0, remedy="flow_freshness re-ran goflow2 (restoring replicas) + scrape config")
 
 
+def _writing(service: Service) -> list[dict]:
+    """Runs that write: shared ("true") or one router's ("router")."""
+    return [r for r in service.runs() if _tag(r, "netviz/writes") in ("true", "router")]
+
+
 def _writes_in_flight(service: Service) -> list[dict]:
-    return [r for r in service.runs(tags=[{"key": "netviz/writes", "value": "true"}])
-            if r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")]
+    return [r for r in _writing(service) if r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")]
 
 
 def _quiet(service: Service, for_s: float, timeout: float = 400) -> None:
@@ -284,7 +292,7 @@ def _quiet(service: Service, for_s: float, timeout: float = 400) -> None:
     healing back for 69 s of a node loss."""
     deadline = time.monotonic() + timeout
     while True:
-        runs = service.runs(tags=[{"key": "netviz/writes", "value": "true"}])
+        runs = _writing(service)
         last = max((r["creationTime"] for r in runs), default=0.0)
         if not _writes_in_flight(service) and time.time() - last >= for_s:
             return
