@@ -2,16 +2,18 @@
 Helm chart: code server, webserver and daemon as Deployments on the real nodes from the locally built
 image, storage in the lab's real PostgreSQL 15, each run a Kubernetes Job (K8sRunLauncher) on a real
 node as the pipeline's ServiceAccount, settings from a ConfigMap, the router key and the Postgres
-password from Secrets.
+password from Secrets, all but the Secrets applied by `admin apply --service-image …`.
 
-Proves: `netviz_deploy` launched through that webserver (as the UI does) runs as a Job on a real node and
-converges the lab, with the in-cluster Prometheus found by `mode: auto`; no password is in a Job's spec or
-arguments (dagster-k8s passes the instance serialised in the command); the health sensor's remediation
-of a killed softflowd runs as a Job too; after a restart of every Dagster pod the run history is there
-and the sensor carries on from its stored state (it does not heal again what it healed); a remediation
-whose Job is deleted mid-run is marked failed (its pod gets SIGTERM and the run worker records the
-failure; the daemon's run monitoring covers a worker that cannot), and the sensor's next attempt,
-within its bound, heals (the pod settings shorten the healing back-off to 15 s for this).
+Proves, in order: `admin check` finds what `apply` wrote and a second `apply` changes nothing;
+`netviz_deploy` launched through that webserver (as the UI does) runs as a Job on a real node and
+converges the lab, with the in-cluster Prometheus found by `mode: auto`, and no password is in a Job's
+spec or arguments (dagster-k8s passes the instance serialised in the command); two routers' runs are let
+go side by side, one router's one at a time; the health sensor's remediation of a killed softflowd runs
+as a Job, and after a restart of every Dagster pod the history is there and the sensor carries on from
+its stored state; a run worker SIGKILLed mid-run is marked failed by run monitoring and the sensor's
+retry, within its bound, heals (the pod settings shorten the healing back-off to 15 s for this); a run
+no node can take fails at the start timeout naming the scheduler's reason; PostgreSQL killed under a
+run loses nothing; a wrong Postgres password is named where the daemon starts.
 
 The instance is new (its own database) and the lab was never deployed from it: its health sensor must
 not heal anything before this first deploy (it once re-ran the scrape config alone, whose check then
@@ -158,6 +160,55 @@ def test_two_routers_run_side_by_side_in_their_own_jobs_and_one_router_one_at_a_
     print(f"in the cluster: two routers' runs let go {apart:.1f}s apart (runs of {first['endTime'] - first['startTime']:.1f}"
           f"/{other['endTime'] - other['startTime']:.1f}s, overlapping {overlap:.1f}s); the same router's second "
           f"run held {let_go[again['runId']] - again['creationTime']:.1f}s in the queue")
+
+
+def test_a_remediation_runs_as_a_job_and_healing_survives_every_dagster_pod(incluster, admin_api):
+    service, _ = incluster
+    core, batch = client.CoreV1Api(admin_api), client.BatchV1Api(admin_api)
+    before = _softflowd_pids()
+    assert before, "softflowd not running on the lab router"
+    t0 = time.time()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    run = service.wait_run(lambda r: r["creationTime"] >= t0 and _tag(r, "netviz/remediation") == "true", 300,
+                           "a remediation run after the kill")
+    assert run["status"] == "SUCCESS", run
+    assert "router:edge-linux" in (_tag(run, "netviz/remediates") or ""), run
+    _run_job(core, batch, run["runId"])
+    assert _softflowd_pids() and _softflowd_pids() != before
+    history = {r["runId"]: r["status"] for r in service.runs()}
+
+    # every Dagster pod goes: code server, webserver, daemon (their Deployments bring them back)
+    t_restart = time.time()
+    gone = set()
+    for p in core.list_namespaced_pod(NS).items:
+        if p.metadata.labels.get("app.kubernetes.io/name") in (service_k8s.CODE, service_k8s.WEBSERVER, service_k8s.DAEMON):
+            core.delete_namespaced_pod(p.metadata.name, NS, grace_period_seconds=5)
+            gone.add(p.metadata.name)
+    deadline = time.monotonic() + 300
+    while gone & {p.metadata.name for p in core.list_namespaced_pod(NS).items}:  # the old webserver answers
+        assert time.monotonic() < deadline, "the deleted pods did not go"           # until it has stopped
+        time.sleep(1)
+    while True:
+        try:
+            service.wait_loaded(timeout=5)
+            break
+        except (AssertionError, OSError, ValueError, KeyError) as e:  # not answering yet
+            assert time.monotonic() < deadline, f"the webserver did not come back: {e}"
+            time.sleep(3)
+    after = {r["runId"]: r["status"] for r in service.runs()}
+    assert {k: v for k, v in after.items() if k in history} == history, "run history lost in the restart"
+    # the new daemon ticks again from the stored cursor, and heals nothing: the router is healthy and its
+    # incident is remembered (a sensor that forgot would re-run the router on its first tick)
+    deadline = time.monotonic() + 150
+    while not (ticks := [t for t in _ticks(service) if t["timestamp"] > t_restart and t["status"] != "STARTED"]):
+        assert time.monotonic() < deadline, "the sensor did not tick after the restart"
+        time.sleep(3)
+    assert all(t["status"] in ("SUCCESS", "SKIPPED") for t in ticks), ticks
+    time.sleep(35)  # one more tick
+    assert not _remediations(service, t_restart), _remediations(service, t_restart)
+    _record("in the cluster: softflowd killed, remediation as a Job", detected_s=run["creationTime"] - t0,
+            healed_s=run["endTime"] - t0, launch_s=run["startTime"] - run["creationTime"])
 
 
 def _run_worker_pids(run_id: str) -> list[int]:
