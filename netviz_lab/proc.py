@@ -56,11 +56,16 @@ def pid_cmdline(pid: int) -> str:
         return ""
 
 
+def pids_by_cmdline(*marks: str) -> list[int]:
+    """Every process (but this one) whose argv contains all of `marks`."""
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != os.getpid()
+            and all(m in pid_cmdline(int(e)) for m in marks)]
+
+
 def kill_by_cmdline(*marks: str, wait_s: float = 5.0) -> list[int]:
     """SIGKILL every process (but this one) whose argv contains all of `marks`, and wait for them to go:
     what a crashed supervisor left of a host service. Returns their PIDs."""
-    victims = [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != os.getpid()
-               and all(m in pid_cmdline(int(e)) for m in marks)]
+    victims = pids_by_cmdline(*marks)
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

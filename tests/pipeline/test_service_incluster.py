@@ -34,6 +34,7 @@ from test_service import Service, _record, _remediations, _softflowd_pids, _tag 
 from netviz_lab import incluster_netviz, postgres
 from netviz_lab import settings as lab_settings
 from netviz_lab.lab import Lab
+from netviz_lab.proc import pids_by_cmdline
 from netviz_lab.supervisor import read_state
 from netviz_lab.topology import REAL_NODES
 from netviz_pipeline import admin
@@ -214,15 +215,7 @@ def test_a_remediation_runs_as_a_job_and_healing_survives_every_dagster_pod(incl
 def _run_worker_pids(run_id: str) -> list[int]:
     """The run worker of a run Job (`dagster api execute_run`, the run id in its argument), as the host
     sees it: the lab's real nodes run their containers on this host."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            argv = open(f"/proc/{entry}/cmdline", "rb").read()
-        except OSError:
-            continue
-        if entry.isdigit() and b"execute_run" in argv and run_id.encode() in argv:
-            pids.append(int(entry))
-    return pids
+    return pids_by_cmdline("execute_run", run_id)
 
 
 def test_a_run_worker_killed_mid_run_is_marked_failed_by_run_monitoring_and_the_sensor_retries(incluster, admin_api):
